@@ -1,0 +1,1 @@
+"""The Falcon WSGI app: app factory, resources and one error-mapping table."""

@@ -1,0 +1,104 @@
+"""App factory. Resources do HTTP only; the Intake service does the work."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import falcon
+import orjson
+
+from api.body import read_body
+from ingest.errors import Backpressure, Rejected
+from ingest.intake import Intake
+
+log = logging.getLogger(__name__)
+PREFIX = "/api/marketplace-public-api"
+
+
+def _json(resp: falcon.Response, status: int, body: Any) -> None:
+    resp.status = status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = orjson.dumps(body)
+
+
+class _Public:
+    def __init__(self, intake: Callable[[], Intake], max_body: int) -> None:
+        self.intake = intake
+        self.max_body = max_body
+
+
+class CheckSignature(_Public):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self.intake().check_signature(read_body(req, self.max_body))
+        resp.status = 200
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = b""
+
+
+class SetUsage(_Public):
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        receipt = self.intake().set_usage(read_body(req, self.max_body))
+        _json(resp, 201, receipt.body())
+
+
+class Health:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        _json(resp, 200, {"status": "ok"})
+
+
+class Ready:
+    def __init__(self, checks: dict[str, Callable[[], object]]) -> None:
+        self.checks = checks
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        results = {}
+        for name, check in self.checks.items():
+            try:
+                check()
+                results[name] = "ok"
+            except Exception as exc:
+                results[name] = f"unavailable: {type(exc).__name__}"
+        ok = all(v == "ok" for v in results.values())
+        _json(resp, 200 if ok else 503, {"status": "ok" if ok else "unavailable", **results})
+
+
+def _rejected(req: falcon.Request, resp: falcon.Response, ex: Rejected, params: Any) -> None:
+    _json(resp, ex.status, ex.body)
+
+
+def _backpressure(req: falcon.Request, resp: falcon.Response, ex: Backpressure, p: Any) -> None:
+    _json(resp, 503, {"detail": "Service temporarily unavailable, try again later."})
+    resp.set_header("Retry-After", str(ex.retry_after))
+
+
+def _http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, p: Any) -> None:
+    _json(resp, ex.status_code, {"detail": ex.title or "Error"})
+    for name, value in (ex.headers or {}).items():
+        resp.set_header(name, value)
+
+
+def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, p: Any) -> None:
+    # A defect or an outage, never the client's input: log it, answer without a traceback.
+    log.exception("unexpected error on %s %s", req.method, req.path)
+    _json(resp, 503, {"detail": "Service temporarily unavailable, try again later."})
+    resp.set_header("Retry-After", "1")
+
+
+def create_app(
+    intake: Callable[[], Intake],
+    ready_checks: dict[str, Callable[[], object]],
+    max_body: int,
+) -> falcon.App:
+    app = falcon.App(media_type=falcon.MEDIA_JSON)
+    app.req_options.strip_url_path_trailing_slash = False
+    app.add_route(f"{PREFIX}/check_signature/", CheckSignature(intake, max_body))
+    app.add_route(f"{PREFIX}/set_usage/", SetUsage(intake, max_body))
+    app.add_route("/healthz", Health())
+    app.add_route("/readyz", Ready(ready_checks))
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(falcon.HTTPError, _http_error)
+    app.add_error_handler(Rejected, _rejected)
+    app.add_error_handler(Backpressure, _backpressure)
+    return app

@@ -1,0 +1,52 @@
+"""Request body decoding with DRF's answers: JSON or form-encoded, bounded in size."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+import falcon
+import orjson
+
+from ingest.errors import Rejected
+
+
+def read_body(req: falcon.Request, limit: int) -> Any:
+    length = req.content_length
+    if length is not None and length > limit:
+        raise Rejected({"detail": "Request body is too large."}, status=413)
+    raw = req.bounded_stream.read(limit + 1)
+    if len(raw) > limit:
+        raise Rejected({"detail": "Request body is too large."}, status=413)
+    media = (req.content_type or "").split(";", 1)[0].strip().lower()
+    if not raw.strip():
+        return {}
+    if media in ("", "application/json") or media.endswith("+json"):
+        return parse_json(raw)
+    if media == "application/x-www-form-urlencoded":
+        try:
+            return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError:
+            raise Rejected({"detail": "Form parse error - invalid UTF-8"}) from None
+    raise Rejected({"detail": f'Unsupported media type "{req.content_type}" in request.'},
+                   status=415)
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refused: ask the standard library, which also words DRF's error message
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        reason = str(exc)
+    except (ValueError, RecursionError) as exc:
+        reason = str(exc) if not isinstance(exc, RecursionError) else "too deeply nested"
+    raise Rejected({"detail": f"JSON parse error - {reason}"})
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"Out of range float values are not JSON compliant: {name}")

@@ -1,0 +1,193 @@
+"""The Redis side: one stream is both the durable journal and the work queue.
+
+Every accepted report is appended with ``XADD`` by a Lua script that, in the same atomic
+round trip, takes the next acceptance sequence (``INCR``) and raises a rate-limited "kick"
+flag. Workers claim entries through a consumer group (``XREADGROUP``): a claimed entry stays
+in the group's pending list until ``XACK``, which happens only after its batch committed, so
+a crash anywhere leaves it pending for the reconciler (``XAUTOCLAIM``). Entries are trimmed
+only behind the oldest pending entry and after the retention window, so the journal doubles
+as the source for ``ingest replay``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+
+GROUP = "commit"
+
+_ACCEPT = """
+local seq = redis.call('INCR', KEYS[1])
+local id = redis.call('XADD', KEYS[2], '*', 's', seq, 'r', ARGV[1])
+local kick = 0
+if redis.call('SET', KEYS[3], '1', 'PX', ARGV[2], 'NX') then kick = 1 end
+return {seq, id, kick}
+"""
+
+_SEQ_FLOOR = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(ARGV[1])
+if current < floor then redis.call('SET', KEYS[1], floor) return floor end
+return current
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Entry:
+    entry_id: str
+    seq: int
+    raw: bytes
+    deliveries: int = 1
+
+
+def _entry(entry_id: bytes | str, fields: dict[bytes, bytes], deliveries: int = 1) -> Entry:
+    eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return Entry(eid, int(fields.get(b"s", b"0")), fields.get(b"r", b""), deliveries)
+
+
+class RedisQueue:
+    """Redis adapter for the journal stream. Safe to share between threads (a pool inside)."""
+
+    def __init__(self, client: redis.Redis, prefix: str, kick_ms: int = 200) -> None:
+        self.client = client
+        self.seq_key = f"{prefix}:seq"
+        self.stream = f"{prefix}:journal"
+        self.kick_key = f"{prefix}:kick"
+        self.kick_ms = kick_ms
+        self._accept = client.register_script(_ACCEPT)
+        self._seq_floor = client.register_script(_SEQ_FLOOR)
+        self._group_ready = False
+
+    def ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def accept(self, raw: bytes) -> tuple[int, str, bool]:
+        """Append one report; return (sequence, entry id, whether to kick a drain task)."""
+        seq, entry_id, kick = self._accept(
+            keys=[self.seq_key, self.stream, self.kick_key], args=[raw, self.kick_ms]
+        )
+        eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return int(seq), eid, bool(kick)
+
+    def claim(self, consumer: str, count: int, block_ms: int) -> list[Entry]:
+        """Claim up to ``count`` never-delivered entries for this consumer."""
+        self.ensure_group()
+        try:
+            answer = self.client.xreadgroup(
+                GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms or None
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._group_ready = False
+            self.ensure_group()
+            return []
+        if not answer:
+            return []
+        return [_entry(eid, fields) for eid, fields in answer[0][1] if fields]
+
+    def ack(self, entry_ids: list[str]) -> None:
+        if entry_ids:
+            self.client.xack(self.stream, GROUP, *entry_ids)
+
+    def reclaim(self, consumer: str, min_idle_ms: int, count: int = 500) -> list[Entry]:
+        """Take over entries pending longer than ``min_idle_ms`` (crashed or stuck workers)."""
+        self.ensure_group()
+        claimed: list[Entry] = []
+        cursor = "0-0"
+        while len(claimed) < count:
+            answer = self.client.xautoclaim(
+                self.stream, GROUP, consumer, min_idle_ms, cursor, count=count - len(claimed)
+            )
+            cursor = answer[0].decode() if isinstance(answer[0], bytes) else answer[0]
+            deleted = answer[2] if len(answer) > 2 else []
+            if deleted:
+                self.client.xack(self.stream, GROUP, *deleted)
+            if not answer[1] and cursor == "0-0":
+                break
+            ids = [eid for eid, fields in answer[1] if fields]
+            deliveries = self._deliveries(ids)
+            claimed.extend(
+                _entry(eid, fields, deliveries.get(_s(eid), 1)) for eid, fields in answer[1] if fields
+            )
+            if cursor == "0-0":
+                break
+        return claimed
+
+    def _deliveries(self, ids: list[Any]) -> dict[str, int]:
+        if not ids:
+            return {}
+        first, last = _s(ids[0]), _s(ids[-1])
+        rows = self.client.xpending_range(self.stream, GROUP, min=first, max=last, count=len(ids) * 2)
+        return {_s(row["message_id"]): int(row["times_delivered"]) for row in rows}
+
+    def pending_count(self) -> int:
+        self.ensure_group()
+        info = self.client.xpending(self.stream, GROUP)
+        return int(info["pending"])
+
+    def backlog(self) -> int:
+        """Reports accepted but not yet committed: never delivered plus pending."""
+        self.ensure_group()
+        for group in self.client.xinfo_groups(self.stream):
+            if _s(group["name"]) == GROUP:
+                lag = group.get("lag")
+                if lag is None:  # Redis < 7: count the undelivered entries ourselves
+                    last = _s(group["last-delivered-id"])
+                    lag = len(self.client.xrange(self.stream, min=f"({last}", count=100_000))
+                return int(lag) + int(group["pending"])
+        return 0
+
+    def oldest_pending_id(self) -> str | None:
+        info = self.client.xpending(self.stream, GROUP)
+        return _s(info["min"]) if info.get("min") else None
+
+    def trim(self, retention_seconds: float) -> int:
+        """Drop journal entries older than the retention window and behind every consumer."""
+        self.ensure_group()
+        cutoff = f"{int((time.time() - retention_seconds) * 1000)}-0"
+        for group in self.client.xinfo_groups(self.stream):
+            if _s(group["name"]) == GROUP:
+                cutoff = min(cutoff, _s(group["last-delivered-id"]), key=_id_key)
+        oldest = self.oldest_pending_id()
+        if oldest:
+            cutoff = min(cutoff, oldest, key=_id_key)
+        return int(self.client.xtrim(self.stream, minid=cutoff, approximate=False))
+
+    def read_journal(self, start: str = "-", end: str = "+", page: int = 1000) -> Iterator[Entry]:
+        """Every journal entry in acceptance order, between two stream ids (inclusive)."""
+        cursor = start
+        while True:
+            rows = self.client.xrange(self.stream, min=cursor, max=end, count=page)
+            for eid, fields in rows:
+                yield _entry(eid, fields)
+            if len(rows) < page:
+                return
+            cursor = "(" + _s(rows[-1][0])
+
+    def ensure_seq_at_least(self, floor: int) -> int:
+        """After a Redis loss, never hand out a sequence at or below one already committed."""
+        return int(self._seq_floor(keys=[self.seq_key], args=[floor]))
+
+    def ping(self) -> bool:
+        return bool(self.client.ping())
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, n = entry_id.partition("-")
+    return int(ms), int(n or 0)

@@ -1,0 +1,184 @@
+"""SQL engine and the usage store: the transaction in which a batch of reports is committed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from ingest.adapters import tables as t
+from ingest.errors import Transient
+from ingest.model import UsageKey
+from ingest.ports import ReportRecord, UsageRow
+
+
+def make_engine(url: str, pool_size: int = 5) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_size=pool_size, pool_pre_ping=True, pool_recycle=1800)
+
+
+def dialect_insert(session: Session, table: Any) -> Any:
+    name = session.get_bind().dialect.name
+    module = postgresql if name == "postgresql" else sqlite
+    return module.insert(table)
+
+
+def upsert(session: Session, model: Any, keys: list[str], values: dict[str, Any]) -> None:
+    stmt = dialect_insert(session, model).values(**values)
+    changes = {k: stmt.excluded[k] for k in values if k not in keys}
+    if changes:
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=changes)
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+    session.execute(stmt)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Connection loss, server shutdown, deadlock, serialization failure, SQLite busy."""
+    if isinstance(exc, OperationalError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return code in {"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08003", "08006"}
+
+
+class SqlUnitOfWork:
+    """One database transaction; ``commit`` makes every write of the batch visible at once."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.session = Session(engine, expire_on_commit=False)
+        self.is_postgres = engine.dialect.name == "postgresql"
+
+    def __enter__(self) -> SqlUnitOfWork:
+        self.session.begin()
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            if self.session.in_transaction():
+                self.session.rollback()
+            self.session.close()
+        except DBAPIError:
+            pass  # the connection is gone; the pool discards it
+        if exc is not None and not isinstance(exc, Transient) and is_transient(exc):
+            raise Transient(str(exc)) from exc
+
+    def commit(self) -> None:
+        try:
+            self.session.commit()
+        except DBAPIError as exc:
+            if is_transient(exc):
+                raise Transient(str(exc.orig)) from exc
+            raise
+
+    def final_report_ids(self, ids: Iterable[str]) -> set[str]:
+        wanted = list(ids)
+        if not wanted:
+            return set()
+        rows = self.session.execute(
+            select(t.UsageReport.id).where(
+                t.UsageReport.id.in_(wanted), t.UsageReport.state != "queued"
+            )
+        )
+        return {row[0] for row in rows}
+
+    def upsert_usages(self, rows: list[UsageRow]) -> set[tuple[UsageKey, int]]:
+        """Insert or overwrite rows whose stored sequence is lower; return what was applied."""
+        if not rows:
+            return set()
+        table = t.ComponentUsage.__table__
+        stmt = dialect_insert(self.session, table)
+        excluded = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["resource_uuid", "component_type", "billing_period"],
+            set_={
+                name: excluded[name]
+                for name in ("plan_period_uuid", "amount", "description", "recurring",
+                             "missing_usage_policy", "date", "report_id", "report_seq",
+                             "updated_at")
+            },
+            where=table.c.report_seq < excluded.report_seq,
+        ).returning(table.c.resource_uuid, table.c.component_type, table.c.billing_period,
+                    table.c.report_seq)
+        now = dt.datetime.now(dt.UTC)
+        params = [
+            {
+                "resource_uuid": r.key.resource,
+                "component_type": r.key.component,
+                "billing_period": r.key.billing_period,
+                "plan_period_uuid": r.plan_period,
+                "amount": r.amount,
+                "description": r.description,
+                "recurring": r.recurring,
+                "missing_usage_policy": r.missing_usage_policy,
+                "date": r.date,
+                "report_id": r.report_id,
+                "report_seq": r.seq,
+                "updated_at": now,
+            }
+            # a fixed order avoids deadlocks between concurrent batches on PostgreSQL
+            for r in sorted(rows, key=lambda r: (str(r.key.resource), r.key.component,
+                                                 r.key.billing_period))
+        ]
+        applied: set[tuple[UsageKey, int]] = set()
+        for row in self.session.execute(stmt, params):
+            billing_period = row.billing_period
+            if isinstance(billing_period, dt.datetime):
+                billing_period = billing_period.date()
+            applied.add((UsageKey(row.resource_uuid, row.component_type, billing_period),
+                         int(row.report_seq)))
+        return applied
+
+    def record_reports(self, records: list[ReportRecord]) -> None:
+        """Write each report's final state; a report already recorded keeps its first outcome
+        unless it was quarantined and is now being re-driven (replay)."""
+        if not records:
+            return
+        table = t.UsageReport.__table__
+        stmt = dialect_insert(self.session, table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={name: stmt.excluded[name] for name in
+                  ("state", "reason_code", "reason", "deliveries", "committed_at")},
+            where=table.c.state.in_(("queued", "quarantined")),
+        )
+        self.session.execute(
+            stmt,
+            [
+                {
+                    "id": r.id, "seq": r.seq, "customer_uuid": r.customer,
+                    "resource_uuid": r.resource, "billing_period": r.billing_period,
+                    "accepted_at": r.accepted_at, "token": r.token, "payload": r.payload,
+                    "state": r.state, "reason_code": r.reason_code, "reason": r.reason,
+                    "deliveries": r.deliveries, "committed_at": r.committed_at,
+                }
+                for r in records
+            ],
+        )
+
+    def max_seq(self) -> int:
+        value = self.session.execute(select(func.max(t.UsageReport.seq))).scalar()
+        return int(value or 0)
+
+    def mark(self, report_id: str, state: str) -> None:
+        self.session.execute(
+            update(t.UsageReport).where(t.UsageReport.id == report_id).values(state=state)
+        )

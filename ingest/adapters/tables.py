@@ -1,0 +1,166 @@
+"""SQLAlchemy 2.x models of the catalog, the usage rows and the accepted-report record.
+
+Schema changes go through Alembic (ingest/migrations); these models are its source of truth.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class DecimalText(TypeDecorator[Decimal]):
+    """Exact decimals on SQLite, which would otherwise store Numeric as a binary float."""
+
+    impl = String(32)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else str(Decimal(value).quantize(Decimal("0.01")))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+Amount = Numeric(20, 2).with_variant(DecimalText(), "sqlite")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class ServiceProvider(Base):
+    __tablename__ = "service_providers"
+    customer_uuid: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    api_secret_code: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class Offering(Base):
+    __tablename__ = "offerings"
+    uuid: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    customer_uuid: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("service_providers.customer_uuid", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255), default="")
+
+
+class OfferingComponent(Base):
+    __tablename__ = "offering_components"
+    __table_args__ = (UniqueConstraint("offering_uuid", "type"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    offering_uuid: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("offerings.uuid", ondelete="CASCADE")
+    )
+    type: Mapped[str] = mapped_column(String(255))
+    billing_type: Mapped[str] = mapped_column(String(16))
+    measured_unit: Mapped[str] = mapped_column(String(64), default="")
+
+
+class Resource(Base):
+    __tablename__ = "resources"
+    uuid: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    offering_uuid: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("offerings.uuid", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255), default="")
+    state: Mapped[str] = mapped_column(String(32))
+    plan_uuid: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+
+
+class PlanPeriod(Base):
+    __tablename__ = "plan_periods"
+    uuid: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    resource_uuid: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("resources.uuid", ondelete="CASCADE"), index=True
+    )
+    start: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    end: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class CatalogMeta(Base):
+    """One row; ``version`` is bumped by every catalog change so caches know to reload."""
+
+    __tablename__ = "catalog_meta"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ComponentUsage(Base):
+    """The usage of one component of one resource in one billing period (absolute, last wins).
+
+    ``report_seq`` is the acceptance sequence of the report that set the row: an upsert only
+    overwrites a row whose sequence is lower, so an old report can never roll a value back.
+    """
+
+    __tablename__ = "component_usages"
+    __table_args__ = (UniqueConstraint("resource_uuid", "component_type", "billing_period"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    resource_uuid: Mapped[uuid.UUID] = mapped_column(Uuid)
+    component_type: Mapped[str] = mapped_column(String(255))
+    billing_period: Mapped[dt.date] = mapped_column(Date)
+    plan_period_uuid: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    amount: Mapped[Decimal] = mapped_column(Amount)
+    description: Mapped[str] = mapped_column(Text, default="")
+    recurring: Mapped[bool] = mapped_column(Boolean, default=False)
+    missing_usage_policy: Mapped[str] = mapped_column(String(16), default="none")
+    date: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    report_id: Mapped[str] = mapped_column(String(32))
+    report_seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class UsageReport(Base):
+    """Every accepted report that reached SQL, with its final state.
+
+    state: queued | committed | superseded | quarantined. A report still in Redis only
+    (accepted, not yet committed) has no row here yet.
+    """
+
+    __tablename__ = "usage_reports"
+    __table_args__ = (
+        Index("ix_usage_reports_state_accepted", "state", "accepted_at"),
+        Index("ix_usage_reports_resource", "resource_uuid"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    customer_uuid: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    resource_uuid: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    billing_period: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    accepted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    token: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    reason_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    deliveries: Mapped[int] = mapped_column(Integer, default=1)
+    committed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

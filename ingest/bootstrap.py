@@ -1,0 +1,98 @@
+"""The one place that builds engines, pools and clients -- once per process, after any fork.
+
+gunicorn and Celery prefork both fork; nothing here runs at import time. Call ``runtime()``
+from inside the process that will use the connections.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+from typing import Any
+
+import redis
+from sqlalchemy import Engine
+
+from ingest import config
+from ingest.adapters.redis_queue import RedisQueue
+from ingest.adapters.sql import SqlUnitOfWork, make_engine
+from ingest.adapters.sql_catalog import SqlCatalog
+from ingest.catalog_cache import CatalogCache
+from ingest.commit import Committer
+from ingest.intake import Intake
+
+DRAIN_TASK = "workers.tasks.drain"
+
+
+class Runtime:
+    """Everything a process needs, built lazily from one Settings object."""
+
+    def __init__(self, settings: config.Settings) -> None:
+        self.settings = settings
+
+    @functools.cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.database_url)
+
+    @functools.cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(
+            self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5,
+            health_check_interval=30,
+        )
+
+    @functools.cached_property
+    def queue(self) -> RedisQueue:
+        q = RedisQueue(self.redis, self.settings.redis_prefix,
+                       kick_ms=max(1, int(self.settings.flush_interval * 1000)))
+        return q
+
+    @functools.cached_property
+    def catalog_source(self) -> SqlCatalog:
+        return SqlCatalog(self.engine)
+
+    @functools.cached_property
+    def catalog(self) -> CatalogCache:
+        return CatalogCache(self.catalog_source, self.settings.catalog_refresh)
+
+    @functools.cached_property
+    def producer(self) -> Any:
+        from celery import Celery  # imported here: only processes that send tasks pay for it
+
+        return Celery("ingest-producer", broker=self.settings.redis_url, set_as_current=False)
+
+    def kick(self) -> None:
+        self.producer.send_task(DRAIN_TASK, expires=max(2.0, self.settings.flush_interval * 10))
+
+    @functools.cached_property
+    def intake(self) -> Intake:
+        return Intake(self.settings, self.catalog, self.queue, self.kick)
+
+    @functools.cached_property
+    def worker_catalog(self) -> CatalogCache:
+        # the authoritative check at commit: re-read the version before every batch
+        return CatalogCache(self.catalog_source, 0.0)
+
+    @functools.cached_property
+    def committer(self) -> Committer:
+        return Committer(
+            lambda: SqlUnitOfWork(self.engine),
+            self.worker_catalog.get,
+            self.settings.max_deliveries,
+        )
+
+    @property
+    def consumer_name(self) -> str:
+        return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@functools.cache
+def runtime() -> Runtime:
+    settings = config.load()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format='{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}',
+    )
+    return Runtime(settings)

@@ -1,0 +1,229 @@
+"""The worker-side service: commit a batch of journal entries in one transaction.
+
+Guarantees:
+- every entry handed in ends in exactly one final state (committed, superseded, quarantined)
+  in the same transaction that applies its usage, or the call raises and nothing changed;
+- a usage row is only overwritten by a higher acceptance sequence, so redelivery, retries
+  and replays never apply a report twice or roll a value back;
+- one bad report never takes its batch down: a batch that fails for a non-transient reason is
+  split until the culprit is alone, and that one is quarantined.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+
+import msgspec
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from ingest.errors import Quarantine, Transient
+from ingest.model import (
+    REPORTABLE_BILLING_TYPES,
+    CatalogSnapshot,
+    UsageKey,
+    month_start_instant,
+)
+from ingest.ports import ReportRecord, UnitOfWork, UsageRow
+from schemas import queue as wire
+
+log = logging.getLogger(__name__)
+NIL = uuid.UUID(int=0)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delivery:
+    """One journal entry as handed to a worker."""
+
+    entry_id: str
+    seq: int
+    raw: bytes
+    deliveries: int = 1
+
+
+@dataclasses.dataclass
+class Outcome:
+    committed: list[str] = dataclasses.field(default_factory=list)
+    superseded: list[str] = dataclasses.field(default_factory=list)
+    quarantined: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)  # already final: redelivery
+    done_entries: list[str] = dataclasses.field(default_factory=list)  # safe to XACK
+
+    def merge(self, other: Outcome) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).extend(getattr(other, f.name))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Item:
+    delivery: Delivery
+    report: wire.QueuedReport | None
+    problem: Quarantine | None
+
+
+def _decode(d: Delivery) -> _Item:
+    try:
+        return _Item(d, wire.decode(d.raw), None)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return _Item(d, None, Quarantine("undecodable", f"journal entry is not a v1 report: {exc}"))
+
+
+def check_against_catalog(report: wire.QueuedReport, catalog: CatalogSnapshot) -> None:
+    """Re-check at commit what may have changed since acceptance; raise Quarantine."""
+    resource = catalog.resources.get(uuid.UUID(report.resource))
+    if resource is None:
+        raise Quarantine("resource_missing", f"resource {report.resource} no longer exists")
+    if not resource.state_is_valid:
+        raise Quarantine("resource_state", f"resource is in state {resource.state}")
+    components = catalog.components_of(resource)
+    invalid = sorted(
+        {u.type for u in report.usages}
+        - {name for name, kind in components.items() if kind in REPORTABLE_BILLING_TYPES}
+    )
+    if invalid:
+        raise Quarantine("component_invalid", f"components no longer valid: {', '.join(invalid)}")
+    if report.plan_period is not None:
+        period = catalog.plan_periods.get(uuid.UUID(report.plan_period))
+        if period is None:
+            raise Quarantine("plan_period_missing", f"plan period {report.plan_period} is gone")
+        start = dt.date.fromisoformat(report.billing_period)
+        opened = dt.datetime(start.year, start.month, 1, tzinfo=dt.UTC)
+        if period.end is not None and period.end < month_start_instant(opened, dt.UTC):
+            raise Quarantine("period_closed", "the plan period closed before this billing period")
+
+
+def _record(item: _Item, state: str, now: dt.datetime, problem: Quarantine | None = None
+            ) -> ReportRecord:
+    r = item.report
+    return ReportRecord(
+        id=r.id if r else f"undecodable-{item.delivery.entry_id}"[:32],
+        seq=item.delivery.seq,
+        customer=uuid.UUID(r.customer) if r else NIL,
+        resource=uuid.UUID(r.resource) if r else None,
+        billing_period=dt.date.fromisoformat(r.billing_period) if r else None,
+        accepted_at=dt.datetime.fromtimestamp(r.accepted_at, dt.UTC) if r else now,
+        token=r.token if r else "",
+        payload=r.claims.decode("utf-8", "replace") if r else repr(item.delivery.raw[:2000]),
+        state=state,
+        reason_code=problem.code if problem else None,
+        reason=problem.message if problem else None,
+        deliveries=item.delivery.deliveries,
+        committed_at=now,
+    )
+
+
+def _rows(report: wire.QueuedReport, seq: int) -> list[UsageRow]:
+    resource = uuid.UUID(report.resource)
+    period = dt.date.fromisoformat(report.billing_period)
+    date = dt.datetime.fromisoformat(report.date)
+    plan_period = uuid.UUID(report.plan_period) if report.plan_period else None
+    return [
+        UsageRow(UsageKey(resource, u.type, period), plan_period, Decimal(u.amount),
+                 u.description, u.recurring, u.missing_usage_policy, date, report.id, seq)
+        for u in report.usages
+    ]
+
+
+class Committer:
+    def __init__(
+        self,
+        unit_of_work: Callable[[], UnitOfWork],
+        catalog: Callable[[], CatalogSnapshot],
+        max_deliveries: int,
+        retry_attempts: int = 5,
+        retry_wait_max: float = 8.0,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.unit_of_work = unit_of_work
+        self.catalog = catalog
+        self.max_deliveries = max_deliveries
+        self.retry_attempts = retry_attempts
+        self.retry_wait_max = retry_wait_max
+        self.clock = clock
+
+    def commit(self, deliveries: Sequence[Delivery], revive: bool = False) -> Outcome:
+        """Commit a batch; transient failures are retried with back-off, then re-raised as
+        Transient (the entries then stay pending for the reconciler). ``revive`` lets a
+        quarantined report be committed again (replay from quarantine)."""
+        items = [_decode(d) for d in deliveries]
+        for attempt in Retrying(
+            retry=retry_if_exception_type(Transient),
+            stop=stop_after_attempt(self.retry_attempts),
+            wait=wait_exponential(multiplier=0.1, max=self.retry_wait_max),
+            reraise=True,
+        ):
+            with attempt:
+                return self._commit_isolating(items, revive)
+        raise AssertionError("unreachable")
+
+    def _commit_isolating(self, items: list[_Item], revive: bool) -> Outcome:
+        try:
+            return self._commit_once(items, revive)
+        except Transient:
+            raise
+        except Exception as exc:
+            if len(items) == 1:
+                log.error("report failed on its own, quarantining: %s", exc)
+                problem = Quarantine("commit_failed", f"{type(exc).__name__}: {exc}"[:2000])
+                return self._commit_once([dataclasses.replace(items[0], problem=problem)], revive)
+            half = len(items) // 2
+            log.warning("batch of %d failed (%s); splitting", len(items), exc)
+            outcome = self._commit_isolating(items[:half], revive)
+            outcome.merge(self._commit_isolating(items[half:], revive))
+            return outcome
+
+    def _commit_once(self, items: list[_Item], revive: bool) -> Outcome:
+        now = self.clock()
+        catalog = self.catalog()
+        outcome = Outcome()
+        with self.unit_of_work() as uow:
+            final = uow.final_report_ids([i.report.id for i in items if i.report])
+            if revive:
+                final = set()
+            live: list[_Item] = []
+            records: list[ReportRecord] = []
+            seen: set[str] = set()
+            for item in items:
+                if item.report and (item.report.id in final or item.report.id in seen):
+                    outcome.skipped.append(item.report.id)
+                    continue
+                if item.report:
+                    seen.add(item.report.id)
+                problem = item.problem
+                if problem is None and item.delivery.deliveries > self.max_deliveries:
+                    problem = Quarantine(
+                        "poison", f"delivered {item.delivery.deliveries} times without commit"
+                    )
+                if problem is None and item.report is not None:
+                    try:
+                        check_against_catalog(item.report, catalog)
+                    except Quarantine as q:
+                        problem = q
+                if problem is not None:
+                    records.append(_record(item, "quarantined", now, problem))
+                    outcome.quarantined.append(records[-1].id)
+                else:
+                    live.append(item)
+            winners: dict[UsageKey, UsageRow] = {}
+            for item in live:
+                assert item.report is not None
+                for row in _rows(item.report, item.delivery.seq):
+                    best = winners.get(row.key)
+                    if best is None or row.seq > best.seq:
+                        winners[row.key] = row
+            applied = uow.upsert_usages(list(winners.values()))
+            applied_seqs = {seq for _key, seq in applied}
+            for item in live:
+                assert item.report is not None
+                won = not item.report.usages or item.delivery.seq in applied_seqs
+                state = "committed" if won else "superseded"
+                records.append(_record(item, state, now))
+                getattr(outcome, state).append(item.report.id)
+            uow.record_reports(records)
+            uow.commit()
+        outcome.done_entries = [i.delivery.entry_id for i in items]
+        return outcome

@@ -1,0 +1,155 @@
+"""One frozen Settings object, built from the environment once and validated at start.
+
+This is the only module that reads ``os.environ``; everything else receives a Settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+T = TypeVar("T")
+
+EMBEDDED_REDIS_PORT = 6380
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///ingest.db"
+    redis_url: str = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+    port: int = 8000
+    billing_timezone: str = "UTC"
+    batch_size: int = 500
+    flush_interval: float = 0.1
+    drain_budget: float = 10.0
+    catalog_refresh: float = 2.0
+    max_deliveries: int = 5
+    enforce_ownership: bool = True
+    max_body_bytes: int = 64 * 1024
+    redis_prefix: str = "ingest"
+    journal_retention_hours: float = 24.0
+    reconcile_interval: float = 30.0
+    reconcile_after: float = 60.0
+    web_concurrency: int = 3
+    log_level: str = "INFO"
+    secret_min_length: int = 0
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.billing_timezone)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+# (environment variable, field, parser, description) -- the README table is generated from this.
+def _bool(v: str) -> bool:
+    low = v.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected a boolean, got {v!r}")
+
+
+def _positive(cast: Callable[[str], T]) -> Callable[[str], T]:
+    def parse(v: str) -> T:
+        value = cast(v)
+        if value <= 0:  # type: ignore[operator]
+            raise ValueError(f"must be positive, got {v!r}")
+        return value
+
+    return parse
+
+
+def _tz(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {v!r}") from exc
+    return v
+
+
+def _database_url(v: str) -> str:
+    # Heroku-style platforms hand out postgres:// URLs; SQLAlchemy wants a driver name.
+    for prefix in ("postgres://", "postgresql://"):
+        if v.startswith(prefix):
+            return "postgresql+psycopg://" + v[len(prefix) :]
+    return v
+
+
+def _redis_url(v: str) -> str:
+    if not v.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return v
+
+
+VARIABLES: list[tuple[str, str, Callable[[str], Any], str]] = [
+    ("DATABASE_URL", "database_url", _database_url,
+     "SQLAlchemy URL of the usage database; `postgres://` is accepted"),
+    ("REDIS_URL", "redis_url", _redis_url,
+     "Redis holding the journal, the work stream and the Celery broker; the default is the "
+     "embedded Redis that `ingest run` starts"),
+    ("PORT", "port", _positive(int), "port the web process binds to"),
+    ("BILLING_TIMEZONE", "billing_timezone", _tz,
+     "time zone in which billing periods (calendar months) start"),
+    ("BATCH_SIZE", "batch_size", _positive(int), "reports committed per database transaction"),
+    ("FLUSH_INTERVAL", "flush_interval", _positive(float),
+     "seconds a worker waits for more reports before committing a partial batch"),
+    ("DRAIN_BUDGET", "drain_budget", _positive(float),
+     "seconds one drain task keeps claiming batches before it yields the worker"),
+    ("CATALOG_REFRESH", "catalog_refresh", _positive(float),
+     "seconds between checks of the catalog version by the web cache"),
+    ("MAX_DELIVERIES", "max_deliveries", _positive(int),
+     "deliveries after which a report that keeps failing is quarantined"),
+    ("ENFORCE_OWNERSHIP", "enforce_ownership", _bool,
+     "answer 403 when a provider reports for a resource it does not own; `false` = Waldur parity"),
+    ("MAX_BODY_BYTES", "max_body_bytes", _positive(int), "largest request body accepted (413)"),
+    ("REDIS_PREFIX", "redis_prefix", str, "prefix of every Redis key this service owns"),
+    ("JOURNAL_RETENTION_HOURS", "journal_retention_hours", _positive(float),
+     "hours an accepted report stays in the Redis journal for replay"),
+    ("RECONCILE_INTERVAL", "reconcile_interval", _positive(float),
+     "seconds between reconciler runs (beat process)"),
+    ("RECONCILE_AFTER", "reconcile_after", _positive(float),
+     "seconds a claimed report may stay uncommitted before the reconciler re-drives it"),
+    ("WEB_CONCURRENCY", "web_concurrency", _positive(int), "gunicorn worker processes"),
+    ("LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
+    ("SECRET_MIN_LENGTH", "secret_min_length", int,
+     "refuse to load provider secrets shorter than this (0: accept Waldur's 16-character secrets)"),
+]
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from the environment; raise SettingsError naming every bad variable."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, field, parse, _ in VARIABLES:
+        raw = env.get(name)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[field] = parse(raw)
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+    if problems:
+        raise SettingsError("invalid configuration: " + "; ".join(problems))
+    settings = Settings(**values)
+    if settings.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise SettingsError(f"invalid configuration: LOG_LEVEL: unknown level {settings.log_level!r}")
+    return settings
+
+
+def default_sqlite_path(settings: Settings) -> Path | None:
+    if settings.database_url.startswith("sqlite:///"):
+        return Path(settings.database_url[len("sqlite:///") :])
+    return None

@@ -1,0 +1,16 @@
+"""gunicorn settings from the environment (twelve-factor): binds 0.0.0.0:$PORT."""
+
+from ingest.config import load as _load_settings
+
+_settings = _load_settings()
+
+bind = f"0.0.0.0:{_settings.port}"
+workers = _settings.web_concurrency
+worker_class = "sync"  # gthread can let one process take every keep-alive connection
+preload_app = False  # connections are built after the fork, in each worker
+timeout = 30  # a slow or stalled client is cut off
+graceful_timeout = 25  # inside the 30 s grace period of Procfile platforms
+keepalive = 5
+limit_request_line = 8190
+limit_request_fields = 100
+accesslog = None

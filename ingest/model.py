@@ -1,0 +1,158 @@
+"""Domain types and rules with no I/O: usage keys, billing periods, amounts, the catalog snapshot."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo
+
+VALID_RESOURCE_STATES = frozenset({"OK", "UPDATING", "TERMINATING"})
+REPORTABLE_BILLING_TYPES = frozenset({"usage", "limit", "one"})
+BACKFILL_BILLING_TYPES = frozenset({"limit", "one"})
+BILLING_TYPES = frozenset({"usage", "limit", "fixed", "one"})
+MISSING_USAGE_POLICIES = ("none", "reuse", "zero")
+
+MAX_DIGITS = 20
+DECIMAL_PLACES = 2
+MAX_WHOLE_DIGITS = MAX_DIGITS - DECIMAL_PLACES
+MAX_STRING_LENGTH = 1000  # DRF refuses longer numeric strings before parsing them
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UsageKey:
+    """The dedupe key: in-batch dedupe, the upsert and the unique constraint all use it."""
+
+    resource: uuid.UUID
+    component: str
+    billing_period: dt.date
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Provider:
+    customer: uuid.UUID
+    name: str
+    secret: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Offering:
+    uuid: uuid.UUID
+    customer: uuid.UUID
+    components: dict[str, str]  # component type -> billing type
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlanPeriod:
+    uuid: uuid.UUID
+    resource: uuid.UUID
+    start: dt.datetime | None
+    end: dt.datetime | None
+
+    def covers(self, moment: dt.datetime) -> bool:
+        return (self.start is None or self.start <= moment) and (self.end is None or moment < self.end)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Resource:
+    uuid: uuid.UUID
+    offering: uuid.UUID
+    state: str
+    plan: uuid.UUID | None
+    plan_periods: tuple[PlanPeriod, ...] = ()
+
+    @property
+    def state_is_valid(self) -> bool:
+        return self.state.upper() in VALID_RESOURCE_STATES
+
+    def plan_period_at(self, moment: dt.datetime) -> PlanPeriod | None:
+        for period in self.plan_periods:
+            if period.covers(moment):
+                return period
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogSnapshot:
+    """An immutable view of the catalog; the web cache swaps whole snapshots."""
+
+    providers: dict[uuid.UUID, Provider]
+    offerings: dict[uuid.UUID, Offering]
+    resources: dict[uuid.UUID, Resource]
+    plan_periods: dict[uuid.UUID, PlanPeriod]
+    version: int = 0
+
+    @classmethod
+    def empty(cls) -> CatalogSnapshot:
+        return cls({}, {}, {}, {}, 0)
+
+    def owner_of(self, resource: Resource) -> uuid.UUID | None:
+        offering = self.offerings.get(resource.offering)
+        return offering.customer if offering else None
+
+    def components_of(self, resource: Resource) -> dict[str, str]:
+        offering = self.offerings.get(resource.offering)
+        return offering.components if offering else {}
+
+
+def month_start(moment: dt.datetime, tz: ZoneInfo) -> dt.date:
+    local = moment.astimezone(tz)
+    return dt.date(local.year, local.month, 1)
+
+
+def month_start_instant(moment: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    day = month_start(moment, tz)
+    return dt.datetime(day.year, day.month, 1, tzinfo=tz)
+
+
+def parse_uuid(value: object) -> uuid.UUID | None:
+    """Hyphenated or 32-hex strings; anything else is None."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+class AmountError(ValueError):
+    pass
+
+
+def parse_amount(value: object) -> Decimal:
+    """Apply DRF's DecimalField(max_digits=20, decimal_places=2) rules exactly; never round."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
+        raise AmountError("A valid number is required.")
+    text = str(value).strip()
+    if len(text) > MAX_STRING_LENGTH:
+        raise AmountError("String value too large.")
+    try:
+        number = Decimal(text)
+    except InvalidOperation as exc:
+        raise AmountError("A valid number is required.") from exc
+    if not number.is_finite():
+        raise AmountError("A valid number is required.")
+    _sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    if exponent >= 0:
+        total = len(digits) + exponent
+        whole = total
+        places = 0
+    elif len(digits) > -exponent:
+        total = len(digits)
+        whole = total + exponent
+        places = -exponent
+    else:
+        total = -exponent
+        whole = 0
+        places = total
+    if total > MAX_DIGITS:
+        raise AmountError(f"Ensure that there are no more than {MAX_DIGITS} digits in total.")
+    if places > DECIMAL_PLACES:
+        raise AmountError(f"Ensure that there are no more than {DECIMAL_PLACES} decimal places.")
+    if whole > MAX_WHOLE_DIGITS:
+        raise AmountError(
+            f"Ensure that there are no more than {MAX_WHOLE_DIGITS} digits before the decimal point."
+        )
+    return number.quantize(Decimal("0.01"))

@@ -1,0 +1,76 @@
+"""The ports the services talk to, and the plain records that cross them.
+
+Adapters in ingest/adapters implement these; unit tests use small fakes of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Protocol
+
+from ingest.model import CatalogSnapshot, UsageKey
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UsageRow:
+    key: UsageKey
+    plan_period: uuid.UUID | None
+    amount: Decimal
+    description: str
+    recurring: bool
+    missing_usage_policy: str
+    date: dt.datetime
+    report_id: str
+    seq: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReportRecord:
+    id: str
+    seq: int
+    customer: uuid.UUID
+    resource: uuid.UUID | None
+    billing_period: dt.date | None
+    accepted_at: dt.datetime
+    token: str
+    payload: str
+    state: str  # committed | superseded | quarantined
+    reason_code: str | None
+    reason: str | None
+    deliveries: int
+    committed_at: dt.datetime | None
+
+
+class CatalogSource(Protocol):
+    def version(self) -> int:
+        """A number that changes whenever the catalog changes."""
+
+    def snapshot(self) -> CatalogSnapshot:
+        """The whole catalog, read consistently."""
+
+
+class UnitOfWork(Protocol):
+    """One transaction: nothing is visible to others until ``commit`` returns."""
+
+    def __enter__(self) -> UnitOfWork: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def final_report_ids(self, ids: list[str]) -> set[str]:
+        """Ids among ``ids`` that already reached a final state (redeliveries)."""
+
+    def upsert_usages(self, rows: list[UsageRow]) -> set[tuple[UsageKey, int]]:
+        """Apply rows only over lower sequences; return the (key, seq) pairs applied."""
+
+    def record_reports(self, records: list[ReportRecord]) -> None:
+        """Store each report's final state (idempotent per report id)."""
+
+
+class Kicker(Protocol):
+    def __call__(self) -> None:
+        """Ask a worker to drain the journal soon (best effort; beat drains regardless)."""

@@ -1,0 +1,54 @@
+"""The Celery application, configured for losing nothing (see shared/docs/reliability.md).
+
+The Celery message is only a trigger: accepted reports live in the Redis journal stream and
+are acknowledged there after their batch commits, so a lost, duplicated or redelivered task
+message can delay a commit but never lose or double it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from ingest import bootstrap, config
+
+settings = config.load()
+
+app = Celery("ingest", broker=settings.redis_url, include=["workers.tasks"])
+app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+    worker_soft_shutdown_timeout=min(20.0, settings.drain_budget + 5),
+    worker_enable_soft_shutdown_on_idle=False,
+    broker_transport_options={
+        # longer than any drain task; the journal, not this message, carries the data
+        "visibility_timeout": int(max(300, settings.drain_budget * 6)),
+    },
+    broker_connection_retry_on_startup=True,
+    task_ignore_result=True,
+    task_time_limit=int(settings.drain_budget * 6 + 60),
+    task_soft_time_limit=int(settings.drain_budget * 6 + 30),
+    worker_hijack_root_logger=False,
+    timezone="UTC",
+    beat_schedule={
+        "drain": {
+            "task": "workers.tasks.drain",
+            "schedule": 2.0,  # a safety net: the web kicks a drain as soon as reports arrive
+            "options": {"expires": max(1.0, settings.flush_interval * 10)},
+        },
+        "reconcile": {
+            "task": "workers.tasks.reconcile",
+            "schedule": settings.reconcile_interval,
+            "options": {"expires": settings.reconcile_interval},
+        },
+    },
+)
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    bootstrap.runtime.cache_clear()
