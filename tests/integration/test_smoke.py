@@ -1,0 +1,22 @@
+"""The whole path in-process: sign, POST through Falcon, drain the journal, read SQL."""
+
+from __future__ import annotations
+
+import uuid
+
+from ingest.adapters.queries import usage_rows
+from ingest.drain import drain
+
+
+def test_accepted_report_is_committed(client, runtime, demo):
+    resp = client.simulate_post(
+        "/api/marketplace-public-api/set_usage/",
+        json=demo.body({"resource": demo.resource, "usages": [
+            {"type": "cpu_hours", "amount": "12.50"}, {"type": "ram_gb", "amount": 4}]}),
+    )
+    assert resp.status_code == 201, resp.text
+    assert resp.json["sequence"] >= 1
+    stats = drain(runtime.queue, runtime.committer, "t", 100, 0.01, 5)
+    assert stats.committed == 1
+    rows = usage_rows(runtime.engine, uuid.UUID(demo.resource))
+    assert {(r["component"], r["amount"]) for r in rows} == {("cpu_hours", "12.50"), ("ram_gb", "4.00")}
