@@ -41,6 +41,9 @@ class Settings:
     web_concurrency: int = 3
     log_level: str = "INFO"
     secret_min_length: int = 0
+    max_backlog: int = 1_000_000
+    redis_memory_high_water: float = 0.8
+    appendfsync: str = "everysec"
 
     @property
     def tz(self) -> ZoneInfo:
@@ -125,6 +128,29 @@ VARIABLES: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
     ("SECRET_MIN_LENGTH", "secret_min_length", int,
      "refuse to load provider secrets shorter than this (0: accept Waldur's 16-character secrets)"),
+]
+
+
+def _fsync(v: str) -> str:
+    if v not in ("always", "everysec", "no"):
+        raise ValueError("must be always, everysec or no")
+    return v
+
+
+def _fraction(v: str) -> float:
+    value = float(v)
+    if not 0 < value <= 1:
+        raise ValueError(f"must be in (0, 1], got {v!r}")
+    return value
+
+
+VARIABLES += [
+    ("MAX_BACKLOG", "max_backlog", _positive(int),
+     "reports accepted but not committed above which set_usage answers 503 + Retry-After"),
+    ("REDIS_MEMORY_HIGH_WATER", "redis_memory_high_water", _fraction,
+     "fraction of Redis maxmemory above which set_usage answers 503 + Retry-After"),
+    ("APPENDFSYNC", "appendfsync", _fsync,
+     "fsync policy of the embedded Redis's append-only file (always / everysec / no)"),
 ]
 
 

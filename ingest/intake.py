@@ -31,6 +31,45 @@ log = logging.getLogger(__name__)
 class Journal(Protocol):
     def accept(self, raw: bytes) -> tuple[int, str, bool]: ...
 
+    def backlog(self, limit: int) -> int: ...
+
+    def memory(self) -> tuple[int, int]: ...
+
+
+class Pressure:
+    """Refuse what we cannot keep: the backlog and Redis memory, sampled at most every
+    ``interval`` seconds per process so the request path pays one round trip rarely."""
+
+    def __init__(self, journal: Journal, max_backlog: int, high_water: float,
+                 interval: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
+        self.journal = journal
+        self.max_backlog = max_backlog
+        self.high_water = high_water
+        self.interval = interval
+        self.clock = clock
+        self._checked = -interval
+        self._reason: str | None = None
+
+    def check(self) -> None:
+        now = self.clock()
+        if now - self._checked >= self.interval:
+            self._checked = now
+            self._reason = self._sample()
+        if self._reason:
+            raise Backpressure(max(1, int(self.interval + 0.999)), self._reason)
+
+    def _sample(self) -> str | None:
+        try:
+            used, limit = self.journal.memory()
+            if limit and used > self.high_water * limit:
+                return f"Redis memory {used} of {limit} bytes"
+            backlog = self.journal.backlog(self.max_backlog)
+        except Exception as exc:
+            return f"journal unavailable: {type(exc).__name__}"
+        if backlog > self.max_backlog:
+            return f"backlog {backlog} over {self.max_backlog}"
+        return None
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Receipt:
@@ -61,6 +100,7 @@ class Intake:
         self.journal = journal
         self.kick = kick
         self.clock = clock
+        self.pressure = Pressure(journal, settings.max_backlog, settings.redis_memory_high_water)
 
     def _authenticate(self, body: object) -> tuple[Envelope, Provider, dict[str, Any]]:
         snapshot = self.catalog.get()
@@ -86,6 +126,7 @@ class Intake:
         billing_period = report.billing_period.isoformat()
         if envelope.dry_run:
             return Receipt(None, None, billing_period, True)
+        self.pressure.check()
         report_id = uuid.uuid4().hex
         queued = wire.QueuedReport(
             id=report_id,

@@ -24,7 +24,7 @@ def run(settings: Settings, embedded: bool, demo: bool, procfile: str, formation
         from ingest import embedded_redis
 
         data = Path("var/redis").resolve()
-        redis_proc = embedded_redis.start(EMBEDDED_REDIS_PORT, data)
+        redis_proc = embedded_redis.start(EMBEDDED_REDIS_PORT, data, settings.appendfsync)
         env["REDIS_URL"] = settings.redis_url
         print(f"embedded Redis on 127.0.0.1:{EMBEDDED_REDIS_PORT} (AOF in {data})")
     try:

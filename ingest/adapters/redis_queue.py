@@ -137,17 +137,25 @@ class RedisQueue:
         info = self.client.xpending(self.stream, GROUP)
         return int(info["pending"])
 
-    def backlog(self) -> int:
-        """Reports accepted but not yet committed: never delivered plus pending."""
+    def backlog(self, limit: int = 1_000_000) -> int:
+        """Reports accepted but not yet committed: never delivered plus pending.
+
+        Exact on Redis 7+ (the group's lag); on older servers counted, up to ``limit``.
+        """
         self.ensure_group()
         for group in self.client.xinfo_groups(self.stream):
             if _s(group["name"]) == GROUP:
                 lag = group.get("lag")
-                if lag is None:  # Redis < 7: count the undelivered entries ourselves
+                if lag is None:
                     last = _s(group["last-delivered-id"])
-                    lag = len(self.client.xrange(self.stream, min=f"({last}", count=100_000))
+                    lag = len(self.client.xrange(self.stream, min=f"({last}", count=limit + 1))
                 return int(lag) + int(group["pending"])
         return 0
+
+    def memory(self) -> tuple[int, int]:
+        """(used_memory, maxmemory) in bytes; maxmemory 0 means unbounded."""
+        info = self.client.info("memory")
+        return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
 
     def oldest_pending_id(self) -> str | None:
         info = self.client.xpending(self.stream, GROUP)

@@ -1,0 +1,65 @@
+"""Small in-memory fakes of the ports, for unit tests of the services."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ingest.errors import Transient
+from ingest.model import UsageKey
+from ingest.ports import ReportRecord, UsageRow
+
+
+class FakeStore:
+    """Committed state; a FakeUnitOfWork copies it and writes back only on commit."""
+
+    def __init__(self) -> None:
+        self.usages: dict[UsageKey, UsageRow] = {}
+        self.reports: dict[str, ReportRecord] = {}
+        self.fail_on_report: str | None = None  # a report id whose rows raise on upsert
+        self.transient_failures = 0  # how many next transactions fail transiently
+        self.commits = 0
+
+    def unit_of_work(self) -> FakeUnitOfWork:
+        return FakeUnitOfWork(self)
+
+
+class FakeUnitOfWork:
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+        self.usages = copy.copy(store.usages)
+        self.reports = copy.copy(store.reports)
+
+    def __enter__(self) -> FakeUnitOfWork:
+        if self.store.transient_failures:
+            self.store.transient_failures -= 1
+            raise Transient("database is down")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def commit(self) -> None:
+        self.store.usages = self.usages
+        self.store.reports = self.reports
+        self.store.commits += 1
+
+    def final_report_ids(self, ids: list[str]) -> set[str]:
+        return {i for i in ids if i in self.reports and self.reports[i].state != "queued"}
+
+    def upsert_usages(self, rows: list[UsageRow]) -> set[tuple[UsageKey, int]]:
+        applied = set()
+        for row in rows:
+            if row.report_id == self.store.fail_on_report:
+                raise ValueError("value out of range for this column")
+            current = self.usages.get(row.key)
+            if current is None or current.seq < row.seq:
+                self.usages[row.key] = row
+                applied.add((row.key, row.seq))
+        return applied
+
+    def record_reports(self, records: list[ReportRecord]) -> None:
+        for r in records:
+            existing = self.reports.get(r.id)
+            if existing is None or existing.state in ("queued", "quarantined"):
+                self.reports[r.id] = r
