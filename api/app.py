@@ -43,6 +43,22 @@ class SetUsage(_Public):
         _json(resp, 201, receipt.body())
 
 
+class UsageReport:
+    """GET a report's status; a provider sees only its own reports (others are 404)."""
+
+    def __init__(self, status: Callable[[str, str | None, str | None], dict[str, Any] | None]
+                 ) -> None:
+        self.status = status
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, report_id: str) -> None:
+        found = self.status(report_id, req.get_header("Authorization"),
+                            req.get_header("X-Customer"))
+        if found is None:
+            _json(resp, 404, {"detail": "Not found."})
+        else:
+            _json(resp, 200, found)
+
+
 class Health:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         _json(resp, 200, {"status": "ok"})
@@ -90,11 +106,14 @@ def create_app(
     intake: Callable[[], Intake],
     ready_checks: dict[str, Callable[[], object]],
     max_body: int,
+    report_status: Callable[[str, str | None, str | None], dict[str, Any] | None] | None = None,
 ) -> falcon.App:
     app = falcon.App(media_type=falcon.MEDIA_JSON)
     app.req_options.strip_url_path_trailing_slash = False
     app.add_route(f"{PREFIX}/check_signature/", CheckSignature(intake, max_body))
     app.add_route(f"{PREFIX}/set_usage/", SetUsage(intake, max_body))
+    if report_status is not None:
+        app.add_route("/api/usage-reports/{report_id}/", UsageReport(report_status))
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Ready(ready_checks))
     app.add_error_handler(Exception, _unexpected)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import text
 
 from api.app import create_app
@@ -13,8 +15,23 @@ def _database() -> None:
         conn.execute(text("SELECT 1"))
 
 
+def _report_status(report_id: str, authorization: str | None, customer: str | None
+                   ) -> dict[str, Any] | None:
+    from ingest import access, operations
+
+    rt = bootstrap.runtime()
+    who = access.authorize(rt.catalog, rt.settings.operator_token, authorization, customer)
+    if len(report_id) > 64 or not report_id.isalnum():
+        return None
+    found = operations.report_status(rt, report_id)
+    if found is None or (not isinstance(who, access.Operator) and found["customer"] != str(who)):
+        return None
+    return found
+
+
 app = create_app(
     lambda: bootstrap.runtime().intake,
     {"redis": lambda: bootstrap.runtime().queue.ping(), "database": _database},
     bootstrap.runtime().settings.max_body_bytes,
+    _report_status,
 )

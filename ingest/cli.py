@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from ingest import config
+from ingest import cli_ops, config
 
 
 class CliError(Exception):
@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--date", help="ISO 8601 date-time of the usage")
         p.add_argument("usage", nargs="+", type=_usage_arg, metavar="COMPONENT=AMOUNT")
 
+    cli_ops.register(sub, add)
+
     p = add("run", cmd_run, "run web + worker + beat (embedded Redis when REDIS_URL is unset)")
     p.add_argument("--no-demo", action="store_true", help="do not load the demo catalog")
     p.add_argument("--procfile", default="Procfile")
@@ -269,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = config.load()
         return int(args.fn(args, settings))
-    except (CliError, config.SettingsError) as exc:
+    except (CliError, config.SettingsError, cli_ops.OpsError) as exc:
         print(f"ingest: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -113,6 +113,7 @@ def _record(item: _Item, state: str, now: dt.datetime, problem: Quarantine | Non
         reason=problem.message if problem else None,
         deliveries=item.delivery.deliveries,
         committed_at=now,
+        envelope=item.delivery.raw,
     )
 
 

@@ -44,6 +44,7 @@ class Settings:
     max_backlog: int = 1_000_000
     redis_memory_high_water: float = 0.8
     appendfsync: str = "everysec"
+    operator_token: str = ""
 
     @property
     def tz(self) -> ZoneInfo:
@@ -149,6 +150,8 @@ VARIABLES += [
      "reports accepted but not committed above which set_usage answers 503 + Retry-After"),
     ("REDIS_MEMORY_HIGH_WATER", "redis_memory_high_water", _fraction,
      "fraction of Redis maxmemory above which set_usage answers 503 + Retry-After"),
+    ("OPERATOR_TOKEN", "operator_token", str,
+     "token operators send as `Authorization: Token ...` to read any report's status (empty: off)"),
     ("APPENDFSYNC", "appendfsync", _fsync,
      "fsync policy of the embedded Redis's append-only file (always / everysec / no)"),
 ]

@@ -60,6 +60,7 @@ def drain(
     pending (unacknowledged) for the reconciler.
     """
     stats = DrainStats()
+    queue.heartbeat(consumer)
     deadline = time.monotonic() + budget
     block_ms = max(1, int(flush_interval * 1000))
     while time.monotonic() < deadline:
@@ -100,5 +101,6 @@ def reconcile(
             report["quarantined"] += len(outcome.quarantined)
             report["skipped"] += len(outcome.skipped)
     report["trimmed"] = queue.trim(retention_seconds)
+    queue.record_reconcile(report)
     log.info("reconcile %s", report)
     return report

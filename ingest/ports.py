@@ -42,6 +42,7 @@ class ReportRecord:
     reason: str | None
     deliveries: int
     committed_at: dt.datetime | None
+    envelope: bytes = b""  # the v1 queue envelope, so quarantine replay needs no journal
 
 
 class CatalogSource(Protocol):

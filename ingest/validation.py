@@ -251,9 +251,9 @@ def validate_report(
         if any(item_errors):
             errors["usages"] = item_errors
     plan_period: PlanPeriod | None = _related(claims, "plan_period", catalog.plan_periods, errors)
-    if plan_period is not None and plan_period.end is not None:
-        if plan_period.end < month_start_instant(now, tz):
-            errors["plan_period"] = ["Billing period is closed."]
+    if (plan_period is not None and plan_period.end is not None
+            and plan_period.end < month_start_instant(now, tz)):
+        errors["plan_period"] = ["Billing period is closed."]
     resource: Resource | None = _related(claims, "resource", catalog.resources, errors)
     date = now
     if "date" in claims:

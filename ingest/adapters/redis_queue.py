@@ -12,6 +12,7 @@ as the source for ``ingest replay``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +23,7 @@ GROUP = "commit"
 
 _ACCEPT = """
 local seq = redis.call('INCR', KEYS[1])
-local id = redis.call('XADD', KEYS[2], '*', 's', seq, 'r', ARGV[1])
+local id = redis.call('XADD', KEYS[2], '*', 's', seq, 'i', ARGV[3], 'r', ARGV[1])
 local kick = 0
 if redis.call('SET', KEYS[3], '1', 'PX', ARGV[2], 'NX') then kick = 1 end
 return {seq, id, kick}
@@ -72,10 +73,10 @@ class RedisQueue:
                 raise
         self._group_ready = True
 
-    def accept(self, raw: bytes) -> tuple[int, str, bool]:
+    def accept(self, raw: bytes, report_id: str = "") -> tuple[int, str, bool]:
         """Append one report; return (sequence, entry id, whether to kick a drain task)."""
         seq, entry_id, kick = self._accept(
-            keys=[self.seq_key, self.stream, self.kick_key], args=[raw, self.kick_ms]
+            keys=[self.seq_key, self.stream, self.kick_key], args=[raw, self.kick_ms, report_id]
         )
         eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         return int(seq), eid, bool(kick)
@@ -175,18 +176,57 @@ class RedisQueue:
 
     def read_journal(self, start: str = "-", end: str = "+", page: int = 1000) -> Iterator[Entry]:
         """Every journal entry in acceptance order, between two stream ids (inclusive)."""
+        for eid, fields in self._scan(start, end, page):
+            yield _entry(eid, fields)
+
+    def journal_length(self) -> int:
+        return int(self.client.xlen(self.stream))
+
+    def find(self, report_id: str, accepted_ms: int, window_ms: int = 5000) -> Entry | None:
+        """The journal entry of a report, looked up around its acceptance time."""
+        start = f"{max(0, accepted_ms - window_ms)}-0"
+        end = f"{accepted_ms + window_ms}-0"
+        wanted = report_id.encode()
+        for entry_id, fields in self._scan(start, end):
+            if fields.get(b"i") == wanted:
+                return _entry(entry_id, fields)
+        return None
+
+    def _scan(self, start: str, end: str, page: int = 2000) -> Iterator[tuple[Any, Any]]:
         cursor = start
         while True:
             rows = self.client.xrange(self.stream, min=cursor, max=end, count=page)
-            for eid, fields in rows:
-                yield _entry(eid, fields)
+            yield from rows
             if len(rows) < page:
                 return
             cursor = "(" + _s(rows[-1][0])
 
+    def is_pending_or_new(self, entry_id: str) -> bool:
+        """True while the entry was never acknowledged by the commit group."""
+        for group in self.client.xinfo_groups(self.stream):
+            if _s(group["name"]) == GROUP and _id_key(entry_id) > _id_key(
+                    _s(group["last-delivered-id"])):
+                return True
+        return bool(self.client.xpending_range(self.stream, GROUP, min=entry_id, max=entry_id,
+                                               count=1))
+
     def ensure_seq_at_least(self, floor: int) -> int:
         """After a Redis loss, never hand out a sequence at or below one already committed."""
         return int(self._seq_floor(keys=[self.seq_key], args=[floor]))
+
+    def heartbeat(self, consumer: str, ttl: int = 60) -> None:
+        self.client.set(f"{self.stream}:worker:{consumer}", str(time.time()), ex=ttl)
+
+    def workers_seen(self) -> list[str]:
+        prefix = f"{self.stream}:worker:"
+        return sorted(_s(k)[len(prefix):] for k in self.client.scan_iter(prefix + "*"))
+
+    def record_reconcile(self, summary: dict[str, int]) -> None:
+        self.client.set(f"{self.stream}:reconciled", json.dumps({"at": time.time(), **summary}))
+
+    def last_reconcile(self) -> dict[str, Any] | None:
+        raw = self.client.get(f"{self.stream}:reconciled")
+        return json.loads(raw) if raw else None
 
     def ping(self) -> bool:
         return bool(self.client.ping())

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, create_engine, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -158,7 +158,8 @@ class SqlUnitOfWork:
             index_elements=["id"],
             set_={name: stmt.excluded[name] for name in
                   ("state", "reason_code", "reason", "deliveries", "committed_at")},
-            where=table.c.state.in_(("queued", "quarantined")),
+            # no IN (...) here: expanding parameters cannot be used with executemany
+            where=or_(table.c.state == "queued", table.c.state == "quarantined"),
         )
         self.session.execute(
             stmt,
@@ -169,6 +170,7 @@ class SqlUnitOfWork:
                     "accepted_at": r.accepted_at, "token": r.token, "payload": r.payload,
                     "state": r.state, "reason_code": r.reason_code, "reason": r.reason,
                     "deliveries": r.deliveries, "committed_at": r.committed_at,
+                    "envelope": r.envelope,
                 }
                 for r in records
             ],

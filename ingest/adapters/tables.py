@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -159,6 +160,7 @@ class UsageReport(Base):
     accepted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     token: Mapped[str] = mapped_column(Text)
     payload: Mapped[str] = mapped_column(Text)
+    envelope: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     state: Mapped[str] = mapped_column(String(16))
     reason_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)

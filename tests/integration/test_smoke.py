@@ -20,3 +20,15 @@ def test_accepted_report_is_committed(client, runtime, demo):
     assert stats.committed == 1
     rows = usage_rows(runtime.engine, uuid.UUID(demo.resource))
     assert {(r["component"], r["amount"]) for r in rows} == {("cpu_hours", "12.50"), ("ram_gb", "4.00")}
+
+
+def test_a_batch_commits_in_one_transaction_without_splitting(client, runtime, demo, caplog):
+    for amount in ("1", "2", "3"):
+        resp = client.simulate_post(
+            "/api/marketplace-public-api/set_usage/",
+            json=demo.body({"resource": demo.resource2, "usages": [
+                {"type": "cpu_hours", "amount": amount}]}))
+        assert resp.status_code == 201
+    stats = drain(runtime.queue, runtime.committer, "t", 100, 0.01, 5)
+    assert (stats.batches, stats.committed, stats.superseded) == (1, 1, 2)
+    assert not [r for r in caplog.records if "splitting" in r.getMessage()]

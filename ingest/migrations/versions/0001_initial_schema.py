@@ -1,6 +1,6 @@
 """initial schema
 
-Revision ID: fa6fab29ba57
+Revision ID: 0001
 Revises: 
 Create Date: 2026-11-27 02:58:39.779055
 """
