@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ import falcon
 import orjson
 
 from api.body import read_body
+from ingest import metrics
 from ingest.errors import Backpressure, Rejected
 from ingest.intake import Intake
 
@@ -39,8 +41,35 @@ class CheckSignature(_Public):
 
 class SetUsage(_Public):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        receipt = self.intake().set_usage(read_body(req, self.max_body))
+        started = time.perf_counter()
+        try:
+            receipt = self.intake().set_usage(read_body(req, self.max_body))
+        except Rejected as exc:
+            metrics.REJECTED.labels(_reason(exc)).inc()
+            raise
+        except Backpressure:
+            metrics.REJECTED.labels("503").inc()
+            raise
+        if not receipt.dry_run:
+            metrics.ACCEPTED.inc()
+            log.debug("accepted report %s seq %s", receipt.id, receipt.seq)
         _json(resp, 201, receipt.body())
+        metrics.INTAKE_SECONDS.observe(time.perf_counter() - started)
+
+
+def _reason(exc: Rejected) -> str:
+    """A label of bounded cardinality: status and the first error field."""
+    return f"{exc.status}:{next(iter(exc.body), 'detail')}"
+
+
+class Metrics:
+    def __init__(self, backlog: Callable[[], int] | None) -> None:
+        self.backlog = backlog
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body, content_type = metrics.render(self.backlog)
+        resp.data = body
+        resp.content_type = content_type
 
 
 class UsageReport:
@@ -107,6 +136,7 @@ def create_app(
     ready_checks: dict[str, Callable[[], object]],
     max_body: int,
     report_status: Callable[[str, str | None, str | None], dict[str, Any] | None] | None = None,
+    backlog: Callable[[], int] | None = None,
 ) -> falcon.App:
     app = falcon.App(media_type=falcon.MEDIA_JSON)
     app.req_options.strip_url_path_trailing_slash = False
@@ -114,6 +144,7 @@ def create_app(
     app.add_route(f"{PREFIX}/set_usage/", SetUsage(intake, max_body))
     if report_status is not None:
         app.add_route("/api/usage-reports/{report_id}/", UsageReport(report_status))
+    app.add_route("/metrics", Metrics(backlog))
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Ready(ready_checks))
     app.add_error_handler(Exception, _unexpected)

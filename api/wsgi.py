@@ -34,4 +34,5 @@ app = create_app(
     {"redis": lambda: bootstrap.runtime().queue.ping(), "database": _database},
     bootstrap.runtime().settings.max_body_bytes,
     _report_status,
+    lambda: bootstrap.runtime().queue.backlog(),
 )

@@ -7,7 +7,6 @@ from inside the process that will use the connections.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import socket
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import redis
 from sqlalchemy import Engine
 
-from ingest import config
+from ingest import config, logs
 from ingest.adapters.redis_queue import RedisQueue
 from ingest.adapters.sql import SqlUnitOfWork, make_engine
 from ingest.adapters.sql_catalog import SqlCatalog
@@ -91,8 +90,5 @@ class Runtime:
 @functools.cache
 def runtime() -> Runtime:
     settings = config.load()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format='{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}',
-    )
+    logs.configure(settings.log_level)
     return Runtime(settings)

@@ -51,6 +51,8 @@ class Outcome:
     superseded: list[str] = dataclasses.field(default_factory=list)
     quarantined: list[str] = dataclasses.field(default_factory=list)
     skipped: list[str] = dataclasses.field(default_factory=list)  # already final: redelivery
+    reasons: list[str] = dataclasses.field(default_factory=list)  # quarantine reason codes
+    delays: list[float] = dataclasses.field(default_factory=list)  # accept -> commit, seconds
     done_entries: list[str] = dataclasses.field(default_factory=list)  # safe to XACK
 
     def merge(self, other: Outcome) -> None:
@@ -207,6 +209,9 @@ class Committer:
                 if problem is not None:
                     records.append(_record(item, "quarantined", now, problem))
                     outcome.quarantined.append(records[-1].id)
+                    outcome.reasons.append(problem.code)
+                    log.warning("quarantined report %s: %s", records[-1].id, problem,
+                                extra={"report_id": records[-1].id})
                 else:
                     live.append(item)
             winners: dict[UsageKey, UsageRow] = {}
@@ -224,6 +229,7 @@ class Committer:
                 state = "committed" if won else "superseded"
                 records.append(_record(item, state, now))
                 getattr(outcome, state).append(item.report.id)
+                outcome.delays.append(now.timestamp() - item.report.accepted_at)
             uow.record_reports(records)
             uow.commit()
         outcome.done_entries = [i.delivery.entry_id for i in items]

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import time
 
+from ingest import metrics
 from ingest.adapters.redis_queue import Entry, RedisQueue
 from ingest.commit import Committer, Delivery, Outcome
 from ingest.errors import Transient
@@ -41,9 +42,22 @@ def _deliveries(entries: list[Entry]) -> list[Delivery]:
 
 
 def commit_and_ack(queue: RedisQueue, committer: Committer, entries: list[Entry]) -> Outcome:
+    started = time.perf_counter()
     outcome = committer.commit(_deliveries(entries))
     queue.ack(outcome.done_entries)
+    _observe(outcome, len(entries), time.perf_counter() - started)
     return outcome
+
+
+def _observe(outcome: Outcome, size: int, seconds: float) -> None:
+    metrics.BATCH_SIZE.observe(size)
+    metrics.COMMIT_SECONDS.observe(seconds)
+    metrics.COMMITTED.inc(len(outcome.committed))
+    metrics.SUPERSEDED.inc(len(outcome.superseded))
+    for reason in outcome.reasons:
+        metrics.QUARANTINED.labels(reason).inc()
+    for delay in outcome.delays:
+        metrics.COMMIT_DELAY.observe(delay)
 
 
 def drain(
@@ -91,6 +105,7 @@ def reconcile(
             if not entries:
                 break
             report["reclaimed"] += len(entries)
+            metrics.REDELIVERED.inc(len(entries))
             try:
                 outcome = commit_and_ack(queue, committer, entries)
             except Transient as exc:
@@ -102,5 +117,6 @@ def reconcile(
             report["skipped"] += len(outcome.skipped)
     report["trimmed"] = queue.trim(retention_seconds)
     queue.record_reconcile(report)
+    metrics.RECONCILED.set(time.time())
     log.info("reconcile %s", report)
     return report

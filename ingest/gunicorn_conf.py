@@ -14,3 +14,9 @@ keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100
 accesslog = None
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    from ingest import metrics
+
+    metrics.process_exited(worker.pid)

@@ -7,6 +7,7 @@ demo catalog, prints a copy-paste example, then runs the Procfile under honcho.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,10 @@ def run(settings: Settings, embedded: bool, demo: bool, procfile: str, formation
             engine.dispose()
             print(example(settings.port))
         env.setdefault("PORT", str(settings.port))
+        prom = Path("var/prometheus").resolve()
+        shutil.rmtree(prom, ignore_errors=True)
+        prom.mkdir(parents=True)
+        env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(prom))
         # the Procfile names gunicorn and celery: find them next to this interpreter
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
         return subprocess.call(

@@ -1,0 +1,79 @@
+"""Prometheus metrics, shared by gunicorn workers and Celery prefork children.
+
+Multiprocess mode: when PROMETHEUS_MULTIPROC_DIR is set (``ingest run`` sets it to
+var/prometheus), every process writes its samples there and ``/metrics`` aggregates them, so
+the web endpoint also shows what the workers on the same host did.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+ACCEPTED = Counter("ingest_reports_accepted_total", "Reports accepted (201, not dry runs)")
+REJECTED = Counter("ingest_reports_rejected_total", "Requests answered 4xx/503", ["reason"])
+COMMITTED = Counter("ingest_reports_committed_total", "Reports committed")
+SUPERSEDED = Counter("ingest_reports_superseded_total", "Reports superseded by newer ones")
+QUARANTINED = Counter("ingest_reports_quarantined_total", "Reports quarantined", ["reason"])
+REDELIVERED = Counter("ingest_reports_redelivered_total", "Journal entries re-driven")
+INTAKE_SECONDS = Histogram("ingest_intake_seconds", "set_usage handling time",
+                           buckets=(.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1))
+COMMIT_DELAY = Histogram("ingest_accept_to_commit_seconds", "Acceptance to commit delay",
+                         buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300))
+BATCH_SIZE = Histogram("ingest_batch_size", "Reports per committed batch",
+                       buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500))
+COMMIT_SECONDS = Histogram("ingest_commit_seconds", "Batch transaction time",
+                           buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
+RECONCILED = Gauge("ingest_reconcile_last_run_timestamp", "Last reconciler run",
+                   multiprocess_mode="max")
+
+
+class BacklogCollector(Collector):
+    """Sampled at scrape time from Redis, so it is right whichever process answers."""
+
+    def __init__(self, backlog: Callable[[], int]) -> None:
+        self.backlog = backlog
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        family = GaugeMetricFamily("ingest_backlog_reports",
+                                   "Reports accepted and not yet committed")
+        try:
+            family.add_metric([], float(self.backlog()))
+        except Exception:
+            return
+        yield family
+
+
+def render(backlog: Callable[[], int] | None = None) -> tuple[bytes, str]:
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY  # type: ignore[assignment]
+    if backlog is not None:
+        scrape = CollectorRegistry()
+        scrape.register(BacklogCollector(backlog))
+        return generate_latest(registry) + generate_latest(scrape), CONTENT_TYPE_LATEST
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def process_exited(pid: int) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
