@@ -57,6 +57,23 @@ class SetUsage(_Public):
         metrics.INTAKE_SECONDS.observe(time.perf_counter() - started)
 
 
+class SetUsages:
+    """Batch intake: 207 with one result per report, in order."""
+
+    def __init__(self, intake: Callable[[], Intake], max_body: int) -> None:
+        self.intake = intake
+        self.max_body = max_body
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        results = self.intake().set_usages(read_body(req, self.max_body))
+        accepted = sum(1 for r in results if r["status"] == 201 and "id" in r)
+        metrics.ACCEPTED.inc(accepted)
+        for r in results:
+            if r["status"] != 201:
+                metrics.REJECTED.labels(f"{r['status']}:{next(iter(r['errors']), 'detail')}").inc()
+        _json(resp, 207, {"results": results})
+
+
 def _reason(exc: Rejected) -> str:
     """A label of bounded cardinality: status and the first error field."""
     return f"{exc.status}:{next(iter(exc.body), 'detail')}"
@@ -137,11 +154,13 @@ def create_app(
     max_body: int,
     report_status: Callable[[str, str | None, str | None], dict[str, Any] | None] | None = None,
     backlog: Callable[[], int] | None = None,
+    batch_max_body: int = 8 * 1024 * 1024,
 ) -> falcon.App:
     app = falcon.App(media_type=falcon.MEDIA_JSON)
     app.req_options.strip_url_path_trailing_slash = False
     app.add_route(f"{PREFIX}/check_signature/", CheckSignature(intake, max_body))
     app.add_route(f"{PREFIX}/set_usage/", SetUsage(intake, max_body))
+    app.add_route(f"{PREFIX}/set_usages/", SetUsages(intake, batch_max_body))
     if report_status is not None:
         app.add_route("/api/usage-reports/{report_id}/", UsageReport(report_status))
     app.add_route("/metrics", Metrics(backlog))

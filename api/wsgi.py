@@ -35,4 +35,5 @@ app = create_app(
     bootstrap.runtime().settings.max_body_bytes,
     _report_status,
     lambda: bootstrap.runtime().queue.backlog(),
+    bootstrap.runtime().settings.batch_max_bytes,
 )

@@ -45,6 +45,8 @@ class Settings:
     redis_memory_high_water: float = 0.8
     appendfsync: str = "everysec"
     operator_token: str = ""
+    batch_max_reports: int = 1000
+    batch_max_bytes: int = 8 * 1024 * 1024
 
     @property
     def tz(self) -> ZoneInfo:
@@ -150,6 +152,10 @@ VARIABLES += [
      "reports accepted but not committed above which set_usage answers 503 + Retry-After"),
     ("REDIS_MEMORY_HIGH_WATER", "redis_memory_high_water", _fraction,
      "fraction of Redis maxmemory above which set_usage answers 503 + Retry-After"),
+    ("BATCH_MAX_REPORTS", "batch_max_reports", _positive(int),
+     "most reports in one set_usages request (more: 413)"),
+    ("BATCH_MAX_BYTES", "batch_max_bytes", _positive(int),
+     "largest set_usages body after gzip decompression (more: 413)"),
     ("OPERATOR_TOKEN", "operator_token", str,
      "token operators send as `Authorization: Token ...` to read any report's status (empty: off)"),
     ("APPENDFSYNC", "appendfsync", _fsync,

@@ -19,17 +19,22 @@ import orjson
 from ingest import signing
 from ingest.catalog_cache import CatalogCache
 from ingest.config import Settings
-from ingest.errors import Backpressure, non_field_error
+from ingest.errors import Backpressure, Rejected, field_error, non_field_error
 from ingest.model import Provider
 from ingest.ports import Kicker
-from ingest.validation import Envelope, parse_envelope, validate_report
+from ingest.validation import (
+    Envelope,
+    parse_batch_envelope,
+    parse_envelope,
+    validate_report,
+)
 from schemas import queue as wire
 
 log = logging.getLogger(__name__)
 
 
 class Journal(Protocol):
-    def accept(self, raw: bytes, report_id: str) -> tuple[int, str, bool]: ...
+    def accept(self, reports: list[tuple[str, bytes]]) -> tuple[int, bool]: ...
 
     def backlog(self, limit: int) -> int: ...
 
@@ -117,7 +122,13 @@ class Intake:
 
     def _authenticate(self, body: object) -> tuple[Envelope, Provider, dict[str, Any]]:
         snapshot = self.catalog.get()
-        envelope = parse_envelope(body, snapshot.providers)
+        try:
+            envelope = parse_envelope(body, snapshot.providers)
+        except Rejected as exc:
+            if "customer" in exc.body and isinstance(body, dict):
+                # an unknown customer costs what a known one does: no oracle for valid UUIDs
+                signing.burn(body.get("data"))
+            raise
         provider = snapshot.providers[envelope.customer]
         if not provider.secret:
             raise non_field_error(signing.SECRET_NOT_SET)
@@ -128,25 +139,18 @@ class Intake:
         """Raise Rejected unless the envelope is valid and the token verifies."""
         self._authenticate(body)
 
-    def set_usage(self, body: object) -> Receipt:
-        envelope, provider, claims = self._authenticate(body)
-        accepted_at = self.clock()
+    def _prepare(self, customer: uuid.UUID, token: str, claims: dict[str, Any],
+                 accepted_at: float) -> wire.QueuedReport:
+        """Validate verified claims against the catalog; the envelope to queue."""
         now = dt.datetime.fromtimestamp(accepted_at, dt.UTC)
-        report = validate_report(
-            claims, self.catalog.get(), envelope.customer, now, self.tz,
-            self.settings.enforce_ownership,
-        )
-        billing_period = report.billing_period.isoformat()
-        if envelope.dry_run:
-            return Receipt(None, None, billing_period, True)
-        self.pressure.check()
-        report_id = new_report_id(accepted_at)
-        queued = wire.QueuedReport(
-            id=report_id,
-            customer=str(envelope.customer),
+        report = validate_report(claims, self.catalog.get(), customer, now, self.tz,
+                                 self.settings.enforce_ownership)
+        return wire.QueuedReport(
+            id=new_report_id(accepted_at),
+            customer=str(customer),
             resource=str(report.resource.uuid),
             plan_period=str(report.plan_period.uuid) if report.plan_period else None,
-            billing_period=billing_period,
+            billing_period=report.billing_period.isoformat(),
             date=report.date.isoformat(),
             accepted_at=accepted_at,
             usages=tuple(
@@ -154,11 +158,15 @@ class Intake:
                                line.missing_usage_policy)
                 for line in report.lines
             ),
-            token=envelope.data,
+            token=token,
             claims=orjson.dumps(claims),
         )
+
+    def _enqueue(self, reports: list[wire.QueuedReport]) -> int:
+        """Make reports durable in one round trip; return the first sequence."""
+        self.pressure.check()
         try:
-            seq, _entry_id, kick = self.journal.accept(wire.encode(queued), report_id)
+            first, kick = self.journal.accept([(r.id, wire.encode(r)) for r in reports])
         except Exception as exc:  # Redis unreachable: we cannot keep it, so do not accept it
             log.warning("journal unavailable: %s", exc)
             raise Backpressure(1, "journal unavailable") from exc
@@ -167,4 +175,42 @@ class Intake:
                 self.kick()
             except Exception as exc:  # best effort: beat drains on its own schedule
                 log.warning("kick failed: %s", exc)
-        return Receipt(report_id, seq, billing_period, False)
+        return first
+
+    def set_usage(self, body: object) -> Receipt:
+        envelope, _provider, claims = self._authenticate(body)
+        queued = self._prepare(envelope.customer, envelope.data, claims, self.clock())
+        if envelope.dry_run:
+            return Receipt(None, None, queued.billing_period, True)
+        seq = self._enqueue([queued])
+        return Receipt(queued.id, seq, queued.billing_period, False)
+
+    def set_usages(self, body: object) -> list[dict[str, Any]]:
+        """Batch intake: each token verified and validated as by set_usage; every valid item
+        is accepted (all in one Redis round trip) even when others fail. Results in order."""
+        snapshot = self.catalog.get()
+        batch = parse_batch_envelope(body, snapshot.providers, self.settings.batch_max_reports)
+        provider = snapshot.providers[batch.customer]
+        if not provider.secret:
+            raise non_field_error(signing.SECRET_NOT_SET)
+        results: list[dict[str, Any]] = []
+        accepted: list[tuple[int, wire.QueuedReport]] = []
+        now = self.clock()
+        for index, token in enumerate(batch.reports):
+            try:
+                if not isinstance(token, str) or not token.strip():
+                    raise field_error("data", "This field may not be blank." if isinstance(
+                        token, str) else "Not a valid string.")
+                claims = signing.verify(token.strip(), provider.secret, now)
+                queued = self._prepare(batch.customer, token.strip(), claims, now)
+            except Rejected as exc:
+                results.append({"index": index, "status": exc.status, "errors": exc.body})
+                continue
+            accepted.append((len(results), queued))
+            results.append({"index": index, "status": 201,
+                            "billing_period": queued.billing_period})
+        if accepted and not batch.dry_run:
+            first = self._enqueue([q for _i, q in accepted])
+            for offset, (position, queued) in enumerate(accepted):
+                results[position].update(id=queued.id, sequence=first + offset)
+        return results

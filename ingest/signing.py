@@ -8,6 +8,7 @@ addressed to an audience fails with the same message: Waldur answers several of 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -83,3 +84,13 @@ def _check_registered_claims(claims: dict[str, Any], now: float) -> None:
             raise non_field_error(SIGNATURE_FAILED)
         if not must_be_past and value <= now:
             raise non_field_error(SIGNATURE_FAILED)
+
+
+_DUMMY_KEY = b"usage-ingest: no such customer, same cost"
+
+
+def burn(token: object) -> None:
+    """Spend what a verification costs, for a customer that does not exist."""
+    if isinstance(token, str) and len(token) <= MAX_TOKEN_BYTES:
+        with contextlib.suppress(Exception):
+            _jws.decode_complete(token, _DUMMY_KEY, algorithms=["HS256"])

@@ -146,6 +146,38 @@ def parse_envelope(body: object, known_customers: Container[uuid.UUID] | None = 
     return Envelope(customer, data, dry_run)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchEnvelope:
+    customer: uuid.UUID
+    reports: list[Any]
+    dry_run: bool
+
+
+def parse_batch_envelope(body: object, known_customers: Container[uuid.UUID],
+                         max_reports: int) -> BatchEnvelope:
+    """customer / reports / dry_run of the batch endpoint, with set_usage's messages."""
+    if not isinstance(body, dict):
+        raise non_field_error(expected_dict(body))
+    envelope_errors: dict[str, Any] = {}
+    try:
+        parse_envelope({**body, "data": "x"}, known_customers)
+    except Rejected as exc:
+        envelope_errors.update(exc.body)
+    reports = body.get("reports")
+    if "reports" not in body:
+        envelope_errors["reports"] = [REQUIRED]
+    elif not isinstance(reports, list):
+        envelope_errors["reports"] = [f'Expected a list of items but got type "{type(reports).__name__}".']
+    elif len(reports) > max_reports:
+        raise Rejected({"reports": [f"Ensure this field has no more than {max_reports} elements."]},
+                       status=413)
+    if envelope_errors:
+        raise Rejected(envelope_errors)
+    dry_run = parse_boolean(body.get("dry_run", False)) or False
+    return BatchEnvelope(uuid.UUID(str(parse_uuid(body["customer"]))), list(reports or []),
+                         dry_run)
+
+
 def _line(item: object) -> tuple[Line | None, dict[str, Any]]:
     if not isinstance(item, dict):
         return None, {"non_field_errors": [expected_dict(item)]}

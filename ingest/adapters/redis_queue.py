@@ -21,12 +21,17 @@ import redis
 
 GROUP = "commit"
 
+# ARGV: kick period (ms), then (report id, envelope) pairs. Sequences are consecutive.
 _ACCEPT = """
-local seq = redis.call('INCR', KEYS[1])
-local id = redis.call('XADD', KEYS[2], '*', 's', seq, 'i', ARGV[3], 'r', ARGV[1])
+local count = (#ARGV - 1) / 2
+local last = redis.call('INCRBY', KEYS[1], count)
+local first = last - count + 1
+for i = 0, count - 1 do
+  redis.call('XADD', KEYS[2], '*', 's', first + i, 'i', ARGV[2 + 2 * i], 'r', ARGV[3 + 2 * i])
+end
 local kick = 0
-if redis.call('SET', KEYS[3], '1', 'PX', ARGV[2], 'NX') then kick = 1 end
-return {seq, id, kick}
+if redis.call('SET', KEYS[3], '1', 'PX', ARGV[1], 'NX') then kick = 1 end
+return {first, kick}
 """
 
 _SEQ_FLOOR = """
@@ -73,13 +78,18 @@ class RedisQueue:
                 raise
         self._group_ready = True
 
-    def accept(self, raw: bytes, report_id: str = "") -> tuple[int, str, bool]:
-        """Append one report; return (sequence, entry id, whether to kick a drain task)."""
-        seq, entry_id, kick = self._accept(
-            keys=[self.seq_key, self.stream, self.kick_key], args=[raw, self.kick_ms, report_id]
-        )
-        eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        return int(seq), eid, bool(kick)
+    def accept(self, reports: list[tuple[str, bytes]]) -> tuple[int, bool]:
+        """Append (report id, envelope) pairs atomically in one round trip.
+
+        Returns the first sequence (the others follow consecutively, in order) and whether
+        to kick a drain task.
+        """
+        args: list[Any] = [self.kick_ms]
+        for report_id, raw in reports:
+            args.append(report_id)
+            args.append(raw)
+        first, kick = self._accept(keys=[self.seq_key, self.stream, self.kick_key], args=args)
+        return int(first), bool(kick)
 
     def claim(self, consumer: str, count: int, block_ms: int) -> list[Entry]:
         """Claim up to ``count`` never-delivered entries for this consumer."""
