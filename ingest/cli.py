@@ -185,6 +185,11 @@ def cmd_push(args: argparse.Namespace, settings: config.Settings) -> int:
 
     from ingest import signing
 
+    if args.file:
+        return _push_file(args)
+    if not args.usage or not args.secret:
+        raise CliError("give COMPONENT=AMOUNT arguments and --secret, or --file")
+
     body = {"customer": args.customer, "data": signing.sign(_claims(args), args.secret),
             "dry_run": args.dry_run}
     url = args.url.rstrip("/") + "/api/marketplace-public-api/set_usage/"
@@ -194,6 +199,22 @@ def cmd_push(args: argparse.Namespace, settings: config.Settings) -> int:
         raise CliError(f"cannot reach {url}: {exc}") from None
     print(f"{resp.status_code} {resp.text}")
     return 0 if resp.status_code == 201 else 1
+
+
+def _push_file(args: argparse.Namespace) -> int:
+    from ingest import push_file
+
+    try:
+        tokens = push_file.load_tokens(Path(args.file), args.secret)
+        accepted, reasons = push_file.push(args.url, args.customer, tokens, args.chunk,
+                                           args.dry_run, args.timeout)
+    except push_file.PushError as exc:
+        raise CliError(str(exc)) from None
+    rejected = sum(reasons.values())
+    print(f"{len(tokens)} report(s): {accepted} accepted, {rejected} rejected")
+    for reason, count in reasons.most_common():
+        print(f"  {count} x {reason}")
+    return 1 if rejected else 0
 
 
 # -- running -----------------------------------------------------------------------------------
@@ -245,11 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--customer", type=_uuid_arg, required=True)
             p.add_argument("--dry-run", action="store_true")
             p.add_argument("--timeout", type=float, default=10.0)
-        p.add_argument("--secret", required=True)
+            p.add_argument("--file", help="JSON lines of tokens or claims: send them in batches")
+            p.add_argument("--chunk", type=int, default=500, help="reports per batch request")
+        p.add_argument("--secret", required=name == "sign")
         p.add_argument("--resource", type=_uuid_arg)
         p.add_argument("--plan-period", type=_uuid_arg)
         p.add_argument("--date", help="ISO 8601 date-time of the usage")
-        p.add_argument("usage", nargs="+", type=_usage_arg, metavar="COMPONENT=AMOUNT")
+        p.add_argument("usage", nargs="*" if name == "push" else "+", type=_usage_arg,
+                       metavar="COMPONENT=AMOUNT")
 
     cli_ops.register(sub, add)
 
