@@ -54,6 +54,8 @@ class SetUsage(_Public):
             metrics.ACCEPTED.inc()
             log.debug("accepted report %s seq %s", receipt.id, receipt.seq)
         _json(resp, 201, receipt.body())
+        for name, value in receipt.headers.items():
+            resp.set_header(name, value)
         metrics.INTAKE_SECONDS.observe(time.perf_counter() - started)
 
 
@@ -128,6 +130,8 @@ class Ready:
 
 def _rejected(req: falcon.Request, resp: falcon.Response, ex: Rejected, params: Any) -> None:
     _json(resp, ex.status, ex.body)
+    for name, value in getattr(ex, "headers", {}).items():
+        resp.set_header(name, value)
 
 
 def _backpressure(req: falcon.Request, resp: falcon.Response, ex: Backpressure, p: Any) -> None:

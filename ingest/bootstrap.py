@@ -21,6 +21,7 @@ from ingest.adapters.sql_catalog import SqlCatalog
 from ingest.catalog_cache import CatalogCache
 from ingest.commit import Committer
 from ingest.intake import Intake
+from ingest.secretbox import SecretBox
 
 DRAIN_TASK = "workers.tasks.drain"
 
@@ -50,7 +51,7 @@ class Runtime:
 
     @functools.cached_property
     def catalog_source(self) -> SqlCatalog:
-        return SqlCatalog(self.engine)
+        return SqlCatalog(self.engine, SecretBox(self.settings.secret_encryption_key or None))
 
     @functools.cached_property
     def catalog(self) -> CatalogCache:

@@ -63,6 +63,7 @@ def parse(doc: Any) -> dict[str, Any]:
                 "customer_uuid": _uuid(p["customer"], f"{where}.customer"),
                 "name": str(p.get("name", "")),
                 "api_secret_code": None if secret in (None, "") else str(secret),
+                "rate_limit": None if p.get("rate_limit") is None else float(p["rate_limit"]),
             })
         for i, o in enumerate(doc.get("offerings") or []):
             where = f"offerings[{i}]"

@@ -135,6 +135,30 @@ def cmd_catalog_state(args: argparse.Namespace, settings: config.Settings) -> in
     return 0
 
 
+def _duration(value: str) -> dt.timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if value and value[-1] in units:
+            return dt.timedelta(seconds=float(value[:-1]) * units[value[-1]])
+        return dt.timedelta(seconds=float(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a duration like 90s, 30m, 1h") from None
+
+
+def cmd_rotate_secret(args: argparse.Namespace, settings: config.Settings) -> int:
+    import secrets as random
+
+    new = args.secret or random.token_urlsafe(24)
+    if len(new) < max(16, settings.secret_min_length):
+        raise CliError(f"the new secret must have at least {max(16, settings.secret_min_length)} "
+                       "characters")
+    if not _runtime().catalog_source.rotate_secret(uuid.UUID(args.customer), new, args.grace):
+        raise CliError(f"no service provider {args.customer}")
+    print(f"new secret for {args.customer} (shown once): {new}")
+    print(f"the previous secret keeps working for {args.grace}")
+    return 0
+
+
 def cmd_usage_show(args: argparse.Namespace, settings: config.Settings) -> int:
     from ingest.adapters.queries import usage_rows
 
@@ -250,6 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("set-state", cmd_catalog_state, "set a resource's state", cat)
     p.add_argument("resource", type=_uuid_arg)
     p.add_argument("state")
+
+    prov = sub.add_parser("providers", help="service providers").add_subparsers(
+        dest="sub", required=True)
+    p = add("rotate-secret", cmd_rotate_secret,
+            "give a provider a new secret; the old one works during --grace", prov)
+    p.add_argument("customer", type=_uuid_arg)
+    p.add_argument("--grace", type=_duration, default=dt.timedelta(hours=1))
+    p.add_argument("--secret", help="the new secret (default: a random one, printed once)")
 
     usage = sub.add_parser("usage", help="committed usage").add_subparsers(dest="sub",
                                                                             required=True)

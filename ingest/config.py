@@ -46,6 +46,12 @@ class Settings:
     appendfsync: str = "everysec"
     operator_token: str = ""
     batch_max_reports: int = 1000
+    secret_encryption_key: str = ""
+    rate_limit: float = 0.0
+    rate_burst: float = 0.0
+    require_iat: bool = False
+    max_token_age: float = 0.0
+    token_replay_window: float = 0.0
     batch_max_bytes: int = 8 * 1024 * 1024
 
     @property
@@ -156,6 +162,18 @@ VARIABLES += [
      "most reports in one set_usages request (more: 413)"),
     ("BATCH_MAX_BYTES", "batch_max_bytes", _positive(int),
      "largest set_usages body after gzip decompression (more: 413)"),
+    ("SECRET_ENCRYPTION_KEY", "secret_encryption_key", str,
+     "Fernet key (`python -c 'from cryptography.fernet import Fernet; "
+     "print(Fernet.generate_key().decode())'`) sealing provider secrets at rest; empty: plain"),
+    ("RATE_LIMIT", "rate_limit", float,
+     "default reports per second per provider (token bucket in Redis, shared by all web "
+     "nodes); 0: unlimited. A provider's `rate_limit` in the catalog overrides it"),
+    ("RATE_BURST", "rate_burst", float, "bucket size; 0: twice the rate"),
+    ("REQUIRE_IAT", "require_iat", _bool, "reject tokens without an `iat` claim (off: Waldur parity)"),
+    ("MAX_TOKEN_AGE", "max_token_age", float,
+     "reject tokens whose `iat` is older than this many seconds; 0: off"),
+    ("TOKEN_REPLAY_WINDOW", "token_replay_window", float,
+     "seconds during which an already accepted token (by `jti`, else by digest) is refused; 0: off"),
     ("OPERATOR_TOKEN", "operator_token", str,
      "token operators send as `Authorization: Token ...` to read any report's status (empty: off)"),
     ("APPENDFSYNC", "appendfsync", _fsync,

@@ -40,6 +40,16 @@ class Forbidden(Rejected):
         super().__init__({"detail": NOT_PERMITTED})
 
 
+class RateLimited(Rejected):
+    status = 429
+
+    def __init__(self, limit: float, retry_after: int) -> None:
+        super().__init__({"detail": f"Request was throttled. Expected available in "
+                                    f"{retry_after} second{'s' if retry_after != 1 else ''}."})
+        self.headers = {"Retry-After": str(retry_after), "X-RateLimit-Limit": f"{limit:g}",
+                        "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(retry_after)}
+
+
 class Quarantine(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")

@@ -19,9 +19,9 @@ import orjson
 from ingest import signing
 from ingest.catalog_cache import CatalogCache
 from ingest.config import Settings
-from ingest.errors import Backpressure, Rejected, field_error, non_field_error
+from ingest.errors import Backpressure, RateLimited, Rejected, field_error, non_field_error
 from ingest.model import Provider
-from ingest.ports import Kicker
+from ingest.ports import Accepted, Kicker
 from ingest.validation import (
     Envelope,
     parse_batch_envelope,
@@ -31,10 +31,16 @@ from ingest.validation import (
 from schemas import queue as wire
 
 log = logging.getLogger(__name__)
+TOKEN_REUSED = "This token has already been used."
 
 
 class Journal(Protocol):
-    def accept(self, reports: list[tuple[str, bytes]]) -> tuple[int, bool]: ...
+    def accept(self, reports: list[tuple[str, bytes]], customer: str, rate: float,
+               burst: float) -> Accepted: ...
+
+    def claim_token(self, customer: str, digest: str, ttl: float) -> bool: ...
+
+    def forget_token(self, customer: str, digest: str) -> None: ...
 
     def backlog(self, limit: int) -> int: ...
 
@@ -82,6 +88,7 @@ class Receipt:
     seq: int | None
     billing_period: str
     dry_run: bool
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def body(self) -> dict[str, Any]:
         if self.dry_run:
@@ -130,10 +137,14 @@ class Intake:
                 signing.burn(body.get("data"))
             raise
         provider = snapshot.providers[envelope.customer]
-        if not provider.secret:
+        return envelope, provider, self._verify(provider, envelope.data, self.clock())
+
+    def _verify(self, provider: Provider, token: str, now: float) -> dict[str, Any]:
+        keys = provider.secrets(dt.datetime.fromtimestamp(now, dt.UTC))
+        if not keys:
             raise non_field_error(signing.SECRET_NOT_SET)
-        claims = signing.verify(envelope.data, provider.secret, self.clock())
-        return envelope, provider, claims
+        return signing.verify(token, keys, now, self.settings.require_iat,
+                              self.settings.max_token_age)
 
     def check_signature(self, body: object) -> None:
         """Raise Rejected unless the envelope is valid and the token verifies."""
@@ -162,28 +173,61 @@ class Intake:
             claims=orjson.dumps(claims),
         )
 
-    def _enqueue(self, reports: list[wire.QueuedReport]) -> int:
-        """Make reports durable in one round trip; return the first sequence."""
+    def _enqueue(self, provider: Provider, reports: list[wire.QueuedReport]
+                 ) -> tuple[int, dict[str, str]]:
+        """Make reports durable in one round trip; the first sequence and rate headers."""
         self.pressure.check()
+        rate = provider.rate_limit if provider.rate_limit is not None else self.settings.rate_limit
+        burst = self.settings.rate_burst or 2 * rate
+        seen = self._claim_tokens(provider, reports)
         try:
-            first, kick = self.journal.accept([(r.id, wire.encode(r)) for r in reports])
+            result = self.journal.accept([(r.id, wire.encode(r)) for r in reports],
+                                         str(provider.customer), rate, burst)
         except Exception as exc:  # Redis unreachable: we cannot keep it, so do not accept it
             log.warning("journal unavailable: %s", exc)
+            self._forget_tokens(provider, seen)
             raise Backpressure(1, "journal unavailable") from exc
+        if result.first < 0:
+            self._forget_tokens(provider, seen)
+            raise RateLimited(rate, max(1, result.reset_seconds))
+        headers = {}
+        if result.tokens_left >= 0:
+            headers = {"X-RateLimit-Limit": f"{rate:g}",
+                       "X-RateLimit-Remaining": str(result.tokens_left),
+                       "X-RateLimit-Reset": str(result.reset_seconds)}
+        kick = result.kick
         if kick and self.kick is not None:
             try:
                 self.kick()
             except Exception as exc:  # best effort: beat drains on its own schedule
                 log.warning("kick failed: %s", exc)
-        return first
+        return result.first, headers
+
+    def _claim_tokens(self, provider: Provider, reports: list[wire.QueuedReport]) -> list[str]:
+        """The replay guard (TOKEN_REPLAY_WINDOW): refuse a token already accepted."""
+        window = self.settings.token_replay_window
+        if window <= 0:
+            return []
+        claimed: list[str] = []
+        for report in reports:
+            digest = signing.token_digest(report.token, report.claims)
+            if not self.journal.claim_token(str(provider.customer), digest, window):
+                self._forget_tokens(provider, claimed)
+                raise non_field_error(TOKEN_REUSED)
+            claimed.append(digest)
+        return claimed
+
+    def _forget_tokens(self, provider: Provider, digests: list[str]) -> None:
+        for digest in digests:
+            self.journal.forget_token(str(provider.customer), digest)
 
     def set_usage(self, body: object) -> Receipt:
         envelope, _provider, claims = self._authenticate(body)
         queued = self._prepare(envelope.customer, envelope.data, claims, self.clock())
         if envelope.dry_run:
             return Receipt(None, None, queued.billing_period, True)
-        seq = self._enqueue([queued])
-        return Receipt(queued.id, seq, queued.billing_period, False)
+        seq, headers = self._enqueue(_provider, [queued])
+        return Receipt(queued.id, seq, queued.billing_period, False, headers)
 
     def set_usages(self, body: object) -> list[dict[str, Any]]:
         """Batch intake: each token verified and validated as by set_usage; every valid item
@@ -191,7 +235,7 @@ class Intake:
         snapshot = self.catalog.get()
         batch = parse_batch_envelope(body, snapshot.providers, self.settings.batch_max_reports)
         provider = snapshot.providers[batch.customer]
-        if not provider.secret:
+        if not provider.secrets(dt.datetime.fromtimestamp(self.clock(), dt.UTC)):
             raise non_field_error(signing.SECRET_NOT_SET)
         results: list[dict[str, Any]] = []
         accepted: list[tuple[int, wire.QueuedReport]] = []
@@ -201,7 +245,7 @@ class Intake:
                 if not isinstance(token, str) or not token.strip():
                     raise field_error("data", "This field may not be blank." if isinstance(
                         token, str) else "Not a valid string.")
-                claims = signing.verify(token.strip(), provider.secret, now)
+                claims = self._verify(provider, token.strip(), now)
                 queued = self._prepare(batch.customer, token.strip(), claims, now)
             except Rejected as exc:
                 results.append({"index": index, "status": exc.status, "errors": exc.body})
@@ -210,7 +254,7 @@ class Intake:
             results.append({"index": index, "status": 201,
                             "billing_period": queued.billing_period})
         if accepted and not batch.dry_run:
-            first = self._enqueue([q for _i, q in accepted])
+            first, _headers = self._enqueue(provider, [q for _i, q in accepted])
             for offset, (position, queued) in enumerate(accepted):
                 results[position].update(id=queued.id, sequence=first + offset)
         return results

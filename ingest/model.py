@@ -34,6 +34,16 @@ class Provider:
     customer: uuid.UUID
     name: str
     secret: str | None
+    previous_secret: str | None = None
+    previous_secret_until: dt.datetime | None = None
+    rate_limit: float | None = None  # reports per second; None: the service default
+
+    def secrets(self, now: dt.datetime) -> list[str]:
+        """Keys that verify now: the current one, and the previous one during its grace."""
+        keys = [self.secret] if self.secret else []
+        if self.previous_secret and self.previous_secret_until and now < self.previous_secret_until:
+            keys.append(self.previous_secret)
+        return keys
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -45,6 +45,16 @@ class ReportRecord:
     envelope: bytes = b""  # the v1 queue envelope, so quarantine replay needs no journal
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Accepted:
+    """What the journal says about reports it was handed in one round trip."""
+
+    first: int  # first acceptance sequence (the rest follow in order); -1: rate limited
+    kick: bool
+    tokens_left: int  # -1: no rate limit applies
+    reset_seconds: int  # until the bucket is full again, or until a retry can succeed
+
+
 class CatalogSource(Protocol):
     def version(self) -> int:
         """A number that changes whenever the catalog changes."""

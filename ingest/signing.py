@@ -9,6 +9,7 @@ addressed to an audience fails with the same message: Waldur answers several of 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from typing import Any
 
@@ -50,14 +51,23 @@ def sign(claims: dict[str, Any], secret: str) -> str:
     return _jws.encode(payload, secret.encode("utf-8"), algorithm="HS256", headers={"typ": "JWT"})
 
 
-def verify(token: str, secret: str, now: float | None = None) -> dict[str, Any]:
-    """Return the verified claims, or raise Rejected(400 'Signature verification failed.')."""
+def verify(token: str, secrets: str | list[str], now: float | None = None,
+           require_iat: bool = False, max_age: float = 0.0) -> dict[str, Any]:
+    """Return the verified claims, or raise Rejected(400 'Signature verification failed.').
+
+    ``secrets`` may hold the current and the previous key of a provider (rotation overlap).
+    """
     if len(token) > MAX_TOKEN_BYTES or not token.isascii():
         raise non_field_error(SIGNATURE_FAILED)
-    try:
-        decoded = _jws.decode_complete(token, secret.encode("utf-8"), algorithms=["HS256"])
-    except (jwt.PyJWTError, ValueError, TypeError, KeyError, UnicodeError):
-        raise non_field_error(SIGNATURE_FAILED) from None
+    decoded = None
+    for secret in [secrets] if isinstance(secrets, str) else secrets:
+        try:
+            decoded = _jws.decode_complete(token, secret.encode("utf-8"), algorithms=["HS256"])
+            break
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError, UnicodeError):
+            continue
+    if decoded is None:
+        raise non_field_error(SIGNATURE_FAILED)
     header = decoded["header"]
     if header.get("alg") != "HS256" or "crit" in header or "b64" in header:
         raise non_field_error(SIGNATURE_FAILED)
@@ -67,8 +77,24 @@ def verify(token: str, secret: str, now: float | None = None) -> dict[str, Any]:
         raise non_field_error(SIGNATURE_FAILED) from None
     if not isinstance(claims, dict):
         raise non_field_error(SIGNATURE_FAILED)
-    _check_registered_claims(claims, time.time() if now is None else now)
+    moment = time.time() if now is None else now
+    _check_registered_claims(claims, moment)
+    if require_iat and "iat" not in claims:
+        raise non_field_error(SIGNATURE_FAILED)
+    if max_age > 0 and "iat" in claims and claims["iat"] < moment - max_age:
+        raise non_field_error(SIGNATURE_FAILED)
     return claims
+
+
+def token_digest(token: str, claims: bytes) -> str:
+    """The replay-cache key of a token: its ``jti`` when it has one, else its digest."""
+    try:
+        jti = orjson.loads(claims).get("jti")
+    except (orjson.JSONDecodeError, AttributeError):
+        jti = None
+    if isinstance(jti, str) and 0 < len(jti) <= 128:
+        return "jti:" + hashlib.sha256(jti.encode()).hexdigest()
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _check_registered_claims(claims: dict[str, Any], now: float) -> None:

@@ -19,19 +19,41 @@ from typing import Any
 
 import redis
 
+from ingest.ports import Accepted
+
 GROUP = "commit"
 
-# ARGV: kick period (ms), then (report id, envelope) pairs. Sequences are consecutive.
+# KEYS: sequence, stream, kick flag, rate bucket.
+# ARGV: kick period (ms), rate (/s, 0: unlimited), burst, then (report id, envelope) pairs.
+# Returns {first sequence, kick, tokens left, seconds to full}; first = -1: rate limited.
 _ACCEPT = """
-local count = (#ARGV - 1) / 2
+local count = (#ARGV - 3) / 2
+local rate = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local left, reset = -1, 0
+if rate > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local b = redis.call('HMGET', KEYS[4], 'tokens', 'ts')
+  local tokens = tonumber(b[1]) or burst
+  local ts = tonumber(b[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+  if tokens < count then
+    return {-1, 0, math.floor(tokens), math.ceil((count - tokens) / rate)}
+  end
+  tokens = tokens - count
+  redis.call('HSET', KEYS[4], 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('EXPIRE', KEYS[4], math.ceil(burst / rate) + 1)
+  left, reset = math.floor(tokens), math.ceil((burst - tokens) / rate)
+end
 local last = redis.call('INCRBY', KEYS[1], count)
 local first = last - count + 1
 for i = 0, count - 1 do
-  redis.call('XADD', KEYS[2], '*', 's', first + i, 'i', ARGV[2 + 2 * i], 'r', ARGV[3 + 2 * i])
+  redis.call('XADD', KEYS[2], '*', 's', first + i, 'i', ARGV[4 + 2 * i], 'r', ARGV[5 + 2 * i])
 end
 local kick = 0
 if redis.call('SET', KEYS[3], '1', 'PX', ARGV[1], 'NX') then kick = 1 end
-return {first, kick}
+return {first, kick, left, reset}
 """
 
 _SEQ_FLOOR = """
@@ -78,18 +100,30 @@ class RedisQueue:
                 raise
         self._group_ready = True
 
-    def accept(self, reports: list[tuple[str, bytes]]) -> tuple[int, bool]:
-        """Append (report id, envelope) pairs atomically in one round trip.
+    def accept(self, reports: list[tuple[str, bytes]], customer: str = "",
+               rate: float = 0.0, burst: float = 0.0) -> Accepted:
+        """Append (report id, envelope) pairs atomically in one round trip, after taking
+        ``len(reports)`` tokens from the customer's bucket when ``rate`` > 0.
 
-        Returns the first sequence (the others follow consecutively, in order) and whether
-        to kick a drain task.
+        The sequences are consecutive from ``first``, in order; ``first`` is -1 (and nothing
+        was written) when the bucket is short.
         """
-        args: list[Any] = [self.kick_ms]
+        args: list[Any] = [self.kick_ms, rate, burst or 2 * rate]
         for report_id, raw in reports:
             args.append(report_id)
             args.append(raw)
-        first, kick = self._accept(keys=[self.seq_key, self.stream, self.kick_key], args=args)
-        return int(first), bool(kick)
+        first, kick, left, reset = self._accept(
+            keys=[self.seq_key, self.stream, self.kick_key, f"{self.stream}:rate:{customer}"],
+            args=args)
+        return Accepted(int(first), bool(kick), int(left), int(reset))
+
+    def claim_token(self, customer: str, digest: str, ttl: float) -> bool:
+        """Remember a token for ``ttl`` seconds; False when it was already seen."""
+        key = f"{self.stream}:seen:{customer}:{digest}"
+        return bool(self.client.set(key, "1", nx=True, px=max(1, int(ttl * 1000))))
+
+    def forget_token(self, customer: str, digest: str) -> None:
+        self.client.delete(f"{self.stream}:seen:{customer}:{digest}")
 
     def claim(self, consumer: str, count: int, block_ms: int) -> list[Entry]:
         """Claim up to ``count`` never-delivered entries for this consumer."""

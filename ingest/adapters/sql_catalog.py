@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from ingest import model
 from ingest.adapters import tables as t
 from ingest.adapters.sql import upsert
+from ingest.secretbox import SecretBox
 
 
 def as_utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -22,8 +23,9 @@ def as_utc(value: dt.datetime | None) -> dt.datetime | None:
 
 
 class SqlCatalog:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, secrets: SecretBox | None = None) -> None:
         self.engine = engine
+        self.secrets = secrets or SecretBox(None)
 
     def version(self) -> int:
         with self.engine.connect() as conn:
@@ -37,7 +39,10 @@ class SqlCatalog:
                 select(t.CatalogMeta.version).where(t.CatalogMeta.id == 1)
             ).scalar()
             providers = {
-                row.customer_uuid: model.Provider(row.customer_uuid, row.name, row.api_secret_code)
+                row.customer_uuid: model.Provider(
+                    row.customer_uuid, row.name, self.secrets.reveal(row.api_secret_code),
+                    self.secrets.reveal(row.previous_secret), as_utc(row.previous_secret_until),
+                    row.rate_limit)
                 for row in conn.execute(select(t.ServiceProvider.__table__))
             }
             components: dict[uuid.UUID, dict[str, str]] = defaultdict(dict)
@@ -70,7 +75,8 @@ class SqlCatalog:
                   "plan_periods": 0}
         with Session(self.engine) as session, session.begin():
             for p in data["service_providers"]:
-                upsert(session, t.ServiceProvider, ["customer_uuid"], p)
+                upsert(session, t.ServiceProvider, ["customer_uuid"],
+                       {**p, "api_secret_code": self.secrets.seal(p["api_secret_code"])})
                 counts["service_providers"] += 1
             for o in data["offerings"]:
                 components = o.pop("components")
@@ -96,6 +102,18 @@ class SqlCatalog:
                     counts["plan_periods"] += 1
             bump_version(session)
         return counts
+
+    def rotate_secret(self, customer: uuid.UUID, new_secret: str, grace: dt.timedelta) -> bool:
+        """Make ``new_secret`` current; the old one keeps verifying for ``grace``."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(t.ServiceProvider, customer)
+            if row is None:
+                return False
+            row.previous_secret = row.api_secret_code
+            row.previous_secret_until = dt.datetime.now(dt.UTC) + grace
+            row.api_secret_code = self.secrets.seal(new_secret)
+            bump_version(session)
+        return True
 
     def remove_resource(self, resource: uuid.UUID) -> bool:
         with Session(self.engine) as session, session.begin():

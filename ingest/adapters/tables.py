@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -63,7 +64,11 @@ class ServiceProvider(Base):
     __tablename__ = "service_providers"
     customer_uuid: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), default="")
-    api_secret_code: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    api_secret_code: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    previous_secret: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    previous_secret_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
+                                                                      nullable=True)
+    rate_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Offering(Base):
