@@ -141,7 +141,7 @@ def _backpressure(req: falcon.Request, resp: falcon.Response, ex: Backpressure, 
 
 def _http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, p: Any) -> None:
     _json(resp, ex.status_code, {"detail": ex.title or "Error"})
-    for name, value in (ex.headers or {}).items():
+    for name, value in dict(ex.headers or {}).items():
         resp.set_header(name, value)
 
 
@@ -159,7 +159,7 @@ def create_app(
     report_status: Callable[[str, str | None, str | None], dict[str, Any] | None] | None = None,
     backlog: Callable[[], int] | None = None,
     batch_max_body: int = 8 * 1024 * 1024,
-) -> falcon.App:
+) -> falcon.App[falcon.Request, falcon.Response]:
     app = falcon.App(media_type=falcon.MEDIA_JSON)
     app.req_options.strip_url_path_trailing_slash = False
     app.add_route(f"{PREFIX}/check_signature/", CheckSignature(intake, max_body))

@@ -26,7 +26,6 @@ from ingest.model import (
     REPORTABLE_BILLING_TYPES,
     CatalogSnapshot,
     UsageKey,
-    month_start_instant,
 )
 from ingest.ports import ReportRecord, UnitOfWork, UsageRow
 from schemas import queue as wire
@@ -94,7 +93,7 @@ def check_against_catalog(report: wire.QueuedReport, catalog: CatalogSnapshot) -
             raise Quarantine("plan_period_missing", f"plan period {report.plan_period} is gone")
         start = dt.date.fromisoformat(report.billing_period)
         opened = dt.datetime(start.year, start.month, 1, tzinfo=dt.UTC)
-        if period.end is not None and period.end < month_start_instant(opened, dt.UTC):
+        if period.end is not None and period.end < opened:
             raise Quarantine("period_closed", "the plan period closed before this billing period")
 
 

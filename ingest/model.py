@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import uuid
 from decimal import Decimal, InvalidOperation
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 VALID_RESOURCE_STATES = frozenset({"OK", "UPDATING", "TERMINATING"})
@@ -24,14 +24,14 @@ MAX_STRING_LENGTH = 1000  # DRF refuses longer numeric strings before parsing th
 class UsageKey:
     """The dedupe key: in-batch dedupe, the upsert and the unique constraint all use it."""
 
-    resource: uuid.UUID
+    resource: UUID
     component: str
     billing_period: dt.date
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Provider:
-    customer: uuid.UUID
+    customer: UUID
     name: str
     secret: str | None
     previous_secret: str | None = None
@@ -48,15 +48,15 @@ class Provider:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Offering:
-    uuid: uuid.UUID
-    customer: uuid.UUID
+    uuid: UUID
+    customer: UUID
     components: dict[str, str]  # component type -> billing type
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PlanPeriod:
-    uuid: uuid.UUID
-    resource: uuid.UUID
+    uuid: UUID
+    resource: UUID
     start: dt.datetime | None
     end: dt.datetime | None
 
@@ -66,10 +66,10 @@ class PlanPeriod:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Resource:
-    uuid: uuid.UUID
-    offering: uuid.UUID
+    uuid: UUID
+    offering: UUID
     state: str
-    plan: uuid.UUID | None
+    plan: UUID | None
     plan_periods: tuple[PlanPeriod, ...] = ()
 
     @property
@@ -87,17 +87,17 @@ class Resource:
 class CatalogSnapshot:
     """An immutable view of the catalog; the web cache swaps whole snapshots."""
 
-    providers: dict[uuid.UUID, Provider]
-    offerings: dict[uuid.UUID, Offering]
-    resources: dict[uuid.UUID, Resource]
-    plan_periods: dict[uuid.UUID, PlanPeriod]
+    providers: dict[UUID, Provider]
+    offerings: dict[UUID, Offering]
+    resources: dict[UUID, Resource]
+    plan_periods: dict[UUID, PlanPeriod]
     version: int = 0
 
     @classmethod
     def empty(cls) -> CatalogSnapshot:
         return cls({}, {}, {}, {}, 0)
 
-    def owner_of(self, resource: Resource) -> uuid.UUID | None:
+    def owner_of(self, resource: Resource) -> UUID | None:
         offering = self.offerings.get(resource.offering)
         return offering.customer if offering else None
 
@@ -116,12 +116,12 @@ def month_start_instant(moment: dt.datetime, tz: ZoneInfo) -> dt.datetime:
     return dt.datetime(day.year, day.month, 1, tzinfo=tz)
 
 
-def parse_uuid(value: object) -> uuid.UUID | None:
+def parse_uuid(value: object) -> UUID | None:
     """Hyphenated or 32-hex strings; anything else is None."""
     if not isinstance(value, str) or len(value) > 64:
         return None
     try:
-        return uuid.UUID(value)
+        return UUID(value)
     except ValueError:
         return None
 

@@ -9,7 +9,7 @@ import dataclasses
 import datetime as dt
 import uuid
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, Self
 
 from ingest.model import CatalogSnapshot, UsageKey
 
@@ -66,9 +66,9 @@ class CatalogSource(Protocol):
 class UnitOfWork(Protocol):
     """One transaction: nothing is visible to others until ``commit`` returns."""
 
-    def __enter__(self) -> UnitOfWork: ...
+    def __enter__(self) -> Self: ...
 
-    def __exit__(self, *exc: object) -> None: ...
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None: ...
 
     def commit(self) -> None: ...
 

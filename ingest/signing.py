@@ -24,7 +24,7 @@ SECRET_NOT_SET = "API secret code is not set."
 MAX_TOKEN_BYTES = 32 * 1024
 
 
-class _HS256(HMACAlgorithm):  # type: ignore[misc]
+class _HS256(HMACAlgorithm):
     """HS256 without the per-call key-length warning and PEM sniffing.
 
     The key never comes from the token: it is the provider's secret from our catalog, whose

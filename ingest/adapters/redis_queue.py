@@ -81,7 +81,7 @@ class RedisQueue:
     """Redis adapter for the journal stream. Safe to share between threads (a pool inside)."""
 
     def __init__(self, client: redis.Redis, prefix: str, kick_ms: int = 200) -> None:
-        self.client = client
+        self.client: Any = client  # redis-py's reply types are too wide to be useful here
         self.seq_key = f"{prefix}:seq"
         self.stream = f"{prefix}:journal"
         self.kick_key = f"{prefix}:kick"

@@ -118,7 +118,7 @@ class SqlCatalog:
     def remove_resource(self, resource: uuid.UUID) -> bool:
         with Session(self.engine) as session, session.begin():
             session.execute(delete(t.PlanPeriod).where(t.PlanPeriod.resource_uuid == resource))
-            gone = session.execute(delete(t.Resource).where(t.Resource.uuid == resource)).rowcount
+            gone = session.execute(delete(t.Resource).where(t.Resource.uuid == resource)).rowcount  # type: ignore[attr-defined]
             bump_version(session)
         return bool(gone)
 
@@ -126,7 +126,7 @@ class SqlCatalog:
         with Session(self.engine) as session, session.begin():
             changed = session.execute(
                 update(t.Resource).where(t.Resource.uuid == resource).values(state=state)
-            ).rowcount
+            ).rowcount  # type: ignore[attr-defined]
             bump_version(session)
         return bool(changed)
 

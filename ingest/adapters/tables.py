@@ -6,9 +6,9 @@ Schema changes go through Alembic (ingest/migrations); these models are its sour
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import (
     BigInteger,
@@ -62,7 +62,7 @@ class Base(DeclarativeBase):
 
 class ServiceProvider(Base):
     __tablename__ = "service_providers"
-    customer_uuid: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    customer_uuid: Mapped[UUID] = mapped_column(Uuid, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), default="")
     api_secret_code: Mapped[str | None] = mapped_column(String(512), nullable=True)
     previous_secret: Mapped[str | None] = mapped_column(String(512), nullable=True)
@@ -73,8 +73,8 @@ class ServiceProvider(Base):
 
 class Offering(Base):
     __tablename__ = "offerings"
-    uuid: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    customer_uuid: Mapped[uuid.UUID] = mapped_column(
+    uuid: Mapped[UUID] = mapped_column(Uuid, primary_key=True)
+    customer_uuid: Mapped[UUID] = mapped_column(
         ForeignKey("service_providers.customer_uuid", ondelete="CASCADE"), index=True
     )
     name: Mapped[str] = mapped_column(String(255), default="")
@@ -84,7 +84,7 @@ class OfferingComponent(Base):
     __tablename__ = "offering_components"
     __table_args__ = (UniqueConstraint("offering_uuid", "type"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    offering_uuid: Mapped[uuid.UUID] = mapped_column(
+    offering_uuid: Mapped[UUID] = mapped_column(
         ForeignKey("offerings.uuid", ondelete="CASCADE")
     )
     type: Mapped[str] = mapped_column(String(255))
@@ -94,19 +94,19 @@ class OfferingComponent(Base):
 
 class Resource(Base):
     __tablename__ = "resources"
-    uuid: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    offering_uuid: Mapped[uuid.UUID] = mapped_column(
+    uuid: Mapped[UUID] = mapped_column(Uuid, primary_key=True)
+    offering_uuid: Mapped[UUID] = mapped_column(
         ForeignKey("offerings.uuid", ondelete="CASCADE"), index=True
     )
     name: Mapped[str] = mapped_column(String(255), default="")
     state: Mapped[str] = mapped_column(String(32))
-    plan_uuid: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    plan_uuid: Mapped[UUID | None] = mapped_column(Uuid, nullable=True)
 
 
 class PlanPeriod(Base):
     __tablename__ = "plan_periods"
-    uuid: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    resource_uuid: Mapped[uuid.UUID] = mapped_column(
+    uuid: Mapped[UUID] = mapped_column(Uuid, primary_key=True)
+    resource_uuid: Mapped[UUID] = mapped_column(
         ForeignKey("resources.uuid", ondelete="CASCADE"), index=True
     )
     start: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -131,10 +131,10 @@ class ComponentUsage(Base):
     __tablename__ = "component_usages"
     __table_args__ = (UniqueConstraint("resource_uuid", "component_type", "billing_period"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    resource_uuid: Mapped[uuid.UUID] = mapped_column(Uuid)
+    resource_uuid: Mapped[UUID] = mapped_column(Uuid)
     component_type: Mapped[str] = mapped_column(String(255))
     billing_period: Mapped[dt.date] = mapped_column(Date)
-    plan_period_uuid: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    plan_period_uuid: Mapped[UUID | None] = mapped_column(Uuid, nullable=True)
     amount: Mapped[Decimal] = mapped_column(Amount)
     description: Mapped[str] = mapped_column(Text, default="")
     recurring: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -159,8 +159,8 @@ class UsageReport(Base):
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, unique=True)
-    customer_uuid: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
-    resource_uuid: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    customer_uuid: Mapped[UUID] = mapped_column(Uuid, index=True)
+    resource_uuid: Mapped[UUID | None] = mapped_column(Uuid, nullable=True)
     billing_period: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
     accepted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     token: Mapped[str] = mapped_column(Text)

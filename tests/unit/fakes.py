@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 from ingest.errors import Transient
 from ingest.model import UsageKey
@@ -36,7 +35,7 @@ class FakeUnitOfWork:
             raise Transient("database is down")
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         return None
 
     def commit(self) -> None:
