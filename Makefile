@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e lint typecheck bench clean
+.PHONY: run test test-unit test-integration test-e2e test-faults lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ test-integration: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest -q tests/e2e
+
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -q -s tests/faults
+
+bench: $(STAMP)
+	$(BIN)/ingest bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check ingest api workers schemas tests

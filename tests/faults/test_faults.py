@@ -125,3 +125,13 @@ def test_sigterm_worker_finishes_its_batch(stack, demo):
     stack.start_worker()
     load.finish()
     check(stack, load, "SIGTERM worker")
+
+
+def test_sigterm_web_drains_in_flight_requests(stack, demo):
+    load = Load(stack, resources(demo), limit=1000).start()
+    load.wait_for(300)
+    stack.kill("web", signal.SIGTERM)
+    stack.start_web()
+    stack.wait_ready()
+    load.finish()
+    check(stack, load, "SIGTERM web")
