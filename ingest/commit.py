@@ -218,7 +218,8 @@ class Committer:
                 assert item.report is not None
                 for row in _rows(item.report, item.delivery.seq):
                     best = winners.get(row.key)
-                    if best is None or row.seq > best.seq:
+                    # >=: a report naming a component twice keeps its last line, as Waldur does
+                    if best is None or row.seq >= best.seq:
                         winners[row.key] = row
             applied = uow.upsert_usages(list(winners.values()))
             applied_seqs = {seq for _key, seq in applied}

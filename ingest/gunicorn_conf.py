@@ -14,6 +14,7 @@ keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100
 accesslog = None
+control_socket_disable = True  # gunicorn 25+: one shared ~/.gunicorn socket would clash
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]

@@ -236,6 +236,11 @@ def _parse_date(value: object, tz: ZoneInfo) -> dt.datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
+    try:  # an instant the calendar cannot hold in UTC or in the billing zone (year 0, 10000)
+        parsed.astimezone(dt.UTC)
+        parsed.astimezone(tz)
+    except (OverflowError, ValueError):
+        return None
     return parsed
 
 

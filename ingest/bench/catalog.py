@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import secrets
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -65,7 +66,7 @@ def load(engine: sa.Engine, catalog: Catalog) -> None:
                   _plan(catalog.providers[r.provider].offering))
                  for i, r in enumerate(catalog.resources)]
     periods = [(r.plan_period, r.uuid, PERIOD_START, None) for r in catalog.resources]
-    tables = [
+    tables: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]] = [
         ("service_providers", ("customer_uuid", "name", "api_secret_code"), providers),
         ("offerings", ("uuid", "customer_uuid", "name"), offerings),
         ("offering_components", ("offering_uuid", "type", "billing_type", "measured_unit"),
@@ -79,7 +80,7 @@ def load(engine: sa.Engine, catalog: Catalog) -> None:
             cur = raw.cursor()
             for name, cols, rows in tables:
                 quoted = ", ".join(f'"{c}"' for c in cols)
-                with cur.copy(f"COPY {name} ({quoted}) FROM STDIN") as copy:  # type: ignore[attr-defined]
+                with cur.copy(f"COPY {name} ({quoted}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row)
             cur.execute("INSERT INTO catalog_meta (id, version) VALUES (1, 1) "

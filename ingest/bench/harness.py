@@ -20,6 +20,7 @@ import datetime as dt
 import os
 import platform
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -64,6 +65,7 @@ class Options:
     steady_workers: int = 1
     steady_runs: int = 1
     database_url: str = "postgresql+psycopg://root@127.0.0.1:5432/postgres"
+    redis: str = "embedded"
     output: Path = REPO / "bench" / "results"
     loadgen: str = "auto"
     phases: tuple[str, ...] = ("intake", "drain", "steady")
@@ -131,8 +133,16 @@ class Bench:
 
                 with self.engine.begin() as conn:
                     conn.execute(sa.text(WALDUR_DDL))
-            self.redis = RedisServer(self.workdir)
+            self.redis = RedisServer(self.workdir, o.redis)
             stack.callback(self.redis.stop)
+            self.results["machine"]["redis"] = f"{self.redis.version} ({self.redis.binary})"
+            if int(self.redis.version.split(".")[0]) < 7:
+                self.results["notes"].append(
+                    f"Redis {self.redis.version} has no consumer-group lag: the product's "
+                    "backlog check (RedisQueue.backlog, sampled by every web worker every 0.5 s) "
+                    "then reads every undelivered journal entry with XRANGE, so intake slows "
+                    "down as the backlog grows. `--redis system` runs a Redis 7 when one is "
+                    "installed.")
             self.r = self.redis.client
             self.stack = Stack(self.workdir, self.db.url, self.redis.url, o.web_workers)
             stack.callback(self.stack.stop)
@@ -165,24 +175,26 @@ class Bench:
                 conn.execute(sa.text("DELETE FROM usage_reports"))
                 conn.execute(sa.text("DELETE FROM component_usages"))
 
-    def group_state(self, group: str) -> tuple[bool, int]:
-        """(everything delivered and acknowledged, entries acknowledged so far)."""
-        last = self.r.xinfo_stream(STREAM)["last-generated-id"]
+    def group_done(self, group: str) -> bool:
+        """Everything in the stream was delivered to ``group`` and acknowledged."""
+        last = _s(self.r.xinfo_stream(STREAM)["last-generated-id"])
         for g in self.r.xinfo_groups(STREAM):
             if _s(g["name"]) == group:
-                read = g.get("entries-read")
-                acked = (int(read) if read is not None else 0) - int(g["pending"])
-                return _s(g["last-delivered-id"]) == _s(last) and int(g["pending"]) == 0, acked
-        return False, 0
+                return _s(g["last-delivered-id"]) == last and int(g["pending"]) == 0
+        return False
+
+    def final_reports(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.text(
+                "SELECT count(*) FROM usage_reports WHERE state <> 'queued'")).scalar() or 0)
 
     def backlog(self) -> int:
+        """Accepted but not committed: the group's lag + pending on Redis 7; elsewhere (the
+        embedded Redis is 6.2) sequences handed out minus reports final in SQL."""
         for g in self.r.xinfo_groups(STREAM):
-            if _s(g["name"]) == GROUP:
-                lag = g.get("lag")
-                if lag is None:
-                    return -1
-                return int(lag) + int(g["pending"])
-        return 0
+            if _s(g["name"]) == GROUP and g.get("lag") is not None:
+                return int(g["lag"]) + int(g["pending"])
+        return int(self.r.get(f"{PREFIX}:seq") or 0) - self.final_reports()
 
     def load(self, port: int, reports: list[Report], duration: float, rate: float = 0.0,
              parts: int | None = None) -> tuple[loadgen.LoadResult, list[list[Report]]]:
@@ -204,9 +216,14 @@ class Bench:
 
     def add_reference(self, ref: Reference, res: loadgen.LoadResult,
                       split: list[list[Report]]) -> None:
+        last: dict[int, int] = {}
         for part, line, status, seq, period in res.records:
+            last[part] = line
             if status == 201 and seq:
                 ref.add(self.catalog, split[part - 1][line - 1], seq, period)
+        for part, reports in enumerate(split, start=1):
+            if reports:  # the request each connection had in flight when the load stopped
+                ref.add_in_flight(reports[last.get(part, 0) % len(reports)])
 
     def web_workers(self, proc: Any) -> list[int]:
         return children(proc.pid)
@@ -232,8 +249,7 @@ class Bench:
     def wait_drained(self, timeout: float, kicker: Kicker | None = None) -> tuple[bool, float]:
         start = time.monotonic()
         while time.monotonic() - start < timeout:
-            done, _ = self.group_state(GROUP)
-            if done:
+            if self.group_done(GROUP):
                 return True, time.monotonic() - start
             time.sleep(0.05)
         return False, time.monotonic() - start
@@ -242,10 +258,20 @@ class Bench:
         """Every accepted report is final in usage_reports; the usage table equals the
         reference (last accepted value per key)."""
         with self.engine.connect() as conn:
-            states = dict(conn.execute(sa.text(
-                "SELECT state, count(*) FROM usage_reports GROUP BY state")).all())
+            states: dict[str, int] = {str(k): int(v) for k, v in conn.execute(sa.text(
+                "SELECT state, count(*) FROM usage_reports GROUP BY state"))}
             final = {int(s) for (s,) in conn.execute(sa.text(
                 "SELECT seq FROM usage_reports WHERE state <> 'queued'"))}
+            unseen = sorted(final - ref.accepted)
+            in_flight = 0
+            for i in range(0, len(unseen), 1000):
+                for seq, token, period in conn.execute(sa.text(
+                        "SELECT seq, token, billing_period FROM usage_reports WHERE seq IN "
+                        "(" + ",".join(str(int(s)) for s in unseen[i:i + 1000]) + ")")):
+                    candidates = ref.in_flight.get(token)
+                    if candidates and period is not None:
+                        ref.add(self.catalog, candidates[0], int(seq), str(period)[:10])
+                        in_flight += 1
             rows = conn.execute(sa.text(
                 "SELECT resource_uuid, component_type, billing_period, amount, report_seq "
                 "FROM component_usages")).all()
@@ -259,6 +285,7 @@ class Bench:
               and states.get("quarantined", 0) == 0)
         out = {"phase": label, "ok": ok, "accepted": len(ref.accepted),
                "final_states": {str(k): int(v) for k, v in states.items()},
+               "in_flight_at_stop_accepted": in_flight,
                "accepted_not_final": missing, "final_not_known_to_client": unknown,
                "usage_keys": len(ref.best), "usage_mismatches": wrong, "usage_extra_rows": extra}
         self.results["correctness"].append(out)
@@ -267,9 +294,13 @@ class Bench:
 
     # -- phase 1: intake -------------------------------------------------------------------------
 
-    def warm_up(self, port: int, seconds: float) -> None:
-        reports = make_reports(self.catalog, 2000, self.rng, dry_run=True)
-        self.load(port, reports, seconds)
+    def warm_up(self, port: int, seconds: float, ref: Reference | None = None) -> None:
+        """Real reports, so that every worker also imports and connects what the first
+        accepted report needs (the kick's Celery producer); recorded in ``ref``."""
+        res, split = self.load(port, make_reports(self.catalog, 3000, self.rng), seconds)
+        if ref is not None:
+            self.add_reference(ref, res, split)
+        self.r.delete("bench:bare")
 
     def phase_intake(self) -> None:
         o = self.o
@@ -281,11 +312,10 @@ class Bench:
                 base["waldur"] = self.stack.web("waldur", "ingest.bench.baselines:waldur_app")
             else:
                 self.results["notes"].append("baseline (c) needs PostgreSQL: skipped")
-        warm = 3.0 if o.quick else 5.0
-        self.warm_up(self.port, warm)
+        ref = Reference()
+        self.warm_up(self.port, 3.0 if o.quick else 5.0, ref)
         for _, port in base.values():
             self.warm_up(port, 1.0)
-        ref = Reference()
         runs: dict[str, list[dict[str, Any]]] = {"ours_max": [], "ours_half": []}
         for name in base:
             runs[f"{name}_max"] = []
@@ -350,21 +380,21 @@ class Bench:
     # -- phase 2: drain --------------------------------------------------------------------------
 
     def prefill(self, count: int) -> tuple[Reference, float]:
-        """Append ``count`` v1 envelopes with the product's own accept script, pipelined."""
-        from ingest.adapters.redis_queue import RedisQueue
-
-        queue = RedisQueue(self.r, PREFIX, kick_ms=100)
-        keys = [queue.seq_key, queue.stream, queue.kick_key]
+        """Append ``count`` v1 envelopes as the web would: a block of sequences taken with
+        INCRBY, then one XADD per report (fields s, i, r), pipelined 1,000 at a time."""
         ref = Reference()
         before = self.redis.used_memory()
         batch: list[tuple[Report, bytes, str, str]] = []
 
         def flush() -> None:
+            last = int(self.r.incrby(f"{PREFIX}:seq", len(batch)))
+            first = last - len(batch) + 1
             pipe = self.r.pipeline(transaction=False)
-            for _, raw, _, report_id in batch:
-                queue._accept(keys=keys, args=[raw, 100, report_id], client=pipe)
-            for (report, _, period, _), answer in zip(batch, pipe.execute(), strict=True):
-                ref.add(self.catalog, report, int(answer[0]), period)
+            for i, (_, raw, _, report_id) in enumerate(batch):
+                pipe.xadd(STREAM, {"s": first + i, "i": report_id, "r": raw})
+            pipe.execute()
+            for i, (report, _, period, _) in enumerate(batch):
+                ref.add(self.catalog, report, first + i, period)
             batch.clear()
 
         for item in envelopes(self.catalog, count, self.rng):
@@ -373,7 +403,6 @@ class Bench:
                 flush()
         if batch:
             flush()
-        self.r.delete(f"{PREFIX}:kick")
         after = self.redis.used_memory()
         return ref, (after - before) / max(1, count)
 
@@ -419,8 +448,7 @@ class Bench:
                     self.results["profile_worker"] = finish_pyspy(
                         spy, self.workdir / "profile-worker.txt", o.output)
                     profile_done = True
-                _, acked = self.group_state(GROUP)
-                count = o.backlog if done else acked
+                count = o.backlog if done else self.final_reports()
                 item = {"workers": n, "reports": count, "seconds": round(secs, 3),
                         "complete": done, "reports_per_s": round(count / secs) if secs else 0,
                         "worker_rss_mb": _mb(max(peak.values(), default=0))}
@@ -472,27 +500,26 @@ class Bench:
         start = time.monotonic()
         done = False
         while time.monotonic() - start < self.o.drain_timeout:
-            done, acked = self.group_state(RAW_GROUP)
+            done = self.group_done(RAW_GROUP)
             if done or all(p.poll() is not None for p in procs):
-                done, acked = self.group_state(RAW_GROUP)
                 break
             time.sleep(0.05)
         secs = time.monotonic() - start
-        _, acked = self.group_state(RAW_GROUP)
+        self.r.set(f"{go}:stop", "1", ex=3600)  # a capped run: consumers stop after a batch
+        outputs = []
         for p in procs:
             try:
-                p.wait(timeout=30)
+                out, _ = p.communicate(timeout=60)
             except subprocess.TimeoutExpired:
                 p.kill()
-                p.wait(timeout=10)
-        failed = [p.stdout.read().decode(errors="replace")[-1500:]  # type: ignore[union-attr]
-                  for p in procs if p.returncode not in (0, None)]
-        for p in procs:
-            if p.stdout:
-                p.stdout.close()
+                out, _ = p.communicate(timeout=10)
+            outputs.append(out.decode(errors="replace"))
+        failed = [o[-1500:] for p, o in zip(procs, outputs, strict=True) if p.returncode != 0]
         if failed:
             self.results["notes"].append(f"baseline (b) consumer failed: {failed[0]}")
-        count = self.o.backlog if done else acked
+        consumed = sum(int(m.group(1)) for o in outputs
+                       if (m := re.search(r"consumed (\d+) in", o)))
+        count = self.o.backlog if done else consumed
         if ref is not None and done:
             with self.engine.connect() as conn:
                 rows = conn.execute(sa.text(
@@ -529,9 +556,14 @@ class Bench:
         peak_web: dict[int, int] = {}
         peak_celery: dict[int, int] = {}
         try:
+            rates = self.steady_rates()
+            # warm the fresh workers (first task imports and connects), recorded like the rest
+            res, split = self.load(self.port, self.reports_for(2.0, rates[0]), 2.0, rates[0])
+            self.add_reference(ref, res, split)
+            self.wait_drained(60.0)
             for run in range(o.steady_runs):
                 steps: list[dict[str, Any]] = []
-                for rate in self.steady_rates():
+                for rate in rates:
                     step = self.steady_step(rate, ref, workers, peak_web, peak_celery)
                     steps.append(step)
                     self.log(f"  run {run + 1} offered {rate:.0f}/s: accepted "

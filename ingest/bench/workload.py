@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -34,7 +35,7 @@ def b64(raw: bytes) -> bytes:
     return base64.urlsafe_b64encode(raw).rstrip(b"=")
 
 
-def sign(claims: dict[str, object], secret: str) -> str:
+def sign(claims: dict[str, Any], secret: str) -> str:
     signing_input = _HEADER + b"." + b64(orjson.dumps(claims))
     mac = hmac.new(secret.encode("utf-8"), signing_input, hashlib.sha256).digest()
     return (signing_input + b"." + b64(mac)).decode("ascii")
@@ -57,10 +58,10 @@ def make_report(catalog: Catalog, resource: int, dry_run: bool = False) -> Repor
     ref = catalog.resources[resource]
     provider = catalog.providers[ref.provider]
     amounts = _amounts_next()
-    claims = {"resource": ref.uuid,
-              "usages": [{"type": c, "amount": a} for (c, _), a in zip(COMPONENTS, amounts,
-                                                                        strict=True)]}
-    body = {"customer": provider.customer, "data": sign(claims, provider.secret)}
+    claims: dict[str, Any] = {
+        "resource": ref.uuid,
+        "usages": [{"type": c, "amount": a} for (c, _), a in zip(COMPONENTS, amounts, strict=True)]}
+    body: dict[str, Any] = {"customer": provider.customer, "data": sign(claims, provider.secret)}
     if dry_run:
         body["dry_run"] = True
     return Report(resource, amounts, orjson.dumps(body))
@@ -91,6 +92,9 @@ class Reference:
     def __init__(self) -> None:
         self.best: dict[Key, tuple[int, Decimal]] = {}
         self.accepted: set[int] = set()  # acceptance sequences answered with 201
+        # requests in flight when a load stopped: the server may have accepted them without
+        # the client seeing the answer; keyed by token, resolved against SQL at verification
+        self.in_flight: dict[str, tuple[Report, ...]] = {}
 
     def add(self, catalog: Catalog, report: Report, seq: int, period: str) -> None:
         self.accepted.add(seq)
@@ -101,8 +105,13 @@ class Reference:
             if old is None or old[0] < seq:
                 self.best[key] = (seq, Decimal(amount))
 
+    def add_in_flight(self, report: Report) -> None:
+        token = orjson.loads(report.body)["data"]
+        self.in_flight[token] = (*self.in_flight.get(token, ()), report)
+
     def merge(self, other: Reference) -> None:
         self.accepted |= other.accepted
+        self.in_flight.update(other.in_flight)
         for key, value in other.best.items():
             old = self.best.get(key)
             if old is None or old[0] < value[0]:
@@ -124,7 +133,7 @@ def envelopes(catalog: Catalog, count: int, rng: random.Random, now: float | Non
         ref = catalog.resources[r]
         provider = catalog.providers[ref.provider]
         amounts = _amounts_next()
-        claims = {"resource": ref.uuid,
+        claims: dict[str, Any] = {"resource": ref.uuid,
                   "usages": [{"type": c, "amount": a}
                              for (c, _), a in zip(COMPONENTS, amounts, strict=True)]}
         token = sign(claims, provider.secret)
