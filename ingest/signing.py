@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import time
 from typing import Any
 
@@ -106,7 +107,8 @@ def _check_registered_claims(claims: dict[str, Any], now: float) -> None:
         if name not in claims:
             continue
         value = claims[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value)):  # NaN passes every comparison, inf never expires
             raise non_field_error(SIGNATURE_FAILED)
         if must_be_past and value > now:
             raise non_field_error(SIGNATURE_FAILED)

@@ -236,12 +236,17 @@ def _parse_date(value: object, tz: ZoneInfo) -> dt.datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
-    try:  # an instant the calendar cannot hold in UTC or in the billing zone (year 0, 10000)
-        parsed.astimezone(dt.UTC)
-        parsed.astimezone(tz)
-    except (OverflowError, ValueError):
-        return None
     return parsed
+
+
+def _in_range(moment: dt.datetime, tz: ZoneInfo) -> bool:
+    """An instant the calendar can hold in UTC and in the billing zone (not year 0 or 10000)."""
+    try:
+        moment.astimezone(dt.UTC)
+        moment.astimezone(tz)
+    except (OverflowError, ValueError):
+        return False
+    return True
 
 
 def _related(
@@ -300,6 +305,8 @@ def validate_report(
             parsed = _parse_date(claims["date"], tz)
             if parsed is None:
                 errors["date"] = [DATETIME_FORMAT]
+            elif not _in_range(parsed, tz):
+                errors["date"] = ["Datetime value out of the supported range."]
             else:
                 date = parsed
     if errors:

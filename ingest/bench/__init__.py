@@ -163,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
     opts = options(args)
     stamp = args.name or (dt.date.today().isoformat() + ("-quick" if opts.quick else ""))
+    opts.stamp = stamp
     results = Bench(opts).run()
     files = report.write(results, opts.output, stamp)
     print(report.markdown(results, stamp))

@@ -71,7 +71,7 @@ class _BareSetUsage:
         engine = sa.create_engine(os.environ["DATABASE_URL"])
         with engine.connect() as conn:  # secrets once per process: the ceiling, not the product
             self.secrets = {
-                str(row[0]): row[1]
+                str(uuid.UUID(str(row[0]))): row[1]
                 for row in conn.execute(sa.text(
                     "SELECT customer_uuid, api_secret_code FROM service_providers"))
             }

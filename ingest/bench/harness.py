@@ -17,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import gzip
 import os
 import platform
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -74,6 +76,7 @@ class Options:
     keep: bool = False
     quick: bool = False
     seed: int = 5
+    stamp: str = "bench"
     max_rate_guess: float = 10000.0
     log: Any = print
 
@@ -149,12 +152,22 @@ class Bench:
             self.reset_journal()
             if "intake" in o.phases or "steady" in o.phases:
                 self.web, self.port = self.stack.web("web", "api.wsgi:app")
-            if "intake" in o.phases:
-                self.phase_intake()
-            if "drain" in o.phases:
-                self.phase_drain()
-            if "steady" in o.phases:
-                self.phase_steady()
+            for name, phase in (("intake", self.phase_intake), ("drain", self.phase_drain),
+                                ("steady", self.phase_steady)):
+                if name not in o.phases:
+                    continue
+                try:
+                    phase()
+                except Exception as exc:  # keep what the other phases measured
+                    import traceback
+
+                    self.log(traceback.format_exc())
+                    self.results["notes"].append(f"phase {name} failed: {type(exc).__name__}: "
+                                                 f"{str(exc)[:500]}")
+                    self.results["correctness"].append({"phase": name, "ok": False,
+                                                        "error": str(exc)[:500]})
+                    self.stack.stop([p for p in self.stack.procs
+                                     if p.name != "web"])
         self.results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.results["elapsed_seconds"] = round(time.time() - started, 1)
         self.results["machine"]["loadavg_end"] = os.getloadavg()
@@ -162,6 +175,12 @@ class Bench:
         return self.results
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    @property
+    def warm_seconds(self) -> float:
+        """Long enough for every web worker to load the catalog snapshot (about 2.5 s for
+        100,000 resources on an idle machine)."""
+        return 3.0 if len(self.catalog.resources) <= 10_000 else 10.0
 
     def reset_journal(self) -> None:
         self.r.delete(STREAM, f"{PREFIX}:seq", f"{PREFIX}:kick", "celery", "bench:bare")
@@ -177,7 +196,8 @@ class Bench:
 
     def group_done(self, group: str) -> bool:
         """Everything in the stream was delivered to ``group`` and acknowledged."""
-        last = _s(self.r.xinfo_stream(STREAM)["last-generated-id"])
+        tail = self.r.xrevrange(STREAM, "+", "-", count=1)
+        last = _s(tail[0][0]) if tail else "0-0"
         for g in self.r.xinfo_groups(STREAM):
             if _s(g["name"]) == group:
                 return _s(g["last-delivered-id"]) == last and int(g["pending"]) == 0
@@ -313,7 +333,7 @@ class Bench:
             else:
                 self.results["notes"].append("baseline (c) needs PostgreSQL: skipped")
         ref = Reference()
-        self.warm_up(self.port, 3.0 if o.quick else 5.0, ref)
+        self.warm_up(self.port, self.warm_seconds, ref)
         for _, port in base.values():
             self.warm_up(port, 1.0)
         runs: dict[str, list[dict[str, Any]]] = {"ours_max": [], "ours_half": []}
@@ -329,12 +349,12 @@ class Bench:
             before = self.redis.used_memory()
             spy = None
             if not profile_done and web_pids:
-                spy = start_pyspy(web_pids[0], o.duration, self.workdir / "profile-web.txt")
+                spy = start_pyspy(web_pids[0], o.duration + 30, self.workdir / "profile-web.txt")
             with sampler(web_pids, peak_rss):
                 res, split = self.load(self.port, reports, o.duration)
             if spy is not None:
-                self.results["profile_web"] = finish_pyspy(spy, self.workdir / "profile-web.txt",
-                                                           o.output)
+                self.results["profile_web"] = finish_pyspy(
+                    spy, self.workdir / "profile-web.txt", o.output, f"{o.stamp}-profile-web.txt")
                 profile_done = True
             after = self.redis.used_memory()
             if res.accepted:
@@ -406,15 +426,35 @@ class Bench:
         after = self.redis.used_memory()
         return ref, (after - before) / max(1, count)
 
-    def reset_group(self, group: str) -> None:
+    def reset_group(self, group: str, at: str = "0") -> None:
         with contextlib.suppress(redis.ResponseError):
             self.r.xgroup_destroy(STREAM, group)
-        self.r.xgroup_create(STREAM, group, id="0")
+        self.r.xgroup_create(STREAM, group, id=at)
+
+    def warm_workers(self, n: int) -> None:
+        """Give each fresh worker a batch first (it loads the catalog snapshot on its first
+        batch): entries appended past the backlog, drained, then deleted again."""
+        self.reset_group(GROUP, at="$")
+        batch = 600 * n
+        last = int(self.r.incrby(f"{PREFIX}:seq", batch))
+        pipe = self.r.pipeline(transaction=False)
+        for i, (_, raw, _, report_id) in enumerate(envelopes(self.catalog, batch, self.rng)):
+            pipe.xadd(STREAM, {"s": last - batch + 1 + i, "i": report_id, "r": raw})
+        ids = pipe.execute()
+        kicker = Kicker(self.r, self.redis.url, n)
+        kicker.start()
+        try:
+            self.wait_drained(120.0)
+        finally:
+            kicker.stop()
+        self.wait_idle()
+        for i in range(0, len(ids), 1000):
+            self.r.xdel(STREAM, *ids[i:i + 1000])
+        self.truncate()
 
     def phase_drain(self) -> None:
         o = self.o
         self.log(f"phase drain: pre-filling {o.backlog} reports")
-        self.stack_web_idle()
         self.reset_journal()
         self.truncate()
         t0 = time.monotonic()
@@ -426,6 +466,7 @@ class Bench:
         profile_done = not o.profile
         for n in o.drain_workers:
             workers = self.start_workers(n)
+            self.warm_workers(n)
             ours: list[dict[str, Any]] = []
             raw: list[dict[str, Any]] = []
             for run in range(o.runs):
@@ -436,7 +477,7 @@ class Bench:
                 kicker = Kicker(self.r, self.redis.url, n)
                 spy = None
                 if not profile_done and kids and n == 1:
-                    spy = start_pyspy(kids[0], min(30.0, o.drain_timeout),
+                    spy = start_pyspy(kids[0], o.drain_timeout + 30,
                                       self.workdir / "profile-worker.txt")
                 with sampler(kids, peak):
                     kicker.start()
@@ -446,7 +487,8 @@ class Bench:
                         kicker.stop()
                 if spy is not None:
                     self.results["profile_worker"] = finish_pyspy(
-                        spy, self.workdir / "profile-worker.txt", o.output)
+                        spy, self.workdir / "profile-worker.txt", o.output,
+                        f"{o.stamp}-profile-worker.txt")
                     profile_done = True
                 count = o.backlog if done else self.final_reports()
                 item = {"workers": n, "reports": count, "seconds": round(secs, 3),
@@ -473,9 +515,6 @@ class Bench:
             (r["worker_rss_mb"] for runs in out["ours"].values() for r in runs), default=0)
         self.reset_journal()
         self.truncate()
-
-    def stack_web_idle(self) -> None:
-        """Nothing to do: the web server stays up but receives no load during the drain."""
 
     def raw_drain(self, n: int, ref: Reference | None) -> dict[str, Any]:
         self.truncate()
@@ -558,7 +597,8 @@ class Bench:
         try:
             rates = self.steady_rates()
             # warm the fresh workers (first task imports and connects), recorded like the rest
-            res, split = self.load(self.port, self.reports_for(2.0, rates[0]), 2.0, rates[0])
+            warm = self.warm_seconds
+            res, split = self.load(self.port, self.reports_for(warm, rates[0]), warm, rates[0])
             self.add_reference(ref, res, split)
             self.wait_drained(60.0)
             for run in range(o.steady_runs):
@@ -571,7 +611,8 @@ class Bench:
                              f", growth {step['backlog_growth_per_s']:.0f}/s, delay p50/p99 "
                              f"{step['commit_delay_ms']['p50']:.0f}/"
                              f"{step['commit_delay_ms']['p99']:.0f} ms, "
-                             f"{'bounded' if step['bounded'] else 'NOT bounded'}")
+                             f"{'bounded' if step['bounded'] else 'NOT bounded: '}"
+                             f"{', '.join(step['problems'])}")
                     if not step["bounded"]:
                         break
                 bounded = [s for s in steps if s["bounded"]]
@@ -623,8 +664,16 @@ class Bench:
         seq_after = int(self.r.get(f"{PREFIX}:seq") or 0)
         delays = self.commit_delays(seq_before + 1, seq_after)
         non201 = res.requests - res.accepted
-        bounded = (end_backlog <= max(2 * 500, 0.5 * rate) and growth <= 0.05 * rate
-                   and res.accepted_rate >= 0.9 * rate and non201 <= 0.01 * max(1, res.requests))
+        problems = []
+        if end_backlog > max(2 * 500, 0.5 * rate):
+            problems.append("backlog left at the end")
+        if growth > 0.05 * rate:
+            problems.append("backlog growing")
+        if res.accepted_rate < 0.9 * rate:
+            problems.append("accepted < 90% of offered")
+        if non201 > 0.01 * max(1, res.requests):
+            problems.append("non-201 answers")
+        bounded = not problems
         return {"offered_per_s": rate, "accepted_per_s": round(res.accepted_rate, 1),
                 "requests": res.requests, "non_201": non201, "errors": res.errors,
                 "latency_ms": res.latency_ms, "backlog_end": end_backlog,
@@ -634,7 +683,7 @@ class Bench:
                 "commit_delay_ms": {"p50": round(pct(delays, 50) * 1000, 1),
                                     "p99": round(pct(delays, 99) * 1000, 1),
                                     "n": len(delays)},
-                "bounded": bool(bounded)}
+                "bounded": bounded, "problems": problems}
 
     def commit_delays(self, lo: int, hi: int) -> list[float]:
         if hi < lo:
@@ -699,6 +748,7 @@ def sampler(pids: list[int], peak: dict[int, int], interval: float = 0.25) -> An
 
 
 def start_pyspy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy (sampling, non-blocking) on one process until finish_pyspy or ``seconds``."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         return None
@@ -707,9 +757,12 @@ def start_pyspy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] 
                              str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def finish_pyspy(proc: subprocess.Popen[bytes], raw: Path, output: Path) -> dict[str, Any]:
+def finish_pyspy(proc: subprocess.Popen[bytes], raw: Path, output: Path, stamp_name: str
+                 ) -> dict[str, Any]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)  # py-spy writes what it has on Ctrl-C
     try:
-        proc.wait(timeout=120)
+        proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
@@ -718,7 +771,11 @@ def finish_pyspy(proc: subprocess.Popen[bytes], raw: Path, output: Path) -> dict
         return {"error": f"py-spy produced nothing: {err}"}
     from ingest.bench.report import profile_summary
 
-    return profile_summary(raw.read_text())
+    output.mkdir(parents=True, exist_ok=True)
+    text = raw.read_text()
+    kept = output / (stamp_name + ".gz")  # collapsed stacks: flamegraph.pl / speedscope read them
+    kept.write_bytes(gzip.compress(text.encode(), 9))
+    return {**profile_summary(text), "raw": kept.name}
 
 
 def summary(res: loadgen.LoadResult) -> dict[str, Any]:

@@ -109,7 +109,8 @@ def markdown(res: dict[str, Any], stamp: str) -> str:
                     f"{st['non_201']} | {_f(lat.get('p50'), 1)} / {_f(lat.get('p99'), 1)} | "
                     f"{st['backlog_end']} / {st['backlog_max']} | "
                     f"{_f(st['backlog_growth_per_s'])} | {_f(st['commit_delay_ms']['p50'])} / "
-                    f"{_f(st['commit_delay_ms']['p99'])} | {_f(st['bounded'])} |")
+                    f"{_f(st['commit_delay_ms']['p99'])} | {_f(st['bounded'])}"
+                    f"{' (' + ', '.join(st['problems']) + ')' if st.get('problems') else ''} |")
         lines.append("")
     mem = res.get("memory", {})
     if mem:
@@ -132,23 +133,33 @@ def markdown(res: dict[str, Any], stamp: str) -> str:
               "| phase | ok | accepted | final states | not final | usage keys | mismatches |",
               "|---|:---:|---:|---|---:|---:|---:|"]
     for c in res.get("correctness", []):
+        states = ", ".join(f"{k} {v:,}" for k, v in sorted(c.get("final_states", {}).items()))
         lines.append(f"| {c['phase']} | {_f(c['ok'])} | {_f(c.get('accepted'))} | "
-                     f"{c.get('final_states', '-')} | {_f(c.get('accepted_not_final'))} | "
+                     f"{states or '-'} | {_f(c.get('accepted_not_final'))} | "
                      f"{_f(c.get('usage_keys'))} | {_f(c.get('usage_mismatches'))} |")
     for key, title in (("profile_web", "web worker at max intake"),
                        ("profile_worker", "Celery worker draining")):
         prof = res.get(key)
         if prof and "top_inclusive" in prof:
-            lines += ["", f"## Profile: {title} (py-spy, {prof['samples']} samples)", "",
-                      "| function | inclusive | self |", "|---|---:|---:|"]
-            selfs = dict(prof["top_self"])
-            for name, share in prof["top_inclusive"][:20]:
-                lines.append(f"| `{name}` | {share:.1f}% | {selfs.get(name, 0):.1f}% |")
+            lines += ["", f"## Profile: {title} (py-spy, {prof['samples']} samples"
+                          f"{', raw stacks in ' + prof['raw'] if prof.get('raw') else ''})", "",
+                      "Largest self time (where the CPU actually is):", "",
+                      "| function | self | inclusive |", "|---|---:|---:|"]
+            incl = dict(prof["top_inclusive"]) | dict(prof.get("ours", []))
+            for name, share in prof["top_self"][:15]:
+                lines.append(f"| `{name}` | {share:.1f}% | {_pct(incl.get(name))} |")
+            lines += ["", "Our code, inclusive:", "", "| function | inclusive |", "|---|---:|"]
+            for name, share in prof.get("ours", [])[:15]:
+                lines.append(f"| `{name}` | {share:.1f}% |")
     if res.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]]
     if res.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in res["plots"]]
     return "\n".join(lines) + "\n"
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{v:.1f}%"
 
 
 def _la(v: Any) -> str:
@@ -167,21 +178,28 @@ def plot(res: dict[str, Any], output: Path, stamp: str) -> list[Path]:
     files: list[Path] = []
     m = res.get("medians", {})
     if res.get("intake"):
-        labels, rates, p99 = [], [], []
-        for key, label in (("ours_max", "ours (max)"), ("ours_half", "ours (50%)"),
-                           ("bare_max", "(a) bare"), ("waldur_max", "(c) Waldur-style")):
+        labels, rates, p50, p99, colors = [], [], [], [], []
+        for key, label, color in (("ours_max", "ours (max)", "#1f77b4"),
+                                  ("ours_half", "ours (50%)", "#6baed6"),
+                                  ("bare_max", "(a) bare", "#999999"),
+                                  ("waldur_max", "(c) Waldur-style", "#d62728")):
             if f"{key}_per_s" in m:
                 labels.append(label)
+                colors.append(color)
                 rates.append(m[f"{key}_per_s"])
-                p99.append(m.get(f"{key}_p99_ms", 0))
+                p50.append(max(0.01, m.get(f"{key}_p50_ms", 0)))
+                p99.append(max(0.01, m.get(f"{key}_p99_ms", 0)))
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-        ax1.bar(labels, rates, color=["#1f77b4", "#6baed6", "#999999", "#d62728"][:len(labels)])
+        ax1.bar(labels, rates, color=colors)
         ax1.set_ylabel("accepted reports/s")
         ax1.set_title("Intake throughput")
-        ax2.bar(labels, p99, color=["#1f77b4", "#6baed6", "#999999", "#d62728"][:len(labels)])
-        ax2.set_ylabel("p99 latency (ms)")
+        xs = list(range(len(labels)))
+        ax2.bar([x - 0.2 for x in xs], p50, 0.4, color=colors, alpha=0.5, label="p50")
+        ax2.bar([x + 0.2 for x in xs], p99, 0.4, color=colors, label="p99")
+        ax2.set_xticks(xs, labels)
+        ax2.set_ylabel("latency (ms), p50 light / p99 dark")
         ax2.set_yscale("log")
-        ax2.set_title("Intake p99 latency")
+        ax2.set_title("Intake latency")
         for ax in (ax1, ax2):
             ax.tick_params(axis="x", labelrotation=15)
         fig.tight_layout()
@@ -225,10 +243,10 @@ def plot(res: dict[str, Any], output: Path, stamp: str) -> list[Path]:
         ours = [m.get(f"drain_ours_{n}_per_s", 0) for n in ns]
         raw = [m.get(f"drain_raw_{n}_per_s", 0) for n in ns]
         fig, ax = plt.subplots(figsize=(6, 4))
-        xs = range(len(ns))
+        xs = list(range(len(ns)))
         ax.bar([x - 0.2 for x in xs], ours, 0.4, label="ours (Celery drain)")
         ax.bar([x + 0.2 for x in xs], raw, 0.4, label="(b) raw COPY + merge", color="#999999")
-        ax.set_xticks(list(xs), [f"{n} worker(s)" for n in ns])
+        ax.set_xticks(xs, [f"{n} worker(s)" for n in ns])
         ax.set_ylabel("reports committed/s")
         ax.set_title("Drain rate vs workers")
         ax.legend()
@@ -275,9 +293,13 @@ def profile_summary(raw: str, top: int = 25) -> dict[str, Any]:
         for name in set(frames):
             inclusive[name] += n
     if not total:
-        return {"samples": 0, "top_inclusive": [], "top_self": []}
+        return {"samples": 0, "top_inclusive": [], "top_self": [], "ours": []}
+    share = [(k, round(100 * v / total, 1)) for k, v in inclusive.most_common()]
     return {
         "samples": total,
-        "top_inclusive": [(k, round(100 * v / total, 1)) for k, v in inclusive.most_common(top)],
+        # the trunk every sample shares (gunicorn / Celery start-up frames) says nothing
+        "top_inclusive": [(k, v) for k, v in share if v < 90][:top],
         "top_self": [(k, round(100 * v / total, 1)) for k, v in self_.most_common(top)],
+        "ours": [(k, v) for k, v in share
+                 if any(f"({p}/" in k for p in ("ingest", "api", "workers", "schemas"))][:top],
     }
