@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ingest import cli_ops, config
 
@@ -250,8 +250,15 @@ def cmd_run(args: argparse.Namespace, settings: config.Settings) -> int:
                       demo=not args.no_demo, procfile=args.procfile, formation=args.scale)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (and a pointer to --help) instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ingest", description=__doc__)
+    parser = Parser(prog="ingest", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Callable[..., int], help_: str, parent: Any = sub) -> Any:
