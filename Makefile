@@ -31,6 +31,7 @@ test-faults: $(STAMP)
 	$(BIN)/python -m pytest -q -s tests/faults
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/ingest bench
 
 lint: $(STAMP)

@@ -315,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="COMPONENT=AMOUNT")
 
     cli_ops.register(sub, add)
+    from ingest import bench
+
+    bench.add_parser(sub)
 
     p = add("run", cmd_run, "run web + worker + beat (embedded Redis when REDIS_URL is unset)")
     p.add_argument("--no-demo", action="store_true", help="do not load the demo catalog")

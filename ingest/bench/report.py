@@ -73,6 +73,11 @@ def markdown(res: dict[str, Any], stamp: str) -> str:
             lines.append(f"| (c) synchronous Waldur-style | {_f(m['waldur_max_per_s'])} | "
                          f"{_f(m.get('waldur_max_p50_ms'), 1)} | "
                          f"{_f(m.get('waldur_max_p99_ms'), 1)} | {_ratio(r.get('intake_vs_c'))} |")
+        before = [x.get("journal_entries_before") for x in res["intake"].get("ours_max", [])]
+        if any(v is not None for v in before):
+            lines += ["", "No worker runs in this phase, so the journal only grows: our "
+                          "maximum-rate runs started with "
+                          f"{', '.join(_f(v) for v in before)} entries queued."]
         d = res.get("intake_backlog_drain")
         if d:
             lines += ["", f"The {d['reports']:,} reports accepted above were then drained by 2 "
