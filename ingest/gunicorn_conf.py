@@ -21,3 +21,16 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
     from ingest import metrics
 
     metrics.process_exited(worker.pid)
+
+
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    """Pay the one-off costs before the first request: Celery's import, the catalog load."""
+    from ingest import bootstrap
+
+    rt = bootstrap.runtime()
+    try:
+        _ = rt.producer
+        rt.catalog.get()
+        rt.queue.ensure_group()
+    except Exception as exc:  # the first request will try again and answer 503 if it must
+        worker.log.warning("warm-up incomplete: %s", exc)

@@ -23,7 +23,7 @@ from ingest.ports import Accepted
 
 GROUP = "commit"
 
-# KEYS: sequence, stream, kick flag, rate bucket.
+# KEYS: sequence, stream, kick flag, rate bucket, accepted counter.
 # ARGV: kick period (ms), rate (/s, 0: unlimited), burst, then (report id, envelope) pairs.
 # Returns {first sequence, kick, tokens left, seconds to full}; first = -1: rate limited.
 _ACCEPT = """
@@ -47,6 +47,7 @@ if rate > 0 then
   left, reset = math.floor(tokens), math.ceil((burst - tokens) / rate)
 end
 local last = redis.call('INCRBY', KEYS[1], count)
+redis.call('INCRBY', KEYS[5], count)
 local first = last - count + 1
 for i = 0, count - 1 do
   redis.call('XADD', KEYS[2], '*', 's', first + i, 'i', ARGV[4 + 2 * i], 'r', ARGV[5 + 2 * i])
@@ -54,6 +55,13 @@ end
 local kick = 0
 if redis.call('SET', KEYS[3], '1', 'PX', ARGV[1], 'NX') then kick = 1 end
 return {first, kick, left, reset}
+"""
+
+# Acknowledge entries and count only those newly acknowledged: accepted - acked = backlog.
+_ACK = """
+local n = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+redis.call('INCRBY', KEYS[2], n)
+return n
 """
 
 _SEQ_FLOOR = """
@@ -85,9 +93,12 @@ class RedisQueue:
         self.seq_key = f"{prefix}:seq"
         self.stream = f"{prefix}:journal"
         self.kick_key = f"{prefix}:kick"
+        self.accepted_key = f"{prefix}:accepted"
+        self.acked_key = f"{prefix}:acked"
         self.kick_ms = kick_ms
         self._accept = client.register_script(_ACCEPT)
         self._seq_floor = client.register_script(_SEQ_FLOOR)
+        self._ack = client.register_script(_ACK)
         self._group_ready = False
 
     def ensure_group(self) -> None:
@@ -113,7 +124,8 @@ class RedisQueue:
             args.append(report_id)
             args.append(raw)
         first, kick, left, reset = self._accept(
-            keys=[self.seq_key, self.stream, self.kick_key, f"{self.stream}:rate:{customer}"],
+            keys=[self.seq_key, self.stream, self.kick_key, f"{self.stream}:rate:{customer}",
+                  self.accepted_key],
             args=args)
         return Accepted(int(first), bool(kick), int(left), int(reset))
 
@@ -142,9 +154,13 @@ class RedisQueue:
             return []
         return [_entry(eid, fields) for eid, fields in answer[0][1] if fields]
 
-    def ack(self, entry_ids: list[str]) -> None:
-        if entry_ids:
-            self.client.xack(self.stream, GROUP, *entry_ids)
+    def ack(self, entry_ids: list[str]) -> int:
+        """Acknowledge committed entries; returns how many were still pending."""
+        done = 0
+        for i in range(0, len(entry_ids), 1000):
+            done += int(self._ack(keys=[self.stream, self.acked_key],
+                                  args=[GROUP, *entry_ids[i:i + 1000]]))
+        return done
 
     def reclaim(self, consumer: str, min_idle_ms: int, count: int = 500) -> list[Entry]:
         """Take over entries pending longer than ``min_idle_ms`` (crashed or stuck workers)."""
@@ -158,7 +174,7 @@ class RedisQueue:
             cursor = answer[0].decode() if isinstance(answer[0], bytes) else answer[0]
             deleted = answer[2] if len(answer) > 2 else []
             if deleted:
-                self.client.xack(self.stream, GROUP, *deleted)
+                self.ack([_s(d) for d in deleted])
             if not answer[1] and cursor == "0-0":
                 break
             ids = [eid for eid, fields in answer[1] if fields]
@@ -182,20 +198,14 @@ class RedisQueue:
         info = self.client.xpending(self.stream, GROUP)
         return int(info["pending"])
 
-    def backlog(self, limit: int = 1_000_000) -> int:
-        """Reports accepted but not yet committed: never delivered plus pending.
+    def backlog(self, limit: int = 0) -> int:
+        """Reports accepted but not yet committed (never delivered plus pending).
 
-        Exact on Redis 7+ (the group's lag); on older servers counted, up to ``limit``.
+        Two counters kept by the accept and ack scripts: O(1) on every Redis version, so the
+        back-pressure check costs the same whatever the backlog (``limit`` is ignored).
         """
-        self.ensure_group()
-        for group in self.client.xinfo_groups(self.stream):
-            if _s(group["name"]) == GROUP:
-                lag = group.get("lag")
-                if lag is None:
-                    last = _s(group["last-delivered-id"])
-                    lag = len(self.client.xrange(self.stream, min=f"({last}", count=limit + 1))
-                return int(lag) + int(group["pending"])
-        return 0
+        accepted, acked = self.client.mget(self.accepted_key, self.acked_key)
+        return max(0, int(accepted or 0) - int(acked or 0))
 
     def memory(self) -> tuple[int, int]:
         """(used_memory, maxmemory) in bytes; maxmemory 0 means unbounded."""
@@ -203,6 +213,7 @@ class RedisQueue:
         return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
 
     def oldest_pending_id(self) -> str | None:
+        self.ensure_group()
         info = self.client.xpending(self.stream, GROUP)
         return _s(info["min"]) if info.get("min") else None
 
@@ -247,6 +258,7 @@ class RedisQueue:
 
     def is_pending_or_new(self, entry_id: str) -> bool:
         """True while the entry was never acknowledged by the commit group."""
+        self.ensure_group()
         for group in self.client.xinfo_groups(self.stream):
             if _s(group["name"]) == GROUP and _id_key(entry_id) > _id_key(
                     _s(group["last-delivered-id"])):

@@ -6,11 +6,12 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, or_, select, update
+from sqlalchemy import Engine, create_engine, event, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
+from ingest.adapters import pg_copy
 from ingest.adapters import tables as t
 from ingest.errors import Transient
 from ingest.model import UsageKey
@@ -139,13 +140,21 @@ class SqlUnitOfWork:
                                                  r.key.billing_period))
         ]
         applied: set[tuple[UsageKey, int]] = set()
-        for row in self.session.execute(stmt, params):
-            billing_period = row.billing_period
+        if self.is_postgres:
+            result: Any = pg_copy.upsert_usages(
+                self._driver(), [[p[c] for c in pg_copy.USAGE_COLUMNS] for p in params])
+        else:
+            result = [(r.resource_uuid, r.component_type, r.billing_period, r.report_seq)
+                      for r in self.session.execute(stmt, params)]
+        for resource, component, billing_period, seq in result:
             if isinstance(billing_period, dt.datetime):
                 billing_period = billing_period.date()
-            applied.add((UsageKey(row.resource_uuid, row.component_type, billing_period),
-                         int(row.report_seq)))
+            applied.add((UsageKey(resource, component, billing_period), int(seq)))
         return applied
+
+    def _driver(self) -> Any:
+        """The psycopg connection under this transaction (for COPY)."""
+        return self.session.connection().connection.driver_connection
 
     def record_reports(self, records: list[ReportRecord]) -> None:
         """Write each report's final state; a report already recorded keeps its first outcome
@@ -161,26 +170,23 @@ class SqlUnitOfWork:
             # no IN (...) here: expanding parameters cannot be used with executemany
             where=or_(table.c.state == "queued", table.c.state == "quarantined"),
         )
-        self.session.execute(
-            stmt,
-            [
-                {
-                    "id": r.id, "seq": r.seq, "customer_uuid": r.customer,
-                    "resource_uuid": r.resource, "billing_period": r.billing_period,
-                    "accepted_at": r.accepted_at, "token": r.token, "payload": r.payload,
-                    "state": r.state, "reason_code": r.reason_code, "reason": r.reason,
-                    "deliveries": r.deliveries, "committed_at": r.committed_at,
-                    "envelope": r.envelope,
-                }
-                for r in records
-            ],
-        )
+        params = [
+            {
+                "id": r.id, "seq": r.seq, "customer_uuid": r.customer,
+                "resource_uuid": r.resource, "billing_period": r.billing_period,
+                "accepted_at": r.accepted_at, "token": r.token, "payload": r.payload,
+                "state": r.state, "reason_code": r.reason_code, "reason": r.reason,
+                "deliveries": r.deliveries, "committed_at": r.committed_at,
+                "envelope": r.envelope,
+            }
+            for r in records
+        ]
+        if self.is_postgres:
+            pg_copy.record_reports(self._driver(),
+                                   [[p[c] for c in pg_copy.REPORT_COLUMNS] for p in params])
+        else:
+            self.session.execute(stmt, params)
 
     def max_seq(self) -> int:
         value = self.session.execute(select(func.max(t.UsageReport.seq))).scalar()
         return int(value or 0)
-
-    def mark(self, report_id: str, state: str) -> None:
-        self.session.execute(
-            update(t.UsageReport).where(t.UsageReport.id == report_id).values(state=state)
-        )
