@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, or_, select
+from sqlalchemy import Engine, create_engine, event, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -94,11 +94,14 @@ class SqlUnitOfWork:
         wanted = list(ids)
         if not wanted:
             return set()
-        rows = self.session.execute(
-            select(t.UsageReport.id).where(
-                t.UsageReport.id.in_(wanted), t.UsageReport.state != "queued"
-            )
-        )
+        if self.is_postgres:  # one array parameter instead of a 500-item IN list
+            rows = self.session.execute(
+                text("SELECT id FROM usage_reports WHERE id = ANY(:ids) AND state <> 'queued'"),
+                {"ids": wanted})
+        else:
+            rows = self.session.execute(
+                select(t.UsageReport.id).where(
+                    t.UsageReport.id.in_(wanted), t.UsageReport.state != "queued"))
         return {row[0] for row in rows}
 
     def upsert_usages(self, rows: list[UsageRow]) -> set[tuple[UsageKey, int]]:

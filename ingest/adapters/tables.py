@@ -155,11 +155,10 @@ class UsageReport(Base):
     __tablename__ = "usage_reports"
     __table_args__ = (
         Index("ix_usage_reports_state_accepted", "state", "accepted_at"),
-        Index("ix_usage_reports_resource", "resource_uuid"),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, unique=True)
-    customer_uuid: Mapped[UUID] = mapped_column(Uuid, index=True)
+    customer_uuid: Mapped[UUID] = mapped_column(Uuid)
     resource_uuid: Mapped[UUID | None] = mapped_column(Uuid, nullable=True)
     billing_period: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
     accepted_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
