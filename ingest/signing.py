@@ -8,10 +8,13 @@ addressed to an audience fails with the same message: Waldur answers several of 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import json
 import math
+import re
 import time
 from typing import Any
 
@@ -53,30 +56,51 @@ def sign(claims: dict[str, Any], secret: str) -> str:
     return _jws.encode(payload, secret.encode("utf-8"), algorithm="HS256", headers={"typ": "JWT"})
 
 
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
+_ALG = _HS256()
+
+
+def _segment(text: str) -> bytes:
+    """Strict base64url (no padding, no foreign characters), decoded in C."""
+    if len(text) % 4 == 1 or not _SEGMENT.fullmatch(text):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _decode(token: str, keys: list[bytes]) -> bytes:
+    """The verified payload bytes of a compact HS256 JWS, or ValueError.
+
+    PyJWT's HMAC algorithm does the signature check; the segment parsing is ours because
+    PyJWT 2.15 validates base64 characters in a Python loop, half the cost of a request.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ValueError("not three segments")
+    header = json.loads(_segment(parts[0]))
+    if (not isinstance(header, dict) or header.get("alg") != "HS256" or "crit" in header
+            or "b64" in header or not isinstance(header.get("kid", ""), str)):
+        raise ValueError("header")
+    signature = _segment(parts[2])
+    signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
+    if not any(_ALG.verify(signing_input, key, signature) for key in keys):
+        raise ValueError("signature")
+    return _segment(parts[1])
+
+
 def verify(token: str, secrets: str | list[str], now: float | None = None,
            require_iat: bool = False, max_age: float = 0.0) -> dict[str, Any]:
     """Return the verified claims, or raise Rejected(400 'Signature verification failed.').
 
     ``secrets`` may hold the current and the previous key of a provider (rotation overlap).
     """
-    if len(token) > MAX_TOKEN_BYTES or not token.isascii():
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES or not token.isascii():
         raise non_field_error(SIGNATURE_FAILED)
-    decoded = None
-    for secret in [secrets] if isinstance(secrets, str) else secrets:
-        try:
-            decoded = _jws.decode_complete(token, secret.encode("utf-8"), algorithms=["HS256"])
-            break
-        except (jwt.PyJWTError, ValueError, TypeError, KeyError, UnicodeError):
-            continue
-    if decoded is None:
-        raise non_field_error(SIGNATURE_FAILED)
-    header = decoded["header"]
-    if header.get("alg") != "HS256" or "crit" in header or "b64" in header:
-        raise non_field_error(SIGNATURE_FAILED)
+    keys = [k.encode("utf-8") for k in ([secrets] if isinstance(secrets, str) else secrets)]
     try:
+        payload = _decode(token, keys)
         # the standard library, as PyJWT and Waldur use: exact big integers, 1e400 -> inf
-        claims = json.loads(decoded["payload"])
-    except (ValueError, RecursionError):
+        claims = json.loads(payload)
+    except (ValueError, RecursionError, binascii.Error):
         raise non_field_error(SIGNATURE_FAILED) from None
     if not isinstance(claims, dict):
         raise non_field_error(SIGNATURE_FAILED)
@@ -123,4 +147,4 @@ def burn(token: object) -> None:
     """Spend what a verification costs, for a customer that does not exist."""
     if isinstance(token, str) and len(token) <= MAX_TOKEN_BYTES:
         with contextlib.suppress(Exception):
-            _jws.decode_complete(token, _DUMMY_KEY, algorithms=["HS256"])
+            _decode(token, [_DUMMY_KEY])
