@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from importlib import resources
 from typing import Any
 
 import falcon
 import orjson
+import yaml
 
 from api.body import read_body
 from ingest import metrics
@@ -107,6 +109,22 @@ class UsageReport:
             _json(resp, 200, found)
 
 
+class Schema:
+    """The OpenAPI document (schemas/openapi.yaml), read once: YAML, or JSON with ?format=json."""
+
+    YAML = "application/vnd.oai.openapi"
+
+    def __init__(self) -> None:
+        self.yaml = resources.files("schemas").joinpath("openapi.yaml").read_bytes()
+        self.json = orjson.dumps(yaml.safe_load(self.yaml))
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.get_param("format") == "json":
+            resp.content_type, resp.data = falcon.MEDIA_JSON, self.json
+        else:
+            resp.content_type, resp.data = self.YAML, self.yaml
+
+
 class Health:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         _json(resp, 200, {"status": "ok"})
@@ -170,6 +188,7 @@ def create_app(
     app.add_route("/metrics", Metrics(backlog))
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Ready(ready_checks))
+    app.add_route("/api/schema/", Schema())
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(Rejected, _rejected)

@@ -173,13 +173,17 @@ class Intake:
             claims=orjson.dumps(claims),
         )
 
-    def _enqueue(self, provider: Provider, reports: list[wire.QueuedReport]
-                 ) -> tuple[int, dict[str, str]]:
-        """Make reports durable in one round trip; the first sequence and rate headers."""
+    def _enqueue(self, provider: Provider, reports: list[wire.QueuedReport],
+                 seen: list[str] | None = None) -> tuple[int, dict[str, str]]:
+        """Make reports durable in one round trip; the first sequence and rate headers.
+
+        ``seen``: replay-guard digests the caller already claimed for these reports.
+        """
         self.pressure.check()
         rate = provider.rate_limit if provider.rate_limit is not None else self.settings.rate_limit
         burst = self.settings.rate_burst or 2 * rate
-        seen = self._claim_tokens(provider, reports)
+        if seen is None:
+            seen = self._claim_tokens(provider, reports)
         try:
             result = self.journal.accept([(r.id, wire.encode(r)) for r in reports],
                                          str(provider.customer), rate, burst)
@@ -205,17 +209,25 @@ class Intake:
 
     def _claim_tokens(self, provider: Provider, reports: list[wire.QueuedReport]) -> list[str]:
         """The replay guard (TOKEN_REPLAY_WINDOW): refuse a token already accepted."""
-        window = self.settings.token_replay_window
-        if window <= 0:
-            return []
         claimed: list[str] = []
         for report in reports:
-            digest = signing.token_digest(report.token, report.claims)
-            if not self.journal.claim_token(str(provider.customer), digest, window):
+            digest = self._claim_token(provider, report)
+            if digest is None:
                 self._forget_tokens(provider, claimed)
                 raise non_field_error(TOKEN_REUSED)
-            claimed.append(digest)
+            if digest:
+                claimed.append(digest)
         return claimed
+
+    def _claim_token(self, provider: Provider, report: wire.QueuedReport) -> str | None:
+        """The digest claimed for this report ('' when the guard is off), None if reused."""
+        window = self.settings.token_replay_window
+        if window <= 0:
+            return ""
+        digest = signing.token_digest(report.token, report.claims)
+        if not self.journal.claim_token(str(provider.customer), digest, window):
+            return None
+        return digest
 
     def _forget_tokens(self, provider: Provider, digests: list[str]) -> None:
         for digest in digests:
@@ -254,7 +266,20 @@ class Intake:
             results.append({"index": index, "status": 201,
                             "billing_period": queued.billing_period})
         if accepted and not batch.dry_run:
-            first, _headers = self._enqueue(provider, [q for _i, q in accepted])
+            seen: list[str] = []
+            fresh: list[tuple[int, wire.QueuedReport]] = []
+            for position, queued in accepted:  # a reused token fails its own item only
+                digest = self._claim_token(provider, queued)
+                if digest is None:
+                    results[position] = {"index": results[position]["index"], "status": 400,
+                                         "errors": {"non_field_errors": [TOKEN_REUSED]}}
+                    continue
+                if digest:
+                    seen.append(digest)
+                fresh.append((position, queued))
+            accepted = fresh
+        if accepted and not batch.dry_run:
+            first, _headers = self._enqueue(provider, [q for _i, q in accepted], seen)
             for offset, (position, queued) in enumerate(accepted):
                 results[position].update(id=queued.id, sequence=first + offset)
         return results

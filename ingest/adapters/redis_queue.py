@@ -38,13 +38,16 @@ if rate > 0 then
   local tokens = tonumber(b[1]) or burst
   local ts = tonumber(b[2]) or now
   tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-  if tokens < count then
-    return {-1, 0, math.floor(tokens), math.ceil((count - tokens) / rate)}
+  -- a batch larger than the bucket is admitted once the bucket is full and leaves it in
+  -- debt, so Retry-After is always true and the long-run rate still holds
+  local need = math.min(count, burst)
+  if tokens < need then
+    return {-1, 0, math.max(0, math.floor(tokens)), math.ceil((need - tokens) / rate)}
   end
   tokens = tokens - count
   redis.call('HSET', KEYS[4], 'tokens', tostring(tokens), 'ts', tostring(now))
-  redis.call('EXPIRE', KEYS[4], math.ceil(burst / rate) + 1)
-  left, reset = math.floor(tokens), math.ceil((burst - tokens) / rate)
+  redis.call('EXPIRE', KEYS[4], math.ceil((burst - tokens) / rate) + 1)
+  left, reset = math.max(0, math.floor(tokens)), math.ceil((burst - tokens) / rate)
 end
 local last = redis.call('INCRBY', KEYS[1], count)
 redis.call('INCRBY', KEYS[5], count)
