@@ -46,6 +46,7 @@ class Settings:
     appendfsync: str = "everysec"
     operator_token: str = ""
     batch_max_reports: int = 1000
+    max_usage_lines: int = 100
     secret_encryption_key: str = ""
     rate_limit: float = 0.0
     rate_burst: float = 0.0
@@ -160,6 +161,8 @@ VARIABLES += [
      "fraction of Redis maxmemory above which set_usage answers 503 + Retry-After"),
     ("BATCH_MAX_REPORTS", "batch_max_reports", _positive(int),
      "most reports in one set_usages request (more: 413)"),
+    ("MAX_USAGE_LINES", "max_usage_lines", _positive(int),
+     "most usage lines in one report (more: 400 on `usages`)"),
     ("BATCH_MAX_BYTES", "batch_max_bytes", _positive(int),
      "largest set_usages body after gzip decompression (more: 413)"),
     ("SECRET_ENCRYPTION_KEY", "secret_encryption_key", str,

@@ -155,7 +155,7 @@ class Intake:
         """Validate verified claims against the catalog; the envelope to queue."""
         now = dt.datetime.fromtimestamp(accepted_at, dt.UTC)
         report = validate_report(claims, self.catalog.get(), customer, now, self.tz,
-                                 self.settings.enforce_ownership)
+                                 self.settings.enforce_ownership, self.settings.max_usage_lines)
         return wire.QueuedReport(
             id=new_report_id(accepted_at),
             customer=str(customer),

@@ -272,6 +272,7 @@ def validate_report(
     now: dt.datetime,
     tz: ZoneInfo,
     enforce_ownership: bool = True,
+    max_lines: int = 100,
 ) -> ValidReport:
     """Apply rules a-n of the contract (and ownership); raise Rejected on the first failure."""
     errors: dict[str, Any] = {}
@@ -283,6 +284,9 @@ def validate_report(
     elif not isinstance(claims["usages"], list):
         kind = type(claims["usages"]).__name__
         errors["usages"] = {"non_field_errors": [f'Expected a list of items but got type "{kind}".']}
+    elif len(claims["usages"]) > max_lines:
+        errors["usages"] = {"non_field_errors": [
+            f"Ensure this field has no more than {max_lines} elements."]}
     else:
         item_errors = []
         for item in claims["usages"]:

@@ -1,6 +1,7 @@
 """Batch-mode intake: reports/s accepted through set_usages/ at several batch sizes, in one run.
 
-``python -m ingest.bench.batchmode [--sizes 10,100,1000] [--duration 10] [--clients 3]``
+``python -m ingest.bench.batchmode [--sizes 1,10,100,1000] [--duration 10] [--clients 3]
+[--appendfsync always|everysec]``
 starts a fresh database and Redis, our gunicorn web (no workers, so only intake is measured),
 pre-signs distinct reports, and has client processes post gzip batches over keep-alive HTTP
 for a fixed time. It counts only items answered 201, and checks at the end that the journal
@@ -103,17 +104,19 @@ def measure(port: int, bodies: list[bytes], clients: int, duration: float) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ingest.bench.batchmode")
-    parser.add_argument("--sizes", default="10,100,1000")
+    parser.add_argument("--sizes", default="1,10,100,1000")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--web-workers", type=int, default=3)
     parser.add_argument("--database-url", default="postgresql+psycopg://root@127.0.0.1:5432/test")
     parser.add_argument("--output", default="bench/results")
+    parser.add_argument("--appendfsync", default="everysec", choices=["always", "everysec", "no"],
+                        help="the Redis AOF fsync policy to measure under")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="ingest-batchmode-"))
     database = Database(args.database_url, work)
-    redis_server = RedisServer(work)
+    redis_server = RedisServer(work, appendfsync=args.appendfsync)
     stack = Stack(work, database.url, redis_server.url, args.web_workers,
                   {"BATCH_MAX_REPORTS": str(max(sizes)), "MAX_BACKLOG": "100000000"})
     rows = []
@@ -145,12 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d")
-    (out / f"{stamp}-batchmode.json").write_text(json.dumps(rows, indent=2))
+    name = f"{stamp}-batchmode-{args.appendfsync}"
+    (out / f"{name}.json").write_text(json.dumps(rows, indent=2))
     lines = ["| batch size | reports/s accepted | requests | p50 ms | p99 ms | journal = accepted |",
              "|---:|---:|---:|---:|---:|:---:|"]
     lines += [f"| {r['batch_size']} | {r['reports_per_s']:,} | {r['requests']} | {r['p50_ms']} "
               f"| {r['p99_ms']} | {'yes' if r['journal_matches'] else 'NO'} |" for r in rows]
-    (out / f"{stamp}-batchmode.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text(
+        f"appendfsync {args.appendfsync}, {args.clients} clients, {args.duration} s each\n\n"
+        + "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if all(r["journal_matches"] for r in rows) else 1
 

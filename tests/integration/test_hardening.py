@@ -124,3 +124,15 @@ def test_backpressure_answers_503_with_retry_after_and_keeps_nothing(settings, d
     drain(rt.queue, rt.committer, "t", 100, 0.01, 5)
     time.sleep(0.6)
     assert client.simulate_post(URL, json=demo.body(claims(demo))).status_code == 201
+
+
+def test_too_many_usage_lines_is_a_400_and_queues_nothing(settings, demo):
+    rt, client = make_client(settings, demo, max_usage_lines=3)
+    lines = [{"type": "cpu_hours", "amount": str(i)} for i in range(4)]
+    resp = client.simulate_post(URL, json=demo.body({"resource": demo.resource, "usages": lines}))
+    assert resp.status_code == 400
+    assert resp.json == {"usages": {"non_field_errors": [
+        "Ensure this field has no more than 3 elements."]}}
+    assert journal(rt) == 0
+    ok = client.simulate_post(URL, json=demo.body({"resource": demo.resource, "usages": lines[:3]}))
+    assert ok.status_code == 201
