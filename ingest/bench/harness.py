@@ -139,13 +139,6 @@ class Bench:
             self.redis = RedisServer(self.workdir, o.redis)
             stack.callback(self.redis.stop)
             self.results["machine"]["redis"] = f"{self.redis.version} ({self.redis.binary})"
-            if int(self.redis.version.split(".")[0]) < 7:
-                self.results["notes"].append(
-                    f"Redis {self.redis.version} has no consumer-group lag: the product's "
-                    "backlog check (RedisQueue.backlog, sampled by every web worker every 0.5 s) "
-                    "then reads every undelivered journal entry with XRANGE, so intake slows "
-                    "down as the backlog grows. `--redis system` runs a Redis 7 when one is "
-                    "installed.")
             self.r = self.redis.client
             self.stack = Stack(self.workdir, self.db.url, self.redis.url, o.web_workers)
             stack.callback(self.stack.stop)
