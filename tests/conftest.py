@@ -57,11 +57,11 @@ def _postgres_database(admin_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, migrated database per test: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'ingest.db'}"
+def migrated_database(kind: str, directory: Path) -> Iterator[str]:
+    """A fresh, migrated database: a SQLite file in ``directory``, or a new PostgreSQL
+    database on the TEST_DATABASE_URL server (skipped when there is none)."""
+    if kind == "sqlite":
+        url = f"sqlite:///{directory / 'ingest.db'}"
         db.upgrade(url)
         yield url
         return
@@ -71,6 +71,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     for url in _postgres_database(admin_url):
         db.upgrade(url)
         yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database per test."""
+    yield from migrated_database(request.param, tmp_path)
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ import gzip
 import hashlib
 import hmac
 import json
-import os
 import re
 import uuid
 import warnings
@@ -48,12 +47,12 @@ from waldur_api_client.models.service_provider_signature_request import (
 )
 
 from api.app import create_app
-from ingest import bootstrap, catalog_file, db
+from ingest import bootstrap, catalog_file
 from ingest.adapters import tables as t
 from ingest.adapters.queries import usage_rows
 from ingest.config import Settings
 from ingest.drain import drain
-from tests.conftest import _postgres_database
+from tests.conftest import migrated_database
 from tests.helpers import Demo, make_demo
 
 CHECK = "/api/marketplace-public-api/check_signature/"
@@ -93,17 +92,7 @@ def dne(value: object) -> str:
 def database_url(request: pytest.FixtureRequest,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One migrated database per backend for this module (see the module docstring)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('contract') / 'ingest.db'}"
-        db.upgrade(url)
-        yield url
-        return
-    admin_url = os.environ.get("TEST_DATABASE_URL")
-    if not admin_url:
-        pytest.skip("TEST_DATABASE_URL is not set (no PostgreSQL server)")
-    for url in _postgres_database(admin_url):
-        db.upgrade(url)
-        yield url
+    yield from migrated_database(request.param, tmp_path_factory.mktemp("contract"))
 
 
 @pytest.fixture(scope="module")
