@@ -234,11 +234,11 @@ class Intake:
             self.journal.forget_token(str(provider.customer), digest)
 
     def set_usage(self, body: object) -> Receipt:
-        envelope, _provider, claims = self._authenticate(body)
+        envelope, provider, claims = self._authenticate(body)
         queued = self._prepare(envelope.customer, envelope.data, claims, self.clock())
         if envelope.dry_run:
             return Receipt(None, None, queued.billing_period, True)
-        seq, headers = self._enqueue(_provider, [queued])
+        seq, headers = self._enqueue(provider, [queued])
         return Receipt(queued.id, seq, queued.billing_period, False, headers)
 
     def set_usages(self, body: object) -> list[dict[str, Any]]:
