@@ -68,7 +68,13 @@ class Runtime:
 
     @functools.cached_property
     def intake(self) -> Intake:
-        return Intake(self.settings, self.catalog, self.queue, self.kick)
+        return Intake(self.settings, self.catalog, self.queue, self.kick,
+                      sequence_floor=self.committed_sequence)
+
+    def committed_sequence(self) -> int:
+        """The highest acceptance sequence SQL holds (0 for an empty database)."""
+        with SqlUnitOfWork(self.engine) as uow:
+            return uow.max_seq()
 
     @functools.cached_property
     def worker_catalog(self) -> CatalogCache:

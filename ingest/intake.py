@@ -42,6 +42,8 @@ class Journal(Protocol):
 
     def forget_token(self, customer: str, digest: str) -> None: ...
 
+    def ensure_seq_at_least(self, floor: int) -> int: ...
+
     def backlog(self, limit: int) -> int: ...
 
     def memory(self) -> tuple[int, int]: ...
@@ -118,6 +120,7 @@ class Intake:
         journal: Journal,
         kick: Kicker | None = None,
         clock: Callable[[], float] = time.time,
+        sequence_floor: Callable[[], int] = lambda: 0,
     ) -> None:
         self.settings = settings
         self.tz = settings.tz
@@ -125,6 +128,7 @@ class Intake:
         self.journal = journal
         self.kick = kick
         self.clock = clock
+        self.sequence_floor = sequence_floor  # the highest sequence SQL has committed
         self.pressure = Pressure(journal, settings.max_backlog, settings.redis_memory_high_water)
 
     def _authenticate(self, body: object) -> tuple[Envelope, Provider, dict[str, Any]]:
@@ -184,13 +188,19 @@ class Intake:
         burst = self.settings.rate_burst or 2 * rate
         if seen is None:
             seen = self._claim_tokens(provider, reports)
+        entries = [(r.id, wire.encode(r)) for r in reports]
         try:
-            result = self.journal.accept([(r.id, wire.encode(r)) for r in reports],
-                                         str(provider.customer), rate, burst)
+            result = self.journal.accept(entries, str(provider.customer), rate, burst)
+            if result.first == -2:  # a new or emptied Redis: continue after SQL's sequence
+                self.journal.ensure_seq_at_least(self.sequence_floor())
+                result = self.journal.accept(entries, str(provider.customer), rate, burst)
         except Exception as exc:  # Redis unreachable: we cannot keep it, so do not accept it
             log.warning("journal unavailable: %s", exc)
             self._forget_tokens(provider, seen)
             raise Backpressure(1, "journal unavailable") from exc
+        if result.first == -2:
+            self._forget_tokens(provider, seen)
+            raise Backpressure(1, "sequence not initialised")
         if result.first < 0:
             self._forget_tokens(provider, seen)
             raise RateLimited(rate, max(1, result.reset_seconds))

@@ -49,7 +49,7 @@ class ReportRecord:
 class Accepted:
     """What the journal says about reports it was handed in one round trip."""
 
-    first: int  # first acceptance sequence (the rest follow in order); -1: rate limited
+    first: int  # first sequence (the rest follow in order); -1: rate limited; -2: no sequence
     kick: bool
     tokens_left: int  # -1: no rate limit applies
     reset_seconds: int  # until the bucket is full again, or until a retry can succeed

@@ -25,8 +25,11 @@ GROUP = "commit"
 
 # KEYS: sequence, stream, kick flag, rate bucket, accepted counter.
 # ARGV: kick period (ms), rate (/s, 0: unlimited), burst, then (report id, envelope) pairs.
-# Returns {first sequence, kick, tokens left, seconds to full}; first = -1: rate limited.
+# Returns {first sequence, kick, tokens left, seconds to full}; first = -1: rate limited;
+# first = -2: the sequence key is missing (a new or emptied Redis): the caller must set its
+# floor from SQL first, so a sequence at or below one already committed is never handed out.
 _ACCEPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-2, 0, 0, 0} end
 local count = (#ARGV - 3) / 2
 local rate = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
@@ -68,10 +71,11 @@ return n
 """
 
 _SEQ_FLOOR = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local raw = redis.call('GET', KEYS[1])
+local current = tonumber(raw or '0')
 local floor = tonumber(ARGV[1])
-if current < floor then redis.call('SET', KEYS[1], floor) return floor end
-return current
+if raw == false or current < floor then redis.call('SET', KEYS[1], math.max(current, floor)) end
+return math.max(current, floor)
 """
 
 

@@ -32,3 +32,24 @@ def test_a_batch_commits_in_one_transaction_without_splitting(client, runtime, d
     stats = drain(runtime.queue, runtime.committer, "t", 100, 0.01, 5)
     assert (stats.batches, stats.committed, stats.superseded) == (1, 1, 2)
     assert not [r for r in caplog.records if "splitting" in r.getMessage()]
+
+
+def test_an_emptied_redis_never_hands_out_a_committed_sequence(client, runtime, demo):
+    def send(amount):
+        resp = client.simulate_post(
+            "/api/marketplace-public-api/set_usage/",
+            json=demo.body({"resource": demo.resource, "usages": [
+                {"type": "cpu_hours", "amount": amount}]}))
+        assert resp.status_code == 201, resp.text
+        return resp.json["sequence"]
+
+    first = [send("1"), send("2")]
+    drain(runtime.queue, runtime.committer, "t", 100, 0.01, 5)
+    client_redis = runtime.queue.client
+    client_redis.delete(*client_redis.keys(f"{runtime.settings.redis_prefix}:*"))  # data lost
+    runtime.queue._group_ready = False
+    after = send("3")
+    assert after > max(first)
+    drain(runtime.queue, runtime.committer, "t", 100, 0.01, 5)
+    rows = usage_rows(runtime.engine, uuid.UUID(demo.resource))
+    assert [(r["amount"], r["sequence"]) for r in rows] == [("3.00", after)]
