@@ -17,7 +17,6 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from decimal import Decimal
 
 import msgspec
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -26,6 +25,7 @@ from ingest.errors import Quarantine, Transient
 from ingest.model import (
     REPORTABLE_BILLING_TYPES,
     CatalogSnapshot,
+    Resource,
     UsageKey,
 )
 from ingest.ports import ReportRecord, UnitOfWork, UsageRow
@@ -71,7 +71,6 @@ class _Item:
 # worker's time; resources and periods repeat across a batch and across batches.
 as_uuid = functools.lru_cache(maxsize=65536)(uuid.UUID)
 as_month = functools.lru_cache(maxsize=1024)(dt.date.fromisoformat)
-as_instant = functools.lru_cache(maxsize=65536)(dt.datetime.fromisoformat)
 
 
 def _decode(d: Delivery) -> _Item:
@@ -81,61 +80,105 @@ def _decode(d: Delivery) -> _Item:
         return _Item(d, None, Quarantine("undecodable", f"journal entry is not a v1 report: {exc}"))
 
 
-def check_against_catalog(report: wire.QueuedReport, catalog: CatalogSnapshot) -> None:
-    """Re-check at commit what may have changed since acceptance; raise Quarantine."""
-    resource = catalog.resources.get(as_uuid(report.resource))
-    if resource is None:
-        raise Quarantine("resource_missing", f"resource {report.resource} no longer exists")
-    if not resource.state_is_valid:
-        raise Quarantine("resource_state", f"resource is in state {resource.state}")
-    components = catalog.components_of(resource)
-    invalid = sorted(
-        {u.type for u in report.usages}
-        - {name for name, kind in components.items() if kind in REPORTABLE_BILLING_TYPES}
-    )
-    if invalid:
-        raise Quarantine("component_invalid", f"components no longer valid: {', '.join(invalid)}")
-    if report.plan_period is not None:
-        period = catalog.plan_periods.get(as_uuid(report.plan_period))
+class CatalogCheck:
+    """Re-check at commit what may have changed since acceptance; raise Quarantine.
+
+    Built once per catalog snapshot, and everything it works out is kept for that snapshot:
+    an index of the resources by their text form (the journal carries text, and parsing a
+    uuid per report was a tenth of a worker), the reportable components per offering, and the
+    verdict per (plan period, billing period).
+    """
+
+    def __init__(self, catalog: CatalogSnapshot) -> None:
+        self.catalog = catalog
+        self._by_text: dict[str, Resource] | None = None
+        self._reportable: dict[uuid.UUID, frozenset[str]] = {}
+        self._periods: dict[tuple[str, str], tuple[str, str] | None] = {}
+
+    def _resource(self, text: str) -> Resource | None:
+        if self._by_text is None:
+            self._by_text = {str(k): v for k, v in self.catalog.resources.items()}
+        found = self._by_text.get(text)
+        return found if found is not None else self.catalog.resources.get(as_uuid(text))
+
+    def _components(self, resource: Resource) -> frozenset[str]:
+        found = self._reportable.get(resource.offering)
+        if found is None:
+            found = self._reportable[resource.offering] = frozenset(
+                name for name, kind in self.catalog.components_of(resource).items()
+                if kind in REPORTABLE_BILLING_TYPES)
+        return found
+
+    def __call__(self, report: wire.QueuedReport) -> None:
+        resource = self._resource(report.resource)
+        if resource is None:
+            raise Quarantine("resource_missing", f"resource {report.resource} no longer exists")
+        if not resource.state_is_valid:
+            raise Quarantine("resource_state", f"resource is in state {resource.state}")
+        reportable = self._components(resource)
+        for line in report.usages:
+            if line.type not in reportable:
+                invalid = sorted({u.type for u in report.usages} - reportable)
+                raise Quarantine("component_invalid",
+                                 f"components no longer valid: {', '.join(invalid)}")
+        if report.plan_period is not None:
+            key = (report.plan_period, report.billing_period)
+            if key not in self._periods:
+                self._periods[key] = self._period_problem(*key)
+            problem = self._periods[key]
+            if problem is not None:
+                raise Quarantine(*problem)
+
+    def _period_problem(self, plan_period: str, billing_period: str) -> tuple[str, str] | None:
+        period = self.catalog.plan_periods.get(as_uuid(plan_period))
         if period is None:
-            raise Quarantine("plan_period_missing", f"plan period {report.plan_period} is gone")
-        start = as_month(report.billing_period)
+            return "plan_period_missing", f"plan period {plan_period} is gone"
+        start = as_month(billing_period)
         opened = dt.datetime(start.year, start.month, 1, tzinfo=dt.UTC)
         if period.end is not None and period.end < opened:
-            raise Quarantine("period_closed", "the plan period closed before this billing period")
+            return "period_closed", "the plan period closed before this billing period"
+        return None
+
+
+@functools.lru_cache(maxsize=65536)
+def canonical_uuid(text: str) -> str:
+    """Dedupe keys must agree with the unique constraint, whatever spelling an envelope has."""
+    return str(uuid.UUID(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def canonical_month(text: str) -> str:
+    return dt.date.fromisoformat(text).isoformat()
 
 
 def _record(item: _Item, state: str, now: dt.datetime, problem: Quarantine | None = None
             ) -> ReportRecord:
     r = item.report
+    if r is None:
+        return ReportRecord(
+            f"undecodable-{item.delivery.entry_id}"[:32], item.delivery.seq, str(NIL), None,
+            None, now, "", repr(item.delivery.raw[:2000]), state,
+            problem.code if problem else None, problem.message if problem else None,
+            item.delivery.deliveries, now, item.delivery.raw)
     return ReportRecord(
-        id=r.id if r else f"undecodable-{item.delivery.entry_id}"[:32],
-        seq=item.delivery.seq,
-        customer=as_uuid(r.customer) if r else NIL,
-        resource=as_uuid(r.resource) if r else None,
-        billing_period=as_month(r.billing_period) if r else None,
-        accepted_at=dt.datetime.fromtimestamp(r.accepted_at, dt.UTC) if r else now,
-        token=r.token if r else "",
-        payload=r.claims.decode("utf-8", "replace") if r else repr(item.delivery.raw[:2000]),
-        state=state,
-        reason_code=problem.code if problem else None,
-        reason=problem.message if problem else None,
-        deliveries=item.delivery.deliveries,
-        committed_at=now,
+        r.id, item.delivery.seq, r.customer, r.resource, r.billing_period,
+        dt.datetime.fromtimestamp(r.accepted_at, dt.UTC), r.token,
+        r.claims.decode("utf-8", "replace"), state,
+        problem.code if problem else None, problem.message if problem else None,
+        item.delivery.deliveries, now,
         # token and payload are the audit record; the envelope is only needed to re-drive a
         # quarantined report, and storing it for every report cost a third of the bytes
-        envelope=item.delivery.raw if state == "quarantined" else b"",
+        item.delivery.raw if state == "quarantined" else b"",
     )
 
 
 def _rows(report: wire.QueuedReport, seq: int) -> list[UsageRow]:
-    resource = as_uuid(report.resource)
-    period = as_month(report.billing_period)
-    date = as_instant(report.date)
-    plan_period = as_uuid(report.plan_period) if report.plan_period else None
+    resource = canonical_uuid(report.resource)
+    period = canonical_month(report.billing_period)
+    plan_period = canonical_uuid(report.plan_period) if report.plan_period else None
     return [
-        UsageRow(UsageKey(resource, u.type, period), plan_period, Decimal(u.amount),
-                 u.description, u.recurring, u.missing_usage_policy, date, report.id, seq)
+        UsageRow(UsageKey(resource, u.type, period), plan_period, u.amount, u.description,
+                 u.recurring, u.missing_usage_policy, report.date, report.id, seq)
         for u in report.usages
     ]
 
@@ -156,6 +199,7 @@ class Committer:
         self.retry_attempts = retry_attempts
         self.retry_wait_max = retry_wait_max
         self.clock = clock
+        self._check: CatalogCheck | None = None
 
     def commit(self, deliveries: Sequence[Delivery], revive: bool = False) -> Outcome:
         """Commit a batch; transient failures are retried with back-off, then re-raised as
@@ -191,6 +235,9 @@ class Committer:
     def _commit_once(self, items: list[_Item], revive: bool) -> Outcome:
         now = self.clock()
         catalog = self.catalog()
+        if self._check is None or self._check.catalog is not catalog:
+            self._check = CatalogCheck(catalog)
+        check = self._check
         outcome = Outcome()
         with self.unit_of_work() as uow:
             final = uow.final_report_ids([i.report.id for i in items if i.report])
@@ -212,7 +259,7 @@ class Committer:
                     )
                 if problem is None and item.report is not None:
                     try:
-                        check_against_catalog(item.report, catalog)
+                        check(item.report)
                     except Quarantine as q:
                         problem = q
                 if problem is not None:
@@ -231,8 +278,7 @@ class Committer:
                     # >=: a report naming a component twice keeps its last line, as Waldur does
                     if best is None or row.seq >= best.seq:
                         winners[row.key] = row
-            applied = uow.upsert_usages(list(winners.values()))
-            applied_seqs = {seq for _key, seq in applied}
+            applied_seqs = uow.upsert_usages(list(winners.values()))
             for item in live:
                 assert item.report is not None
                 won = not item.report.usages or item.delivery.seq in applied_seqs

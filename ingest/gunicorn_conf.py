@@ -34,3 +34,4 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
         rt.queue.ensure_group()
     except Exception as exc:  # the first request will try again and answer 503 if it must
         worker.log.warning("warm-up incomplete: %s", exc)
+    bootstrap.tune_gc()

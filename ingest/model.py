@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -20,13 +21,14 @@ MAX_WHOLE_DIGITS = MAX_DIGITS - DECIMAL_PLACES
 MAX_STRING_LENGTH = 1000  # DRF refuses longer numeric strings before parsing them
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class UsageKey:
-    """The dedupe key: in-batch dedupe, the upsert and the unique constraint all use it."""
+class UsageKey(NamedTuple):
+    """The dedupe key: in-batch dedupe, the upsert and the unique constraint all use it.
 
-    resource: UUID
+    Text forms (canonical uuid, YYYY-MM-01), so a worker never parses them per usage line."""
+
+    resource: str
     component: str
-    billing_period: dt.date
+    billing_period: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -7,33 +7,33 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import uuid
-from decimal import Decimal
-from typing import Protocol, Self
+from typing import NamedTuple, Protocol, Self
 
 from ingest.model import CatalogSnapshot, UsageKey
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class UsageRow:
+# The worker builds one UsageRow per usage line and one ReportRecord per report, so both are
+# named tuples in the text forms the journal carries (canonical uuids, ISO dates, decimal
+# strings): the PostgreSQL path writes them into COPY as they are, and only the generic SQL
+# path parses them. Building frozen dataclasses of parsed values was a third of a worker.
+class UsageRow(NamedTuple):
     key: UsageKey
-    plan_period: uuid.UUID | None
-    amount: Decimal
+    plan_period: str | None  # canonical uuid
+    amount: str  # a decimal string, validated at acceptance
     description: str
     recurring: bool
     missing_usage_policy: str
-    date: dt.datetime
+    date: str  # ISO 8601 instant
     report_id: str
     seq: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReportRecord:
+class ReportRecord(NamedTuple):
     id: str
     seq: int
-    customer: uuid.UUID
-    resource: uuid.UUID | None
-    billing_period: dt.date | None
+    customer: str  # uuid
+    resource: str | None  # uuid
+    billing_period: str | None  # YYYY-MM-01
     accepted_at: dt.datetime
     token: str
     payload: str
@@ -75,8 +75,8 @@ class UnitOfWork(Protocol):
     def final_report_ids(self, ids: list[str]) -> set[str]:
         """Ids among ``ids`` that already reached a final state (redeliveries)."""
 
-    def upsert_usages(self, rows: list[UsageRow]) -> set[tuple[UsageKey, int]]:
-        """Apply rows only over lower sequences; return the (key, seq) pairs applied."""
+    def upsert_usages(self, rows: list[UsageRow]) -> set[int]:
+        """Apply rows only over lower sequences; return the sequences of the rows applied."""
 
     def record_reports(self, records: list[ReportRecord]) -> None:
         """Store each report's final state (idempotent per report id)."""

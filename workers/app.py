@@ -52,3 +52,4 @@ app.conf.update(
 @worker_process_init.connect
 def _fresh_connections(**_: Any) -> None:
     bootstrap.runtime.cache_clear()
+    bootstrap.tune_gc()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, or_, select, text
@@ -14,7 +16,6 @@ from sqlalchemy.orm import Session
 from ingest.adapters import pg_copy
 from ingest.adapters import tables as t
 from ingest.errors import Transient
-from ingest.model import UsageKey
 from ingest.ports import ReportRecord, UsageRow
 
 
@@ -61,6 +62,10 @@ def is_transient(exc: BaseException) -> bool:
     return code in {"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08003", "08006"}
 
 
+def _uuid_or_none(text: str | None) -> uuid.UUID | None:
+    return uuid.UUID(text) if text else None
+
+
 class SqlUnitOfWork:
     """One database transaction; ``commit`` makes every write of the batch visible at once."""
 
@@ -104,10 +109,14 @@ class SqlUnitOfWork:
                     t.UsageReport.id.in_(wanted), t.UsageReport.state != "queued"))
         return {row[0] for row in rows}
 
-    def upsert_usages(self, rows: list[UsageRow]) -> set[tuple[UsageKey, int]]:
-        """Insert or overwrite rows whose stored sequence is lower; return what was applied."""
+    def upsert_usages(self, rows: list[UsageRow]) -> set[int]:
+        """Insert or overwrite rows whose stored sequence is lower; return the sequences of
+        the rows applied."""
         if not rows:
             return set()
+        now = dt.datetime.now(dt.UTC)
+        if self.is_postgres:  # the merge inserts in key order: no deadlock between batches
+            return pg_copy.upsert_usages(self._driver(), rows, now)
         table = t.ComponentUsage.__table__
         stmt = dialect_insert(self.session, table)
         excluded = stmt.excluded
@@ -120,40 +129,25 @@ class SqlUnitOfWork:
                              "updated_at")
             },
             where=table.c.report_seq < excluded.report_seq,
-        ).returning(table.c.resource_uuid, table.c.component_type, table.c.billing_period,
-                    table.c.report_seq)
-        now = dt.datetime.now(dt.UTC)
+        ).returning(table.c.report_seq)
         params = [
             {
-                "resource_uuid": r.key.resource,
+                "resource_uuid": uuid.UUID(r.key.resource),
                 "component_type": r.key.component,
-                "billing_period": r.key.billing_period,
-                "plan_period_uuid": r.plan_period,
-                "amount": r.amount,
+                "billing_period": dt.date.fromisoformat(r.key.billing_period),
+                "plan_period_uuid": _uuid_or_none(r.plan_period),
+                "amount": Decimal(r.amount),
                 "description": r.description,
                 "recurring": r.recurring,
                 "missing_usage_policy": r.missing_usage_policy,
-                "date": r.date,
+                "date": dt.datetime.fromisoformat(r.date),
                 "report_id": r.report_id,
                 "report_seq": r.seq,
                 "updated_at": now,
             }
-            # a fixed order avoids deadlocks between concurrent batches on PostgreSQL
-            for r in sorted(rows, key=lambda r: (str(r.key.resource), r.key.component,
-                                                 r.key.billing_period))
+            for r in sorted(rows, key=lambda r: r.key)
         ]
-        applied: set[tuple[UsageKey, int]] = set()
-        if self.is_postgres:
-            result: Any = pg_copy.upsert_usages(
-                self._driver(), [[p[c] for c in pg_copy.USAGE_COLUMNS] for p in params])
-        else:
-            result = [(r.resource_uuid, r.component_type, r.billing_period, r.report_seq)
-                      for r in self.session.execute(stmt, params)]
-        for resource, component, billing_period, seq in result:
-            if isinstance(billing_period, dt.datetime):
-                billing_period = billing_period.date()
-            applied.add((UsageKey(resource, component, billing_period), int(seq)))
-        return applied
+        return {int(row.report_seq) for row in self.session.execute(stmt, params)}
 
     def _driver(self) -> Any:
         """The psycopg connection under this transaction (for COPY)."""
@@ -163,6 +157,9 @@ class SqlUnitOfWork:
         """Write each report's final state; a report already recorded keeps its first outcome
         unless it was quarantined and is now being re-driven (replay)."""
         if not records:
+            return
+        if self.is_postgres:
+            pg_copy.record_reports(self._driver(), records)
             return
         table = t.UsageReport.__table__
         stmt = dialect_insert(self.session, table)
@@ -175,8 +172,10 @@ class SqlUnitOfWork:
         )
         params = [
             {
-                "id": r.id, "seq": r.seq, "customer_uuid": r.customer,
-                "resource_uuid": r.resource, "billing_period": r.billing_period,
+                "id": r.id, "seq": r.seq, "customer_uuid": uuid.UUID(r.customer),
+                "resource_uuid": _uuid_or_none(r.resource),
+                "billing_period": (dt.date.fromisoformat(r.billing_period)
+                                   if r.billing_period else None),
                 "accepted_at": r.accepted_at, "token": r.token, "payload": r.payload,
                 "state": r.state, "reason_code": r.reason_code, "reason": r.reason,
                 "deliveries": r.deliveries, "committed_at": r.committed_at,
@@ -184,11 +183,7 @@ class SqlUnitOfWork:
             }
             for r in records
         ]
-        if self.is_postgres:
-            pg_copy.record_reports(self._driver(),
-                                   [[p[c] for c in pg_copy.REPORT_COLUMNS] for p in params])
-        else:
-            self.session.execute(stmt, params)
+        self.session.execute(stmt, params)
 
     def max_seq(self) -> int:
         value = self.session.execute(select(func.max(t.UsageReport.seq))).scalar()

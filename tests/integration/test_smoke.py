@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from decimal import Decimal
 
 from ingest.adapters.queries import usage_rows
 from ingest.drain import drain
@@ -53,3 +55,31 @@ def test_an_emptied_redis_never_hands_out_a_committed_sequence(client, runtime, 
     drain(runtime.queue, runtime.committer, "t", 100, 0.01, 5)
     rows = usage_rows(runtime.engine, uuid.UUID(demo.resource))
     assert [(r["amount"], r["sequence"]) for r in rows] == [("3.00", after)]
+
+
+def test_text_needing_escapes_reaches_sql_unchanged(client, runtime, demo):
+    """The PostgreSQL path formats COPY text itself: tabs, newlines, carriage returns,
+    backslashes and non-ASCII must arrive exactly as sent, in usage rows and report records."""
+    from sqlalchemy import select
+
+    from ingest.adapters import tables as t
+
+    tricky = "a\tb\nc\rd\\e \\N \\x00 é ✓ \"q\""
+    resp = client.simulate_post(
+        "/api/marketplace-public-api/set_usage/",
+        json=demo.body({"resource": demo.resource, "usages": [
+            {"type": "cpu_hours", "amount": "1.5", "description": tricky}]}))
+    assert resp.status_code == 201, resp.text
+    stats = drain(runtime.queue, runtime.committer, "t", 100, 0.01, 5)
+    assert stats.committed == 1
+    with runtime.engine.connect() as conn:
+        description, amount = conn.execute(
+            select(t.ComponentUsage.description, t.ComponentUsage.amount).where(
+                t.ComponentUsage.resource_uuid == uuid.UUID(demo.resource))).one()
+        payload, state = conn.execute(
+            select(t.UsageReport.payload, t.UsageReport.state).where(
+                t.UsageReport.id == resp.json["id"])).one()
+    assert description == tricky
+    assert amount == Decimal("1.5")
+    assert state == "committed"
+    assert tricky in json.loads(payload)["usages"][0]["description"]

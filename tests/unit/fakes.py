@@ -46,7 +46,7 @@ class FakeUnitOfWork:
     def final_report_ids(self, ids: list[str]) -> set[str]:
         return {i for i in ids if i in self.reports and self.reports[i].state != "queued"}
 
-    def upsert_usages(self, rows: list[UsageRow]) -> set[tuple[UsageKey, int]]:
+    def upsert_usages(self, rows: list[UsageRow]) -> set[int]:
         applied = set()
         for row in rows:
             if row.report_id == self.store.fail_on_report:
@@ -54,7 +54,7 @@ class FakeUnitOfWork:
             current = self.usages.get(row.key)
             if current is None or current.seq < row.seq:
                 self.usages[row.key] = row
-                applied.add((row.key, row.seq))
+                applied.add(row.seq)
         return applied
 
     def record_reports(self, records: list[ReportRecord]) -> None:

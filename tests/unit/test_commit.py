@@ -45,7 +45,7 @@ def make(store: FakeStore, snap: CatalogSnapshot | None = None, **kw: object) ->
 
 
 def amount(store: FakeStore, component: str, resource: uuid.UUID = R1) -> Decimal:
-    return store.usages[UsageKey(resource, component, PERIOD)].amount
+    return Decimal(store.usages[UsageKey(str(resource), component, PERIOD.isoformat())].amount)
 
 
 def test_highest_sequence_wins_within_a_batch_whatever_the_order():
