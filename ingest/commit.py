@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import re
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -25,6 +26,7 @@ from ingest.errors import Quarantine, Transient
 from ingest.model import (
     REPORTABLE_BILLING_TYPES,
     CatalogSnapshot,
+    PlanPeriod,
     Resource,
     UsageKey,
 )
@@ -92,6 +94,7 @@ class CatalogCheck:
     def __init__(self, catalog: CatalogSnapshot) -> None:
         self.catalog = catalog
         self._by_text: dict[str, Resource] | None = None
+        self._periods_by_text: dict[str, PlanPeriod] | None = None
         self._reportable: dict[uuid.UUID, frozenset[str]] = {}
         self._periods: dict[tuple[str, str], tuple[str, str] | None] = {}
 
@@ -130,7 +133,11 @@ class CatalogCheck:
                 raise Quarantine(*problem)
 
     def _period_problem(self, plan_period: str, billing_period: str) -> tuple[str, str] | None:
-        period = self.catalog.plan_periods.get(as_uuid(plan_period))
+        if self._periods_by_text is None:
+            self._periods_by_text = {str(k): v for k, v in self.catalog.plan_periods.items()}
+        period = self._periods_by_text.get(plan_period)
+        if period is None:
+            period = self.catalog.plan_periods.get(as_uuid(plan_period))
         if period is None:
             return "plan_period_missing", f"plan period {plan_period} is gone"
         start = as_month(billing_period)
@@ -140,10 +147,13 @@ class CatalogCheck:
         return None
 
 
-@functools.lru_cache(maxsize=65536)
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z").match
+
+
 def canonical_uuid(text: str) -> str:
-    """Dedupe keys must agree with the unique constraint, whatever spelling an envelope has."""
-    return str(uuid.UUID(text))
+    """Dedupe keys must agree with the unique constraint, whatever spelling an envelope has
+    (the web writes the canonical form, so parsing is the rare path)."""
+    return text if _CANONICAL_UUID(text) else str(uuid.UUID(text))
 
 
 @functools.lru_cache(maxsize=1024)
