@@ -53,12 +53,11 @@ class SetUsage(_Public):
             metrics.REJECTED.labels("503").inc()
             raise
         if not receipt.dry_run:
-            metrics.ACCEPTED.inc()
             log.debug("accepted report %s seq %s", receipt.id, receipt.seq)
         _json(resp, 201, receipt.body())
         for name, value in receipt.headers.items():
             resp.set_header(name, value)
-        metrics.INTAKE_SECONDS.observe(time.perf_counter() - started)
+        metrics.TALLY.accepted(0 if receipt.dry_run else 1, time.perf_counter() - started)
 
 
 class SetUsages:
@@ -71,7 +70,7 @@ class SetUsages:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         results = self.intake().set_usages(read_body(req, self.max_body))
         accepted = sum(1 for r in results if r["status"] == 201 and "id" in r)
-        metrics.ACCEPTED.inc(accepted)
+        metrics.TALLY.accepted(accepted)
         for r in results:
             if r["status"] != 201:
                 metrics.REJECTED.labels(f"{r['status']}:{next(iter(r['errors']), 'detail')}").inc()

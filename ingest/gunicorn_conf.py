@@ -23,6 +23,12 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
     metrics.process_exited(worker.pid)
 
 
+def worker_exit(server, worker):  # type: ignore[no-untyped-def]
+    from ingest import metrics
+
+    metrics.TALLY.flush()  # counts still held in the process
+
+
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
     """Pay the one-off costs before the first request: Celery's import, the catalog load."""
     from ingest import bootstrap

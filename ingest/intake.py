@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -102,7 +103,7 @@ class Receipt:
 def new_report_id(accepted_at: float) -> str:
     """32 hex characters: acceptance time in ms (12) + randomness (20). The time prefix lets
     a status lookup find a queued report in the journal by scanning a few milliseconds."""
-    return f"{int(accepted_at * 1000):012x}{uuid.uuid4().hex[:20]}"
+    return f"{int(accepted_at * 1000):012x}{os.urandom(10).hex()}"
 
 
 def accepted_ms(report_id: str) -> int | None:

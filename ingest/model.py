@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 from uuid import UUID
@@ -122,6 +123,11 @@ def parse_uuid(value: object) -> UUID | None:
     """Hyphenated or 32-hex strings; anything else is None."""
     if not isinstance(value, str) or len(value) > 64:
         return None
+    return _uuid_from_text(value)
+
+
+@functools.lru_cache(maxsize=65536)  # the same customers and resources, request after request
+def _uuid_from_text(value: str) -> UUID | None:
     try:
         return UUID(value)
     except ValueError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -67,6 +68,17 @@ def _segment(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@functools.lru_cache(maxsize=256)
+def _header_ok(segment: str) -> bool:
+    """A provider sends the same header segment with every token: decide it once."""
+    try:
+        header = json.loads(_segment(segment))
+    except (ValueError, RecursionError, binascii.Error):
+        return False
+    return (isinstance(header, dict) and header.get("alg") == "HS256" and "crit" not in header
+            and "b64" not in header and isinstance(header.get("kid", ""), str))
+
+
 def _decode(token: str, keys: list[bytes]) -> bytes:
     """The verified payload bytes of a compact HS256 JWS, or ValueError.
 
@@ -76,9 +88,7 @@ def _decode(token: str, keys: list[bytes]) -> bytes:
     parts = token.split(".")
     if len(parts) != 3:
         raise ValueError("not three segments")
-    header = json.loads(_segment(parts[0]))
-    if (not isinstance(header, dict) or header.get("alg") != "HS256" or "crit" in header
-            or "b64" in header or not isinstance(header.get("kid", ""), str)):
+    if not _header_ok(parts[0]):
         raise ValueError("header")
     signature = _segment(parts[2])
     signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")

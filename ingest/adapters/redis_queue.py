@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -107,6 +109,7 @@ class RedisQueue:
         self._seq_floor = client.register_script(_SEQ_FLOOR)
         self._ack = client.register_script(_ACK)
         self._group_ready = False
+        self._local = threading.local()
 
     def ensure_group(self) -> None:
         if self._group_ready:
@@ -130,11 +133,35 @@ class RedisQueue:
         for report_id, raw in reports:
             args.append(report_id)
             args.append(raw)
-        first, kick, left, reset = self._accept(
-            keys=[self.seq_key, self.stream, self.kick_key, f"{self.stream}:rate:{customer}",
-                  self.accepted_key],
-            args=args)
+        first, kick, left, reset = self._evalsha(
+            self._accept, [self.seq_key, self.stream, self.kick_key,
+                           f"{self.stream}:rate:{customer}", self.accepted_key], args)
         return Accepted(int(first), bool(kick), int(left), int(reset))
+
+    def _evalsha(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a script on a connection of this thread's own, past redis-py's pool and retry
+        layers: they cost the web 30 us of CPU a request, half of its Redis client cost.
+
+        Never retried after a connection error or timeout: the script may have run, and
+        running it again would append the reports twice. The caller answers 503 instead and
+        the provider resends. NOSCRIPT (a restarted Redis) means it did not run: the script
+        is loaded and run once more."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():  # a connection never crosses a fork
+            conn = local.conn = self.client.connection_pool.make_connection()
+            local.pid = os.getpid()
+        try:
+            try:
+                conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return conn.read_response()
+            except redis.exceptions.NoScriptError:
+                self.client.script_load(script.script)
+                conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                return conn.read_response()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            conn.disconnect()
+            raise
 
     def claim_token(self, customer: str, digest: str, ttl: float) -> bool:
         """Remember a token for ``ttl`` seconds; False when it was already seen."""

@@ -1,0 +1,39 @@
+"""The request path's batched metric writes must add up to what one write per event gives."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Histogram
+
+from ingest import metrics
+
+
+def _samples(h: Histogram) -> dict[tuple[str, str], float]:
+    return {(s.name, s.labels.get("le", "")): s.value
+            for family in h.collect() for s in family.samples if not s.name.endswith("_created")}
+
+
+def test_observe_many_matches_one_observe_per_value():
+    values = [0.0, 0.0004, 0.0005, 0.0006, 0.003, 0.003, 0.02, 0.7, 1.0, 5.0, 120.0]
+    buckets = (.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1)
+    one = Histogram("one", "x", buckets=buckets, registry=CollectorRegistry())
+    many = Histogram("many", "x", buckets=buckets, registry=CollectorRegistry())
+    for v in values:
+        one.observe(v)
+    metrics.observe_many(many, values)
+    assert {(n.replace("one", "many"), le): v for (n, le), v in _samples(one).items()} == \
+        _samples(many)
+
+
+def test_tally_writes_when_due_and_on_flush():
+    now = [0.0]
+    tally = metrics.Tally(interval=1.0, clock=lambda: now[0])
+    before = metrics.ACCEPTED._value.get()
+    tally.accepted(1, 0.001)
+    tally.accepted(2, 0.002)
+    assert metrics.ACCEPTED._value.get() == before  # held in the process
+    now[0] = 1.5
+    tally.accepted(1, 0.003)
+    assert metrics.ACCEPTED._value.get() == before + 4
+    tally.accepted(3)
+    tally.flush()
+    assert metrics.ACCEPTED._value.get() == before + 7
