@@ -211,11 +211,20 @@ class Committer:
         self.clock = clock
         self._check: CatalogCheck | None = None
 
-    def commit(self, deliveries: Sequence[Delivery], revive: bool = False) -> Outcome:
+    def commit(self, deliveries: Sequence[Delivery], revive: bool = False,
+               fresh: bool = False) -> Outcome:
         """Commit a batch; transient failures are retried with back-off, then re-raised as
         Transient (the entries then stay pending for the reconciler). ``revive`` lets a
-        quarantined report be committed again (replay from quarantine)."""
+        quarantined report be committed again (replay from quarantine).
+
+        ``fresh``: the entries were never delivered before (XREADGROUP ``>``), so none can
+        have a final state yet and the lookup for redeliveries is skipped (6 us a report of
+        PostgreSQL time). Should Redis lose acknowledgements (an AOF rewound by a crash) and
+        hand a committed entry out as new, nothing changes in SQL: its usage has the same
+        sequence, which the upsert never re-applies, and its record keeps its first state.
+        Only that batch's outcome counts it as superseded instead of skipped."""
         items = [_decode(d) for d in deliveries]
+        revive = revive or fresh
         for attempt in Retrying(
             retry=retry_if_exception_type(Transient),
             stop=stop_after_attempt(self.retry_attempts),
@@ -250,9 +259,8 @@ class Committer:
         check = self._check
         outcome = Outcome()
         with self.unit_of_work() as uow:
-            final = uow.final_report_ids([i.report.id for i in items if i.report])
-            if revive:
-                final = set()
+            final = set() if revive else uow.final_report_ids(
+                [i.report.id for i in items if i.report])
             live: list[_Item] = []
             records: list[ReportRecord] = []
             seen: set[str] = set()

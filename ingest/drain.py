@@ -41,9 +41,10 @@ def _deliveries(entries: list[Entry]) -> list[Delivery]:
     return [Delivery(e.entry_id, e.seq, e.raw, e.deliveries) for e in entries]
 
 
-def commit_and_ack(queue: RedisQueue, committer: Committer, entries: list[Entry]) -> Outcome:
+def commit_and_ack(queue: RedisQueue, committer: Committer, entries: list[Entry],
+                   fresh: bool = False) -> Outcome:
     started = time.perf_counter()
-    outcome = committer.commit(_deliveries(entries))
+    outcome = committer.commit(_deliveries(entries), fresh=fresh)
     queue.ack(outcome.done_entries)
     _observe(outcome, len(entries), time.perf_counter() - started)
     return outcome
@@ -87,7 +88,7 @@ def drain(
             # load, and their fixed cost took the CPU the web needed.
             time.sleep(flush_interval)
             entries += queue.claim(consumer, batch_size - len(entries), 0)
-        stats.add(commit_and_ack(queue, committer, entries))
+        stats.add(commit_and_ack(queue, committer, entries, fresh=True))
     return stats
 
 
