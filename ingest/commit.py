@@ -18,6 +18,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import msgspec
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -37,9 +38,8 @@ log = logging.getLogger(__name__)
 NIL = uuid.UUID(int=0)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Delivery:
-    """One journal entry as handed to a worker."""
+class Delivery(NamedTuple):
+    """One journal entry as handed to a worker (a named tuple: one is built per report)."""
 
     entry_id: str
     seq: int
@@ -62,8 +62,7 @@ class Outcome:
             getattr(self, f.name).extend(getattr(other, f.name))
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Item:
+class _Item(NamedTuple):
     delivery: Delivery
     report: wire.QueuedReport | None
     problem: Quarantine | None
@@ -244,7 +243,7 @@ class Committer:
             if len(items) == 1:
                 log.error("report failed on its own, quarantining: %s", exc)
                 problem = Quarantine("commit_failed", f"{type(exc).__name__}: {exc}"[:2000])
-                return self._commit_once([dataclasses.replace(items[0], problem=problem)], revive)
+                return self._commit_once([items[0]._replace(problem=problem)], revive)
             half = len(items) // 2
             log.warning("batch of %d failed (%s); splitting", len(items), exc)
             outcome = self._commit_isolating(items[:half], revive)

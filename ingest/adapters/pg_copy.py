@@ -80,19 +80,27 @@ def _iso(value: dt.datetime) -> str:
 
 # psycopg's write_row adapts every value through a dumper (10 us a row, the largest single
 # cost of a worker); the rows arrive in text form already, so the lines are formatted here.
+# The text fields of a row are checked for special characters together, and escaped one by
+# one only when one of them has any.
+def _escaped(*fields: str) -> tuple[str, ...]:
+    return tuple(_text(f) for f in fields) if _SPECIAL("".join(fields)) else fields
+
+
 def _usage_line(r: UsageRow, now: str) -> str:
     k = r.key
-    return (f"{k.resource}\t{_text(k.component)}\t{k.billing_period}\t{r.plan_period or NULL}\t"
-            f"{_text(r.amount)}\t{_text(r.description)}\t{'t' if r.recurring else 'f'}\t"
-            f"{_text(r.missing_usage_policy)}\t{_text(r.date)}\t{_text(r.report_id)}\t{r.seq}\t"
-            f"{now}\n")
+    component, description, policy, amount, date, report_id = _escaped(
+        k.component, r.description, r.missing_usage_policy, r.amount, r.date, r.report_id)
+    return (f"{k.resource}\t{component}\t{k.billing_period}\t{r.plan_period or NULL}\t{amount}\t"
+            f"{description}\t{'t' if r.recurring else 'f'}\t{policy}\t{date}\t{report_id}\t"
+            f"{r.seq}\t{now}\n")
 
 
 def _report_line(r: ReportRecord) -> str:
     envelope = "\\\\x" + r.envelope.hex() if r.envelope else NULL
-    return (f"{_text(r.id)}\t{r.seq}\t{_text(r.customer)}\t{_text_or_null(r.resource)}\t"
+    report_id, customer, token, payload = _escaped(r.id, r.customer, r.token, r.payload)
+    return (f"{report_id}\t{r.seq}\t{customer}\t{_text_or_null(r.resource)}\t"
             f"{_text_or_null(r.billing_period)}\t{r.accepted_at.isoformat()}\t"
-            f"{_text(r.token)}\t{_text(r.payload)}\t{envelope}\t{r.state}\t"
+            f"{token}\t{payload}\t{envelope}\t{r.state}\t"
             f"{_text_or_null(r.reason_code)}\t{_text_or_null(r.reason)}\t{r.deliveries}\t"
             f"{_iso(r.committed_at) if r.committed_at else NULL}\n")
 

@@ -11,13 +11,12 @@ as the source for ``ingest replay``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -81,8 +80,7 @@ return math.max(current, floor)
 """
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     entry_id: str
     seq: int
     raw: bytes
