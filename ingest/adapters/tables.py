@@ -27,6 +27,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -154,7 +155,10 @@ class UsageReport(Base):
 
     __tablename__ = "usage_reports"
     __table_args__ = (
-        Index("ix_usage_reports_state_accepted", "state", "accepted_at"),
+        # only quarantined reports are ever looked up by state (see migration 0005)
+        Index("ix_usage_reports_quarantined", "seq",
+              postgresql_where=text("state = 'quarantined'"),
+              sqlite_where=text("state = 'quarantined'")),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, unique=True)
