@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import random
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from ingest import db
 from ingest.adapters.sql import make_engine
 from ingest.bench import catalog as bench_catalog
 from ingest.bench import workload
+from ingest.bench.harness import slope
 from ingest.bench.stack import Database, RedisServer, Stack
 
 PATH = "/api/marketplace-public-api/set_usages/"
@@ -53,13 +55,19 @@ def _bodies(cat: bench_catalog.Catalog, size: int, count: int, rng: random.Rando
     return bodies
 
 
-def _client(port: int, bodies: list[bytes], duration: float, out: Any) -> None:
+def _client(port: int, bodies: list[bytes], duration: float, out: Any,
+            interval: float = 0.0) -> None:
+    """Post ``bodies`` for ``duration`` s: back to back, or one every ``interval`` s (open
+    loop: a late request is sent at once, the schedule is not shifted)."""
     accepted = requests = 0
     latencies: list[float] = []
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     deadline = time.monotonic() + duration
+    t0 = time.monotonic()
     i = 0
     while time.monotonic() < deadline and i < len(bodies):
+        if interval > 0:
+            time.sleep(max(0.0, t0 + i * interval - time.monotonic()))
         started = time.perf_counter()
         try:
             conn.request("POST", PATH, body=bodies[i], headers={
@@ -81,11 +89,13 @@ def _client(port: int, bodies: list[bytes], duration: float, out: Any) -> None:
     out.put((accepted, requests, latencies))
 
 
-def measure(port: int, bodies: list[bytes], clients: int, duration: float) -> dict[str, Any]:
+def measure(port: int, bodies: list[bytes], clients: int, duration: float,
+            interval: float = 0.0) -> dict[str, Any]:
     queue: Any = multiprocessing.Queue()
     share = len(bodies) // clients
     procs = [multiprocessing.Process(target=_client, args=(
-        port, bodies[k * share:(k + 1) * share], duration, queue)) for k in range(clients)]
+        port, bodies[k * share:(k + 1) * share], duration, queue, interval))
+        for k in range(clients)]
     started = time.perf_counter()
     for p in procs:
         p.start()
@@ -102,6 +112,79 @@ def measure(port: int, bodies: list[bytes], clients: int, duration: float) -> di
             "p50_ms": pick(0.5), "p99_ms": pick(0.99)}
 
 
+def _backlog(client: Any) -> int:
+    accepted, acked = client.mget("ingest:accepted", "ingest:acked")
+    return int(accepted or 0) - int(acked or 0)
+
+
+def _watch(client: Any, stop: threading.Event, samples: list[tuple[float, int]]) -> None:
+    t0 = time.monotonic()
+    while not stop.wait(0.25):
+        samples.append((time.monotonic() - t0, _backlog(client)))
+
+
+def steady(port: int, cat: bench_catalog.Catalog, redis_client: Any, size: int,
+           rates: list[float], clients: int, duration: float, rng: random.Random
+           ) -> list[dict[str, Any]]:
+    """Web + workers + beat + load on one box: offer each rate through batches of ``size``
+    and watch the backlog (accepted - acknowledged). Bounded: at least 90% of the offered
+    rate accepted, and the backlog neither left over at the end nor growing over the second
+    half of the step."""
+    rows = []
+    for rate in rates:
+        interval = clients * size / rate
+        count = clients * (int(duration / interval) + 2)
+        bodies = _bodies(cat, size, count, rng)
+        samples: list[tuple[float, int]] = []
+        stop = threading.Event()
+        watcher = threading.Thread(target=_watch, args=(redis_client, stop, samples),
+                                   daemon=True)
+        watcher.start()
+        try:
+            result = measure(port, bodies, clients, duration, interval)
+        finally:
+            stop.set()
+            watcher.join(5)
+        end = _backlog(redis_client)
+        late = [(x, y) for x, y in samples if x >= duration / 2]
+        growth = slope(late)
+        problems = []
+        if result["reports_per_s"] < 0.9 * rate:
+            problems.append("accepted < 90% of offered")
+        if end > max(2 * size, 0.5 * rate):
+            problems.append("backlog left at the end")
+        if growth > 0.05 * rate:
+            problems.append("backlog growing")
+        drained_by = time.monotonic() + 120
+        while _backlog(redis_client) > 0 and time.monotonic() < drained_by:
+            time.sleep(0.25)
+        result.update(offered_per_s=rate, batch_size=size, backlog_end=end,
+                      backlog_max=max((y for _, y in samples), default=0),
+                      backlog_growth_per_s=round(growth, 1), bounded=not problems,
+                      problems=problems)
+        rows.append(result)
+        print(f"steady, batches of {size}, offered {rate:,.0f}/s: accepted "
+              f"{result['reports_per_s']:,}/s, backlog end {end} max {result['backlog_max']}, "
+              f"growth {growth:.0f}/s, {'bounded' if not problems else ', '.join(problems)}")
+    return rows
+
+
+def _steady_report(rows: list[dict[str, Any]], workers: int) -> str:
+    best = max((r["reports_per_s"] for r in rows if r["bounded"]), default=0)
+    lines = [f"Steady state through the batch endpoint: web + {workers} worker(s) + beat + "
+             f"clients on one box. Highest rate with a bounded backlog: **{best:,} reports/s**."
+             "", "",
+             "| batch size | offered/s | accepted/s | p50 ms | p99 ms | backlog end / max | "
+             "growth/s | bounded |",
+             "|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    lines += [f"| {r['batch_size']} | {r['offered_per_s']:,.0f} | {r['reports_per_s']:,} | "
+              f"{r['p50_ms']} | {r['p99_ms']} | {r['backlog_end']} / {r['backlog_max']} | "
+              f"{r['backlog_growth_per_s']:.0f} | "
+              f"{'yes' if r['bounded'] else 'no (' + ', '.join(r['problems']) + ')'} |"
+              for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ingest.bench.batchmode")
     parser.add_argument("--sizes", default="1,10,100,1000")
@@ -112,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default="bench/results")
     parser.add_argument("--appendfsync", default="everysec", choices=["always", "everysec", "no"],
                         help="the Redis AOF fsync policy to measure under")
+    parser.add_argument("--steady", default="",
+                        help="offered rates (reports/s, comma-separated): instead of intake "
+                             "alone, run workers and beat too and report whether the backlog "
+                             "stays bounded at each rate, with batches of the first --sizes")
+    parser.add_argument("--workers", type=int, default=1, help="Celery workers for --steady")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="ingest-batchmode-"))
@@ -128,6 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         engine.dispose()
         _proc, port = stack.web("web", "api.wsgi:app")
         rng = random.Random(7)
+        if args.steady:
+            for index in range(args.workers):
+                stack.worker(index)
+            stack.beat()
+            rows = steady(port, cat, redis_server.client, sizes[0],
+                          [float(r) for r in args.steady.split(",")], args.clients,
+                          args.duration, rng)
+            sizes = []
         for size in sizes:
             # enough bodies that no client runs out within the duration
             count = max(args.clients * 4, int(40_000 * args.duration / size / 2))
@@ -148,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d")
+    if args.steady:
+        name = f"{stamp}-batchmode-steady"
+        (out / f"{name}.json").write_text(json.dumps(rows, indent=2))
+        (out / f"{name}.md").write_text(_steady_report(rows, args.workers))
+        print(_steady_report(rows, args.workers))
+        return 0
     name = f"{stamp}-batchmode-{args.appendfsync}"
     (out / f"{name}.json").write_text(json.dumps(rows, indent=2))
     lines = ["| batch size | reports/s accepted | requests | p50 ms | p99 ms | journal = accepted |",

@@ -661,7 +661,7 @@ class Bench:
         self.add_reference(ref, res, split)
         end_backlog = self.backlog()
         second_half = [(x, y) for x, y in samples if x >= o.steady_duration / 2 and y >= 0]
-        growth = _slope(second_half)
+        growth = slope(second_half)
         drained, drain_secs = self.wait_drained(max(30.0, 3 * o.steady_duration))
         seq_after = int(self.r.get(f"{PREFIX}:seq") or 0)
         delays = self.commit_delays(seq_before + 1, seq_after)
@@ -796,7 +796,7 @@ def fmt(res: loadgen.LoadResult) -> str:
             f"p99 {lat.get('p99', 0):.1f} ms")
 
 
-def _slope(points: list[tuple[float, int]]) -> float:
+def slope(points: list[tuple[float, int]]) -> float:
     if len(points) < 3:
         return 0.0
     xs = [p[0] for p in points]
