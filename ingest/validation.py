@@ -84,6 +84,8 @@ def parse_boolean(value: object) -> bool | None:
     """DRF BooleanField: None when the value is not boolean-like."""
     if value is True or value is False:
         return value
+    if isinstance(value, float) and value in (0.0, 1.0):  # DRF's sets hold 1 and 0.0: 1.0 == 1
+        return value == 1.0
     if isinstance(value, (str, int)) and not isinstance(value, bool):
         key = value if isinstance(value, str) else str(value) if value in (0, 1) else None
         if key in TRUE_VALUES:

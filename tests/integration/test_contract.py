@@ -366,8 +366,8 @@ def test_envelope_accepted(client, runtime, demo, path, make):
     assert journal_length(runtime) == before + (1 if path == SET else 0)
 
 
-TRUE_LIKE = [True, "true", "1", "yes", "on", 1, "True", "TRUE"]
-FALSE_LIKE = [False, "false", "0", "no", "off", 0, "False", "FALSE"]
+TRUE_LIKE = [True, "true", "1", "yes", "on", 1, 1.0, "True", "TRUE"]
+FALSE_LIKE = [False, "false", "0", "no", "off", 0, 0.0, "False", "FALSE"]
 
 
 @pytest.mark.parametrize("value", TRUE_LIKE + FALSE_LIKE, ids=repr)

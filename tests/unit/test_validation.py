@@ -153,17 +153,20 @@ def test_parse_amount_never_rounds(value):
 
 # ----------------------------------------------------------------------------- parse_boolean
 
-@pytest.mark.parametrize("value", [True, "true", "True", "TRUE", "1", 1, "yes", "on", "t", "y"])
+@pytest.mark.parametrize("value", [True, "true", "True", "TRUE", "1", 1, 1.0, "yes", "on", "t",
+                                   "y"])
 def test_parse_boolean_true(value):
     assert parse_boolean(value) is True
 
 
-@pytest.mark.parametrize("value", [False, "false", "False", "FALSE", "0", 0, "no", "off", "f", "n"])
+@pytest.mark.parametrize("value", [False, "false", "False", "FALSE", "0", 0, 0.0, -0.0, "no", "off",
+                                   "f", "n"])
 def test_parse_boolean_false(value):
     assert parse_boolean(value) is False
 
 
-@pytest.mark.parametrize("value", ["maybe", "", "TrUe", " true", 2, -1, 0.5, None, [], {}, b"1"])
+@pytest.mark.parametrize("value", ["maybe", "", "TrUe", " true", 2, -1, 0.5, 2.0, float("nan"),
+                                   None, [], {}, b"1"])
 def test_parse_boolean_refuses(value):
     assert parse_boolean(value) is None
 
