@@ -261,12 +261,12 @@ FALSE = {"f", "F", "n", "N", "no", "No", "NO", "false", "False", "FALSE", "off",
 
 
 def reference_boolean(value: Any) -> bool | None:
-    """DRF BooleanField (to_internal_value); 1.0 is not taken (this project's choice)."""
+    """DRF BooleanField (to_internal_value): set membership, so 1.0 and 0.0 count as 1 and 0."""
     if value is True or value is False:
         return value
     if isinstance(value, str):
         return True if value in TRUE else False if value in FALSE else None
-    if type(value) is int and value in (0, 1):
+    if type(value) in (int, float) and value in (0, 1):
         return bool(value)
     return None
 
