@@ -223,7 +223,7 @@ class Committer:
         sequence, which the upsert never re-applies, and its record keeps its first state.
         Only that batch's outcome counts it as superseded instead of skipped."""
         items = [_decode(d) for d in deliveries]
-        revive = revive or fresh
+        skip_final_check = revive or fresh
         for attempt in Retrying(
             retry=retry_if_exception_type(Transient),
             stop=stop_after_attempt(self.retry_attempts),
@@ -231,26 +231,27 @@ class Committer:
             reraise=True,
         ):
             with attempt:
-                return self._commit_isolating(items, revive)
+                return self._commit_isolating(items, skip_final_check)
         raise AssertionError("unreachable")
 
-    def _commit_isolating(self, items: list[_Item], revive: bool) -> Outcome:
+    def _commit_isolating(self, items: list[_Item], skip_final_check: bool) -> Outcome:
         try:
-            return self._commit_once(items, revive)
+            return self._commit_once(items, skip_final_check)
         except Transient:
             raise
         except Exception as exc:
             if len(items) == 1:
                 log.error("report failed on its own, quarantining: %s", exc)
                 problem = Quarantine("commit_failed", f"{type(exc).__name__}: {exc}"[:2000])
-                return self._commit_once([items[0]._replace(problem=problem)], revive)
+                return self._commit_once([items[0]._replace(problem=problem)],
+                                         skip_final_check)
             half = len(items) // 2
             log.warning("batch of %d failed (%s); splitting", len(items), exc)
-            outcome = self._commit_isolating(items[:half], revive)
-            outcome.merge(self._commit_isolating(items[half:], revive))
+            outcome = self._commit_isolating(items[:half], skip_final_check)
+            outcome.merge(self._commit_isolating(items[half:], skip_final_check))
             return outcome
 
-    def _commit_once(self, items: list[_Item], revive: bool) -> Outcome:
+    def _commit_once(self, items: list[_Item], skip_final_check: bool) -> Outcome:
         now = self.clock()
         catalog = self.catalog()
         if self._check is None or self._check.catalog is not catalog:
@@ -258,7 +259,7 @@ class Committer:
         check = self._check
         outcome = Outcome()
         with self.unit_of_work() as uow:
-            final = set() if revive else uow.final_report_ids(
+            final = set() if skip_final_check else uow.final_report_ids(
                 [i.report.id for i in items if i.report])
             live: list[_Item] = []
             records: list[ReportRecord] = []

@@ -25,10 +25,11 @@ from typing import Any
 import orjson
 
 from ingest import db
+from ingest.adapters.redis_queue import RedisQueue
 from ingest.adapters.sql import make_engine
 from ingest.bench import catalog as bench_catalog
 from ingest.bench import workload
-from ingest.bench.harness import slope
+from ingest.bench.harness import slope, steady_problems
 from ingest.bench.stack import Database, RedisServer, Stack
 
 PATH = "/api/marketplace-public-api/set_usages/"
@@ -112,24 +113,18 @@ def measure(port: int, bodies: list[bytes], clients: int, duration: float,
             "p50_ms": pick(0.5), "p99_ms": pick(0.99)}
 
 
-def _backlog(client: Any) -> int:
-    accepted, acked = client.mget("ingest:accepted", "ingest:acked")
-    return int(accepted or 0) - int(acked or 0)
-
-
-def _watch(client: Any, stop: threading.Event, samples: list[tuple[float, int]]) -> None:
+def _watch(queue: RedisQueue, stop: threading.Event, samples: list[tuple[float, int]]) -> None:
     t0 = time.monotonic()
     while not stop.wait(0.25):
-        samples.append((time.monotonic() - t0, _backlog(client)))
+        samples.append((time.monotonic() - t0, queue.backlog()))
 
 
-def steady(port: int, cat: bench_catalog.Catalog, redis_client: Any, size: int,
+def steady(port: int, cat: bench_catalog.Catalog, queue: RedisQueue, size: int,
            rates: list[float], clients: int, duration: float, rng: random.Random
            ) -> list[dict[str, Any]]:
     """Web + workers + beat + load on one box: offer each rate through batches of ``size``
-    and watch the backlog (accepted - acknowledged). Bounded: at least 90% of the offered
-    rate accepted, and the backlog neither left over at the end nor growing over the second
-    half of the step."""
+    and watch the backlog (accepted - acknowledged), judged as ingest bench's steady phase
+    judges it (harness.steady_problems)."""
     rows = []
     for rate in rates:
         interval = clients * size / rate
@@ -137,7 +132,7 @@ def steady(port: int, cat: bench_catalog.Catalog, redis_client: Any, size: int,
         bodies = _bodies(cat, size, count, rng)
         samples: list[tuple[float, int]] = []
         stop = threading.Event()
-        watcher = threading.Thread(target=_watch, args=(redis_client, stop, samples),
+        watcher = threading.Thread(target=_watch, args=(queue, stop, samples),
                                    daemon=True)
         watcher.start()
         try:
@@ -145,18 +140,12 @@ def steady(port: int, cat: bench_catalog.Catalog, redis_client: Any, size: int,
         finally:
             stop.set()
             watcher.join(5)
-        end = _backlog(redis_client)
+        end = queue.backlog()
         late = [(x, y) for x, y in samples if x >= duration / 2]
         growth = slope(late)
-        problems = []
-        if result["reports_per_s"] < 0.9 * rate:
-            problems.append("accepted < 90% of offered")
-        if end > max(2 * size, 0.5 * rate):
-            problems.append("backlog left at the end")
-        if growth > 0.05 * rate:
-            problems.append("backlog growing")
+        problems = steady_problems(rate, result["reports_per_s"], end, late, size)
         drained_by = time.monotonic() + 120
-        while _backlog(redis_client) > 0 and time.monotonic() < drained_by:
+        while queue.backlog() > 0 and time.monotonic() < drained_by:
             time.sleep(0.25)
         result.update(offered_per_s=rate, batch_size=size, backlog_end=end,
                       backlog_max=max((y for _, y in samples), default=0),
@@ -220,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             for index in range(args.workers):
                 stack.worker(index)
             stack.beat()
-            rows = steady(port, cat, redis_server.client, sizes[0],
+            rows = steady(port, cat, RedisQueue(redis_server.client, "ingest"), sizes[0],
                           [float(r) for r in args.steady.split(",")], args.clients,
                           args.duration, rng)
             sizes = []

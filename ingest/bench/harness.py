@@ -666,14 +666,7 @@ class Bench:
         seq_after = int(self.r.get(f"{PREFIX}:seq") or 0)
         delays = self.commit_delays(seq_before + 1, seq_after)
         non201 = res.requests - res.accepted
-        problems = []
-        if end_backlog > max(2 * 500, 0.5 * rate):
-            problems.append("backlog left at the end")
-        late_max = max((y for _, y in second_half), default=0)
-        if growth > 0.05 * rate and late_max > max(500, 0.25 * rate):
-            problems.append("backlog growing")
-        if res.accepted_rate < 0.9 * rate:
-            problems.append("accepted < 90% of offered")
+        problems = steady_problems(rate, res.accepted_rate, end_backlog, second_half, 500)
         if non201 > 0.01 * max(1, res.requests):
             problems.append("non-201 answers")
         bounded = not problems
@@ -794,6 +787,22 @@ def fmt(res: loadgen.LoadResult) -> str:
     return (f"{res.accepted_rate:.0f} accepted/s ({res.requests} requests, status "
             f"{dict(sorted(res.status.items()))}), p50 {lat.get('p50', 0):.1f} ms, "
             f"p99 {lat.get('p99', 0):.1f} ms")
+
+
+def steady_problems(rate: float, accepted_rate: float, end_backlog: int,
+                    second_half: list[tuple[float, int]], batch: int) -> list[str]:
+    """Why a steady-state step was not bounded (empty: it was): less than 90% of the offered
+    rate accepted, more than two batches or half a second of load left at the end, or a
+    backlog that grew over the second half of the step to a size that matters."""
+    problems = []
+    if end_backlog > max(2 * batch, 0.5 * rate):
+        problems.append("backlog left at the end")
+    late_max = max((y for _, y in second_half), default=0)
+    if slope(second_half) > 0.05 * rate and late_max > max(batch, 0.25 * rate):
+        problems.append("backlog growing")
+    if accepted_rate < 0.9 * rate:
+        problems.append("accepted < 90% of offered")
+    return problems
 
 
 def slope(points: list[tuple[float, int]]) -> float:

@@ -82,4 +82,4 @@ def test_text_needing_escapes_reaches_sql_unchanged(client, runtime, demo):
     assert description == tricky
     assert amount == Decimal("1.5")
     assert state == "committed"
-    assert tricky in json.loads(payload)["usages"][0]["description"]
+    assert json.loads(payload)["usages"][0]["description"] == tricky
