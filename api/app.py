@@ -1,7 +1,13 @@
-"""App factory. Resources do HTTP only; the Intake service does the work."""
+"""App factory: Falcon's ASGI app. Resources do HTTP only; the Intake service does the work.
+
+ASGI because an event loop keeps connections alive and lets concurrent requests share one
+Redis write (ingest/adapters/redis_accept.py); gunicorn's sync worker closed every connection
+and paid a Redis round trip per request. Responders that wait on SQL run in a thread, so
+the loop keeps serving intake meanwhile."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -9,8 +15,10 @@ from importlib import resources
 from typing import Any
 
 import falcon
+import falcon.asgi
 import orjson
 import yaml
+from falcon.asgi import Request, Response
 
 from api.body import read_body
 from ingest import metrics
@@ -21,7 +29,7 @@ log = logging.getLogger(__name__)
 PREFIX = "/api/marketplace-public-api"
 
 
-def _json(resp: falcon.Response, status: int, body: Any) -> None:
+def _json(resp: Response, status: int, body: Any) -> None:
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
     resp.data = orjson.dumps(body)
@@ -34,18 +42,18 @@ class _Public:
 
 
 class CheckSignature(_Public):
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self.intake().check_signature(read_body(req, self.max_body))
+    async def on_post(self, req: Request, resp: Response) -> None:
+        self.intake().check_signature(await read_body(req, self.max_body))
         resp.status = 200
         resp.content_type = falcon.MEDIA_JSON
         resp.data = b""
 
 
 class SetUsage(_Public):
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_post(self, req: Request, resp: Response) -> None:
         started = time.perf_counter()
         try:
-            receipt = self.intake().set_usage(read_body(req, self.max_body))
+            receipt = await self.intake().set_usage(await read_body(req, self.max_body))
         except Rejected as exc:
             metrics.REJECTED.labels(_reason(exc)).inc()
             raise
@@ -67,8 +75,8 @@ class SetUsages:
         self.intake = intake
         self.max_body = max_body
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        results = self.intake().set_usages(read_body(req, self.max_body))
+    async def on_post(self, req: Request, resp: Response) -> None:
+        results = await self.intake().set_usages(await read_body(req, self.max_body))
         accepted = sum(1 for r in results if r["status"] == 201 and "id" in r)
         metrics.TALLY.accepted(accepted)
         for r in results:
@@ -86,8 +94,8 @@ class Metrics:
     def __init__(self, backlog: Callable[[], int] | None) -> None:
         self.backlog = backlog
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body, content_type = metrics.render(self.backlog)
+    async def on_get(self, req: Request, resp: Response) -> None:
+        body, content_type = await asyncio.to_thread(metrics.render, self.backlog)
         resp.data = body
         resp.content_type = content_type
 
@@ -99,9 +107,10 @@ class UsageReport:
                  ) -> None:
         self.status = status
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, report_id: str) -> None:
-        found = self.status(report_id, req.get_header("Authorization"),
-                            req.get_header("X-Customer"))
+    async def on_get(self, req: Request, resp: Response,
+                     report_id: str) -> None:
+        found = await asyncio.to_thread(self.status, report_id, req.get_header("Authorization"),
+                                        req.get_header("X-Customer"))
         if found is None:
             _json(resp, 404, {"detail": "Not found."})
         else:
@@ -117,7 +126,7 @@ class Schema:
         self.yaml = resources.files("schemas").joinpath("openapi.yaml").read_bytes()
         self.json = orjson.dumps(yaml.safe_load(self.yaml))
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: Request, resp: Response) -> None:
         if req.get_param("format") == "json":
             resp.content_type, resp.data = falcon.MEDIA_JSON, self.json
         else:
@@ -125,7 +134,7 @@ class Schema:
 
 
 class Health:
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: Request, resp: Response) -> None:
         _json(resp, 200, {"status": "ok"})
 
 
@@ -133,7 +142,12 @@ class Ready:
     def __init__(self, checks: dict[str, Callable[[], object]]) -> None:
         self.checks = checks
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+    async def on_get(self, req: Request, resp: Response) -> None:
+        results = await asyncio.to_thread(self._run)
+        ok = all(v == "ok" for v in results.values())
+        _json(resp, 200 if ok else 503, {"status": "ok" if ok else "unavailable", **results})
+
+    def _run(self) -> dict[str, str]:
         results = {}
         for name, check in self.checks.items():
             try:
@@ -141,28 +155,29 @@ class Ready:
                 results[name] = "ok"
             except Exception as exc:
                 results[name] = f"unavailable: {type(exc).__name__}"
-        ok = all(v == "ok" for v in results.values())
-        _json(resp, 200 if ok else 503, {"status": "ok" if ok else "unavailable", **results})
+        return results
 
 
-def _rejected(req: falcon.Request, resp: falcon.Response, ex: Rejected, params: Any) -> None:
+async def _rejected(req: Request, resp: Response, ex: Rejected, params: Any) -> None:
     _json(resp, ex.status, ex.body)
     for name, value in getattr(ex, "headers", {}).items():
         resp.set_header(name, value)
+    if ex.status == 413:  # do not read the rest of a huge body to keep the connection
+        resp.set_header("Connection", "close")
 
 
-def _backpressure(req: falcon.Request, resp: falcon.Response, ex: Backpressure, p: Any) -> None:
+async def _backpressure(req: Request, resp: Response, ex: Backpressure, p: Any) -> None:
     _json(resp, 503, {"detail": "Service temporarily unavailable, try again later."})
     resp.set_header("Retry-After", str(ex.retry_after))
 
 
-def _http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError, p: Any) -> None:
+async def _http_error(req: Request, resp: Response, ex: falcon.HTTPError, p: Any) -> None:
     _json(resp, ex.status_code, {"detail": ex.title or "Error"})
     for name, value in dict(ex.headers or {}).items():
         resp.set_header(name, value)
 
 
-def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, p: Any) -> None:
+async def _unexpected(req: Request, resp: Response, ex: Exception, p: Any) -> None:
     # A defect or an outage, never the client's input: log it, answer without a traceback.
     log.exception("unexpected error on %s %s", req.method, req.path)
     _json(resp, 503, {"detail": "Service temporarily unavailable, try again later."})
@@ -176,8 +191,8 @@ def create_app(
     report_status: Callable[[str, str | None, str | None], dict[str, Any] | None] | None = None,
     backlog: Callable[[], int] | None = None,
     batch_max_body: int = 8 * 1024 * 1024,
-) -> falcon.App[falcon.Request, falcon.Response]:
-    app = falcon.App(media_type=falcon.MEDIA_JSON)
+) -> falcon.asgi.App[Request, Response]:
+    app = falcon.asgi.App(media_type=falcon.MEDIA_JSON)
     app.req_options.strip_url_path_trailing_slash = False
     app.add_route(f"{PREFIX}/check_signature/", CheckSignature(intake, max_body))
     app.add_route(f"{PREFIX}/set_usage/", SetUsage(intake, max_body))

@@ -7,19 +7,20 @@ import zlib
 from typing import Any
 from urllib.parse import parse_qsl
 
-import falcon
+import falcon.asgi
 
 from ingest.errors import Rejected
 
 TOO_LARGE = {"detail": "Request body is too large."}
 
 
-def read_body(req: falcon.Request, limit: int) -> Any:
-    """The decoded body; ``limit`` bounds it both as sent and after gzip decompression."""
+async def read_body(req: falcon.asgi.Request, limit: int) -> Any:
+    """The decoded body; ``limit`` bounds it both as sent and after gzip decompression.
+    A chunked body (no Content-Length) is read up to the same limit."""
     length = req.content_length
     if length is not None and length > limit:
         raise Rejected(TOO_LARGE, status=413)
-    raw = req.bounded_stream.read(limit + 1)
+    raw = await req.stream.read(limit + 1)
     if len(raw) > limit:
         raise Rejected(TOO_LARGE, status=413)
     encoding = (req.get_header("Content-Encoding") or "identity").strip().lower()

@@ -13,9 +13,11 @@ import socket
 from typing import Any
 
 import redis
+import redis.asyncio
 from sqlalchemy import Engine
 
 from ingest import config, logs
+from ingest.adapters.redis_accept import AcceptPipeline
 from ingest.adapters.redis_queue import RedisQueue
 from ingest.adapters.sql import SqlUnitOfWork, make_engine
 from ingest.adapters.sql_catalog import SqlCatalog
@@ -63,6 +65,14 @@ class Runtime:
         return q
 
     @functools.cached_property
+    def accept_pipeline(self) -> AcceptPipeline:
+        """The web's accept path: one pipelined Redis write per event-loop turn."""
+        pool = redis.asyncio.ConnectionPool.from_url(
+            self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5,
+            health_check_interval=30)
+        return AcceptPipeline(self.queue, pool.make_connection)
+
+    @functools.cached_property
     def catalog_source(self) -> SqlCatalog:
         return SqlCatalog(self.engine, SecretBox(self.settings.secret_encryption_key or None))
 
@@ -82,7 +92,8 @@ class Runtime:
     @functools.cached_property
     def intake(self) -> Intake:
         return Intake(self.settings, self.catalog, self.queue, self.kick,
-                      sequence_floor=self.committed_sequence)
+                      sequence_floor=self.committed_sequence,
+                      accept=self.accept_pipeline.accept)
 
     def committed_sequence(self) -> int:
         """The highest acceptance sequence SQL holds (0 for an empty database)."""

@@ -6,7 +6,9 @@ _settings = _load_settings()
 
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency
-worker_class = "sync"  # gthread can let one process take every keep-alive connection
+# uvicorn in each worker (ingest/web_server.py): keep-alive, and concurrent requests share
+# one Redis write. sync closed every connection; gthread can let one process take them all.
+worker_class = "ingest.web_server.Worker"
 preload_app = False  # connections are built after the fork, in each worker
 timeout = 30  # a slow or stalled client is cut off
 graceful_timeout = 25  # inside the 30 s grace period of Procfile platforms

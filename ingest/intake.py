@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -49,6 +49,10 @@ class Journal(Protocol):
     def backlog(self, limit: int) -> int: ...
 
     def memory(self) -> tuple[int, int]: ...
+
+
+# Journal.accept for an event loop: the same arguments and answer (adapters/redis_accept.py).
+AsyncAccept = Callable[[list[tuple[str, bytes]], str, float, float], Awaitable[Accepted]]
 
 
 class Pressure:
@@ -148,6 +152,7 @@ class Intake:
         kick: Kicker | None = None,
         clock: Callable[[], float] = time.time,
         sequence_floor: Callable[[], int] = lambda: 0,
+        accept: AsyncAccept | None = None,
     ) -> None:
         self.settings = settings
         self.tz = settings.tz
@@ -156,6 +161,7 @@ class Intake:
         self.kick = kick
         self.clock = clock
         self.sequence_floor = sequence_floor  # the highest sequence SQL has committed
+        self.accept = accept or self._accept_now
         self.pressure = Pressure(journal, settings.max_backlog, settings.redis_memory_high_water)
 
     def _authenticate(self, body: object) -> tuple[Envelope, Provider, dict[str, Any]]:
@@ -204,11 +210,17 @@ class Intake:
             claims=orjson.dumps(claims),
         )
 
-    def _enqueue(self, provider: Provider, reports: list[wire.QueuedReport],
-                 seen: list[str] | None = None) -> tuple[int, dict[str, str]]:
+    async def _accept_now(self, reports: list[tuple[str, bytes]], customer: str, rate: float,
+                          burst: float) -> Accepted:
+        return self.journal.accept(reports, customer, rate, burst)
+
+    async def _enqueue(self, provider: Provider, reports: list[wire.QueuedReport],
+                       seen: list[str] | None = None) -> tuple[int, dict[str, str]]:
         """Make reports durable in one round trip; the first sequence and rate headers.
 
-        ``seen``: replay-guard digests the caller already claimed for these reports.
+        ``seen``: replay-guard digests the caller already claimed for these reports. The rare
+        round trips (back-pressure sample, replay guard, sequence floor, kick) are blocking
+        calls: only the accept itself is awaited, and shared with concurrent requests.
         """
         self.pressure.check()
         rate = provider.rate_limit if provider.rate_limit is not None else self.settings.rate_limit
@@ -217,10 +229,10 @@ class Intake:
             seen = self._claim_tokens(provider, reports)
         entries = [(r.id, wire.encode(r)) for r in reports]
         try:
-            result = self.journal.accept(entries, str(provider.customer), rate, burst)
+            result = await self.accept(entries, str(provider.customer), rate, burst)
             if result.first == -2:  # a new or emptied Redis: continue after SQL's sequence
                 self.journal.ensure_seq_at_least(self.sequence_floor())
-                result = self.journal.accept(entries, str(provider.customer), rate, burst)
+                result = await self.accept(entries, str(provider.customer), rate, burst)
         except Exception as exc:  # Redis unreachable: we cannot keep it, so do not accept it
             log.warning("journal unavailable: %s", exc)
             self._forget_tokens(provider, seen)
@@ -270,15 +282,15 @@ class Intake:
         for digest in digests:
             self.journal.forget_token(str(provider.customer), digest)
 
-    def set_usage(self, body: object) -> Receipt:
+    async def set_usage(self, body: object) -> Receipt:
         envelope, provider, claims = self._authenticate(body)
         queued = self._prepare(envelope.customer, envelope.data, claims, self.clock())
         if envelope.dry_run:
             return Receipt(None, None, queued.billing_period, True)
-        seq, headers = self._enqueue(provider, [queued])
+        seq, headers = await self._enqueue(provider, [queued])
         return Receipt(queued.id, seq, queued.billing_period, False, headers)
 
-    def set_usages(self, body: object) -> list[dict[str, Any]]:
+    async def set_usages(self, body: object) -> list[dict[str, Any]]:
         """Batch intake: each token verified and validated as by set_usage; every valid item
         is accepted (all in one Redis round trip) even when others fail. Results in order."""
         snapshot = self.catalog.get()
@@ -316,7 +328,7 @@ class Intake:
                 fresh.append((position, queued))
             accepted = fresh
         if accepted and not batch.dry_run:
-            first, _headers = self._enqueue(provider, [q for _i, q in accepted], seen)
+            first, _headers = await self._enqueue(provider, [q for _i, q in accepted], seen)
             for offset, (position, queued) in enumerate(accepted):
                 results[position].update(id=queued.id, sequence=first + offset)
         return results

@@ -127,13 +127,32 @@ class RedisQueue:
         The sequences are consecutive from ``first``, in order; ``first`` is -1 (and nothing
         was written) when the bucket is short.
         """
+        return self.accepted(self._evalsha(self._accept, *self._accept_keys_args(
+            reports, customer, rate, burst)))
+
+    def _accept_keys_args(self, reports: list[tuple[str, bytes]], customer: str, rate: float,
+                          burst: float) -> tuple[list[str], list[Any]]:
         args: list[Any] = [self.kick_ms, rate, burst or 2 * rate]
         for report_id, raw in reports:
             args.append(report_id)
             args.append(raw)
-        first, kick, left, reset = self._evalsha(
-            self._accept, [self.seq_key, self.stream, self.kick_key,
-                           f"{self.stream}:rate:{customer}", self.accepted_key], args)
+        return [self.seq_key, self.stream, self.kick_key, f"{self.stream}:rate:{customer}",
+                self.accepted_key], args
+
+    def accept_command(self, reports: list[tuple[str, bytes]], customer: str = "",
+                       rate: float = 0.0, burst: float = 0.0) -> list[Any]:
+        """The EVALSHA command ``accept`` sends, for a caller that pipelines it elsewhere
+        (adapters/redis_accept.py); ``accepted`` reads its reply."""
+        keys, args = self._accept_keys_args(reports, customer, rate, burst)
+        return ["EVALSHA", self._accept.sha, len(keys), *keys, *args]
+
+    @property
+    def accept_script(self) -> str:
+        return str(self._accept.script)
+
+    @staticmethod
+    def accepted(reply: list[Any]) -> Accepted:
+        first, kick, left, reset = reply
         return Accepted(int(first), bool(kick), int(left), int(reset))
 
     def _evalsha(self, script: Any, keys: list[str], args: list[Any]) -> Any:

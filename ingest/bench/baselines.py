@@ -1,7 +1,10 @@
 """The three baselines of issue 5, measured in the same run as the product.
 
 (a) ``bare_app``: Falcon that reads the body, verifies the JWT with PyJWT and does one Redis
-    LPUSH -- the ceiling for intake. Served by gunicorn with the product's config file.
+    LPUSH -- the ceiling for intake. An ASGI app served as ours is (gunicorn with the
+    product's config file: uvicorn workers), awaiting its LPUSH on redis-py's asyncio client.
+    ``bare_sync_app`` is the same as a WSGI app on gunicorn's sync worker, the server the
+    product used until session 3: reported for reference, not as a ceiling.
 (b) ``consume``: a raw batch consumer of the journal stream: XREADGROUP 500, decode, COPY
     into a temporary staging table, INSERT .. ON CONFLICT merge into component_usages, XACK;
     no validation, no per-report records -- the ceiling for drain.
@@ -62,46 +65,88 @@ class _Health:
 
 # -- (a) bare Falcon + PyJWT + one Redis write -------------------------------------------------
 
+def _secrets() -> dict[str, str]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(os.environ["DATABASE_URL"])
+    with engine.connect() as conn:  # secrets once per process: the ceiling, not the product
+        found = {str(uuid.UUID(str(row[0]))): row[1] for row in conn.execute(sa.text(
+            "SELECT customer_uuid, api_secret_code FROM service_providers"))}
+    engine.dispose()
+    return found
+
+
+def _verify(raw: bytes, secrets: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
+    """None when the token verifies, else the answer."""
+    import jwt
+    import orjson
+
+    body = orjson.loads(raw)
+    secret = secrets.get(body.get("customer"))
+    if not secret:
+        return 400, {"customer": ["does not exist"]}
+    try:
+        jwt.decode(body["data"], secret, algorithms=["HS256"])
+    except jwt.PyJWTError:
+        return 400, {"non_field_errors": ["Signature verification failed."]}
+    return None
+
+
 class _BareSetUsage:
     def __init__(self) -> None:
+        import redis.asyncio
+
+        self.redis = redis.asyncio.Redis.from_url(os.environ["REDIS_URL"])
+        self.secrets = _secrets()
+
+    async def on_post(self, req: Any, resp: Any) -> None:
+        raw = await req.stream.read()
+        refused = _verify(raw, self.secrets)
+        if refused:
+            _json(resp, *refused)
+            return
+        n = await self.redis.lpush(BARE_LIST, raw)
+        _json(resp, 201, {"sequence": n, "status": "queued"})
+
+
+class _AsyncHealth:
+    async def on_get(self, req: Any, resp: Any) -> None:
+        _json(resp, 200, {"status": "ok"})
+
+
+def _bare() -> Any:
+    import falcon.asgi
+
+    app = falcon.asgi.App()
+    app.req_options.strip_url_path_trailing_slash = False
+    app.add_route(f"{PREFIX}/set_usage/", _BareSetUsage())
+    app.add_route("/healthz", _AsyncHealth())
+    return app
+
+
+class _BareSyncSetUsage:
+    def __init__(self) -> None:
         import redis
-        import sqlalchemy as sa
 
         self.redis = redis.Redis.from_url(os.environ["REDIS_URL"])
-        engine = sa.create_engine(os.environ["DATABASE_URL"])
-        with engine.connect() as conn:  # secrets once per process: the ceiling, not the product
-            self.secrets = {
-                str(uuid.UUID(str(row[0]))): row[1]
-                for row in conn.execute(sa.text(
-                    "SELECT customer_uuid, api_secret_code FROM service_providers"))
-            }
-        engine.dispose()
+        self.secrets = _secrets()
 
     def on_post(self, req: Any, resp: Any) -> None:
-        import jwt
-        import orjson
-
         raw = req.bounded_stream.read()
-        body = orjson.loads(raw)
-        secret = self.secrets.get(body.get("customer"))
-        if not secret:
-            _json(resp, 400, {"customer": ["does not exist"]})
-            return
-        try:
-            jwt.decode(body["data"], secret, algorithms=["HS256"])
-        except jwt.PyJWTError:
-            _json(resp, 400, {"non_field_errors": ["Signature verification failed."]})
+        refused = _verify(raw, self.secrets)
+        if refused:
+            _json(resp, *refused)
             return
         n = self.redis.lpush(BARE_LIST, raw)
         _json(resp, 201, {"sequence": n, "status": "queued"})
 
 
-def _bare() -> Any:
+def _bare_sync() -> Any:
     import falcon
 
     app = falcon.App()
     app.req_options.strip_url_path_trailing_slash = False
-    app.add_route(f"{PREFIX}/set_usage/", _BareSetUsage())
+    app.add_route(f"{PREFIX}/set_usage/", _BareSyncSetUsage())
     app.add_route("/healthz", _Health())
     return app
 
@@ -202,8 +247,13 @@ def _waldur() -> Any:
 _apps: dict[str, Any] = {}
 
 
-def bare_app(environ: dict[str, Any], start_response: Any) -> Any:
+async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     app = _apps.get("bare") or _apps.setdefault("bare", _bare())
+    await app(scope, receive, send)
+
+
+def bare_sync_app(environ: dict[str, Any], start_response: Any) -> Any:
+    app = _apps.get("bare_sync") or _apps.setdefault("bare_sync", _bare_sync())
     return app(environ, start_response)
 
 

@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         cat = bench_catalog.synthesize(10, 200)
         bench_catalog.load(engine, cat)
         engine.dispose()
-        _proc, port = stack.web("web", "api.wsgi:app")
+        _proc, port = stack.web("web", "api.asgi:app")
         rng = random.Random(7)
         if args.steady:
             for index in range(args.workers):

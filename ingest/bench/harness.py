@@ -144,7 +144,7 @@ class Bench:
             stack.callback(self.stack.stop)
             self.reset_journal()
             if "intake" in o.phases or "steady" in o.phases:
-                self.web, self.port = self.stack.web("web", "api.wsgi:app")
+                self.web, self.port = self.stack.web("web", "api.asgi:app")
             for name, phase in (("intake", self.phase_intake), ("drain", self.phase_drain),
                                 ("steady", self.phase_steady)):
                 if name not in o.phases:
@@ -321,8 +321,11 @@ class Bench:
         base: dict[str, tuple[Any, int]] = {}
         if o.baselines:
             base["bare"] = self.stack.web("bare", "ingest.bench.baselines:bare_app")
-            if self.db.is_postgres:
-                base["waldur"] = self.stack.web("waldur", "ingest.bench.baselines:waldur_app")
+            base["bare_sync"] = self.stack.web("bare_sync", "ingest.bench.baselines:bare_sync_app",
+                                               worker_class="sync")
+            if self.db.is_postgres:  # Waldur runs Django on gunicorn's sync workers
+                base["waldur"] = self.stack.web("waldur", "ingest.bench.baselines:waldur_app",
+                                                worker_class="sync")
             else:
                 self.results["notes"].append("baseline (c) needs PostgreSQL: skipped")
         ref = Reference()
@@ -896,6 +899,7 @@ def summarize(res: dict[str, Any]) -> None:
 
     ratios = {
         "intake_vs_a": ratio("ours_max_per_s", "bare_max_per_s"),
+        "intake_vs_a_sync": ratio("ours_max_per_s", "bare_sync_max_per_s"),
         "intake_vs_c": ratio("ours_max_per_s", "waldur_max_per_s"),
         "drain_vs_b_1w": ratio("drain_ours_1_per_s", "drain_raw_1_per_s"),
         "drain_vs_b_2w": ratio("drain_ours_2_per_s", "drain_raw_2_per_s"),

@@ -52,7 +52,8 @@ def markdown(res: dict[str, Any], stamp: str) -> str:
                  f"end. Catalog: {res.get('catalog', {}).get('size', '-')}. Each figure is the "
                  f"median of {o.get('runs')} run(s) of {o.get('duration')} s"
                  f"{' (--quick)' if o.get('quick') else ''}; web: gunicorn with "
-                 f"{o.get('web_workers')} workers (the product's gunicorn_conf).")
+                 f"{o.get('web_workers')} workers (the product's gunicorn_conf: uvicorn workers; "
+                 f"(c) and the sync (a) on gunicorn's sync worker).")
     lines.append("")
     if res.get("intake"):
         lines += ["## Intake (web alone, no workers)", "",
@@ -69,6 +70,10 @@ def markdown(res: dict[str, Any], stamp: str) -> str:
             lines.append(f"| (a) bare Falcon + PyJWT + one LPUSH | {_f(m['bare_max_per_s'])} | "
                          f"{_f(m.get('bare_max_p50_ms'), 1)} | {_f(m.get('bare_max_p99_ms'), 1)}"
                          f" | {_ratio(r.get('intake_vs_a'))} |")
+        if "bare_sync_max_per_s" in m:
+            lines.append(f"| (a) on gunicorn's sync worker (reference, not a ceiling) | "
+                         f"{_f(m['bare_sync_max_per_s'])} | {_f(m.get('bare_sync_max_p50_ms'), 1)} | "
+                         f"{_f(m.get('bare_sync_max_p99_ms'), 1)} | {_ratio(r.get('intake_vs_a_sync'))} |")
         if "waldur_max_per_s" in m:
             lines.append(f"| (c) synchronous Waldur-style | {_f(m['waldur_max_per_s'])} | "
                          f"{_f(m.get('waldur_max_p50_ms'), 1)} | "
@@ -187,6 +192,7 @@ def plot(res: dict[str, Any], output: Path, stamp: str) -> list[Path]:
         for key, label, color in (("ours_max", "ours (max)", "#1f77b4"),
                                   ("ours_half", "ours (50%)", "#6baed6"),
                                   ("bare_max", "(a) bare", "#999999"),
+                                  ("bare_sync_max", "(a) on sync", "#cccccc"),
                                   ("waldur_max", "(c) Waldur-style", "#d62728")):
             if f"{key}_per_s" in m:
                 labels.append(label)

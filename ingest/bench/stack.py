@@ -207,14 +207,16 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def web(self, name: str, app: str, port: int | None = None, timeout: float = 60) -> tuple[
-            Proc, int]:
-        """gunicorn with the product's config file, bound to 127.0.0.1 only."""
+    def web(self, name: str, app: str, port: int | None = None, timeout: float = 60,
+            worker_class: str | None = None) -> tuple[Proc, int]:
+        """gunicorn with the product's config file, bound to 127.0.0.1 only; ``worker_class``
+        overrides the config's (``sync`` for the WSGI baselines)."""
         port = port or free_port()
         env = dict(self.env, PORT=str(port))
+        override = ["-k", worker_class] if worker_class else []
         proc = self._start(name, [sys.executable, "-m", "gunicorn", "-c",
                                   "python:ingest.gunicorn_conf", "-b", f"127.0.0.1:{port}",
-                                  "--no-control-socket", app],
+                                  *override, "--no-control-socket", app],
                            env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

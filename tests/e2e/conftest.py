@@ -1,6 +1,6 @@
 """End-to-end fixtures: the real process formation of the Procfile, started with subprocess.
 
-``stack`` runs ``gunicorn`` (2 sync workers), a Celery prefork worker and Celery beat from this
+``stack`` runs ``gunicorn`` (2 uvicorn workers), a Celery prefork worker and Celery beat from this
 venv against the parametrized database (SQLite file or a fresh PostgreSQL database, migrated)
 and the session's private Redis. Each stack gets its own Redis database number (journal *and*
 Celery broker) and its own key prefix, so a drain task, a pidbox message or a stale journal of
@@ -244,7 +244,7 @@ def stack(database_url: str, redis_url: str, tmp_path: Path,
     logs.mkdir()
     procs = [
         _start("web", [str(BIN / "gunicorn"), "-c", "python:ingest.gunicorn_conf",
-                       "--no-control-socket", "api.wsgi:app"], env, logs),
+                       "--no-control-socket", "api.asgi:app"], env, logs),
         _start("worker", [str(BIN / "celery"), "-A", "workers.app", "worker", "--loglevel", "INFO",
                           "--concurrency", "1", "--pool", "prefork", "-Q", "celery",
                           "-n", f"e2e-{uuid.uuid4().hex[:8]}@%h"], env, logs),

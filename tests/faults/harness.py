@@ -83,7 +83,7 @@ class Stack:
 
     def start_web(self) -> None:
         self._spawn("web", [str(BIN / "gunicorn"), "-c", "python:ingest.gunicorn_conf",
-                            "api.wsgi:app"])
+                            "api.asgi:app"])
 
     def start_worker(self, name: str = "worker") -> None:
         self._spawn(name, [str(BIN / "celery"), "-A", "workers.app", "worker", "--concurrency",

@@ -102,7 +102,7 @@ def check_answer(path: str, method: str, result: falcon.testing.Result) -> None:
 
 @dataclasses.dataclass
 class Api:
-    """The app over a Runtime, wired like api/wsgi.py, with the demo catalog loaded too."""
+    """The app over a Runtime, wired like api/asgi.py, with the demo catalog loaded too."""
 
     rt: bootstrap.Runtime
     client: falcon.testing.TestClient
@@ -128,7 +128,7 @@ class Api:
 def wire(rt: bootstrap.Runtime,
          ready: dict[str, Callable[[], object]] | None = None) -> falcon.App:
     def report_status(report_id: str, authorization: str | None, customer: str | None
-                      ) -> dict[str, Any] | None:  # as api/wsgi.py's _report_status
+                      ) -> dict[str, Any] | None:  # as api/asgi.py's _report_status
         who = access.authorize(rt.catalog, rt.settings.operator_token, authorization, customer)
         if len(report_id) > 64 or not report_id.isalnum():
             return None
@@ -226,7 +226,7 @@ def test_every_served_route_is_documented_and_every_documented_route_is_served()
     assert served == documented, (
         f"served, not documented: {sorted(served - documented)}; "
         f"documented, not served: {sorted(documented - served)}")
-    assert "report_status" in (ROOT / "api" / "wsgi.py").read_text()  # wsgi serves the report route
+    assert "report_status" in (ROOT / "api" / "asgi.py").read_text()  # the app serves the report route
 
 
 # -- examples ------------------------------------------------------------------------------

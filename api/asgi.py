@@ -1,4 +1,5 @@
-"""gunicorn entry point: ``gunicorn api.wsgi:app``. Connections open lazily in each worker."""
+"""gunicorn entry point: ``gunicorn -c python:ingest.gunicorn_conf api.asgi:app`` (an ASGI app
+served by uvicorn workers). Connections open lazily in each worker."""
 
 from __future__ import annotations
 

@@ -1,0 +1,148 @@
+"""AcceptPipeline against a real Redis: concurrent requests share one write, each keeps its own
+atomic accept, and nothing is sent twice."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+import redis.asyncio
+
+from ingest.adapters.redis_accept import AcceptPipeline
+from ingest.adapters.redis_queue import RedisQueue
+
+
+class _Counting:
+    """Counts the writes of accept scripts made on a real connection (one per batch)."""
+
+    def __init__(self, url: str) -> None:
+        self.pool = redis.asyncio.ConnectionPool.from_url(url, socket_timeout=5)
+        self.writes = 0
+        self.connections = 0
+
+    def __call__(self) -> redis.asyncio.Connection:
+        conn = self.pool.make_connection()
+        send = conn.send_packed_command
+
+        async def counted(command: object, check_health: bool = True) -> None:
+            packed = command if isinstance(command, bytes) else b"".join(command)  # type: ignore[arg-type]
+            self.writes += b"EVALSHA" in packed
+            await send(command, check_health)  # type: ignore[arg-type]
+
+        conn.send_packed_command = counted  # type: ignore[method-assign]
+        self.connections += 1
+        return conn
+
+
+@pytest.fixture
+def queue(redis_url: str) -> Iterator[RedisQueue]:
+    client = redis.Redis.from_url(redis_url)
+    q = RedisQueue(client, f"pipe-{uuid.uuid4().hex[:8]}")
+    client.set(q.seq_key, 100)
+    client.script_load(q.accept_script)  # else the first write meets NOSCRIPT and goes twice
+    yield q
+    keys = list(client.scan_iter(f"{q.seq_key.rsplit(':', 1)[0]}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def _reports(n: int, tag: str) -> list[tuple[str, bytes]]:
+    return [(f"{tag}-{i}", f"payload {tag} {i}".encode()) for i in range(n)]
+
+
+def test_concurrent_accepts_share_one_write_and_keep_their_own_sequences(queue, redis_url):
+    connect = _Counting(redis_url)
+    pipeline = AcceptPipeline(queue, connect)
+
+    async def main() -> list[object]:
+        calls = [pipeline.accept(_reports(1 + i % 3, f"r{i}"), "customer-a") for i in range(50)]
+        return list(await asyncio.gather(*calls))
+
+    results = asyncio.run(main())
+    assert connect.writes == 1  # all fifty were ready in the same turn of the loop
+    sizes = [1 + i % 3 for i in range(50)]
+    firsts = [r.first for r in results]  # type: ignore[attr-defined]
+    taken = sorted((f, f + n - 1) for f, n in zip(firsts, sizes, strict=True))
+    assert taken[0][0] == 101 and taken[-1][1] == 100 + sum(sizes)
+    assert all(a[1] + 1 == b[0] for a, b in zip(taken, taken[1:], strict=False))  # no gap, no overlap
+    journal = {e.raw: e.seq for e in queue.read_journal()}
+    assert len(journal) == sum(sizes)
+    for first, n, i in zip(firsts, sizes, range(50), strict=True):
+        assert [journal[f"payload r{i} {k}".encode()] for k in range(n)] == list(range(first, first + n))
+
+
+def test_requests_arriving_during_a_write_go_in_the_next_one(queue, redis_url):
+    connect = _Counting(redis_url)
+    pipeline = AcceptPipeline(queue, connect)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(pipeline.accept(_reports(1, "a"), "c"))
+        await asyncio.sleep(0)  # the first write is on its way
+        later = [pipeline.accept(_reports(1, f"b{i}"), "c") for i in range(10)]
+        done = await asyncio.gather(first, *later)
+        assert sorted(r.first for r in done) == list(range(101, 112))
+
+    asyncio.run(main())
+    assert connect.writes == 2 and connect.connections == 1
+
+
+def test_a_flushed_script_cache_is_reloaded_and_nothing_runs_twice(queue, redis_url):
+    pipeline = AcceptPipeline(queue, _Counting(redis_url))
+
+    async def main() -> list[int]:
+        await pipeline.accept(_reports(1, "warm"), "c")
+        queue.client.script_flush()  # a restarted Redis forgot the script
+        done = await asyncio.gather(*[pipeline.accept(_reports(1, f"x{i}"), "c") for i in range(5)])
+        return [r.first for r in done]
+
+    assert sorted(asyncio.run(main())) == [102, 103, 104, 105, 106]
+    assert queue.journal_length() == 6
+
+
+def test_rate_limits_apply_per_request_inside_one_write(queue, redis_url):
+    pipeline = AcceptPipeline(queue, _Counting(redis_url))
+
+    async def main() -> list[int]:
+        calls = [pipeline.accept(_reports(1, f"r{i}"), "limited", 1.0, 3.0) for i in range(5)]
+        return [r.first for r in await asyncio.gather(*calls)]
+
+    firsts = asyncio.run(main())
+    assert firsts[:3] == [101, 102, 103] and firsts[3:] == [-1, -1]
+    assert queue.journal_length() == 3
+
+
+def test_a_lost_connection_fails_every_waiting_request_and_is_not_retried(queue):
+    def unreachable() -> redis.asyncio.Connection:
+        with socket_closed() as port:
+            return redis.asyncio.Connection(host="127.0.0.1", port=port, socket_timeout=1,
+                                            socket_connect_timeout=1)
+
+    pipeline = AcceptPipeline(queue, unreachable)
+
+    async def main() -> list[object]:
+        calls = [pipeline.accept(_reports(1, f"r{i}"), "c") for i in range(4)]
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(o, redis.ConnectionError) for o in outcomes), outcomes
+    assert queue.journal_length() == 0
+
+
+class socket_closed:
+    """A port that nothing listens on."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = int(s.getsockname()[1])
+        s.close()
+        return self.port
+
+    def __exit__(self, *exc: object) -> None:
+        return None
