@@ -1,1 +1,1 @@
-"""The Falcon WSGI app: app factory, resources and one error-mapping table."""
+"""The web edge: Falcon ASGI app factory, resources, body decoding; asgi.py is the entry point."""

@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 PREFIX = "/api/marketplace-public-api"
 
 
-def _json(resp: Response, status: int, body: Any) -> None:
+def _json(resp: Response | None, status: int, body: Any) -> None:
+    if resp is None:  # a WebSocket request reached an error handler: Falcon closes it
+        return
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
     resp.data = orjson.dumps(body)
@@ -95,7 +97,8 @@ class Metrics:
         self.backlog = backlog
 
     async def on_get(self, req: Request, resp: Response) -> None:
-        body, content_type = await asyncio.to_thread(metrics.render, self.backlog)
+        metrics.TALLY.flush()  # here, on the loop that tallies
+        body, content_type = await asyncio.to_thread(metrics.render, self.backlog, False)
         resp.data = body
         resp.content_type = content_type
 
@@ -158,30 +161,36 @@ class Ready:
         return results
 
 
-async def _rejected(req: Request, resp: Response, ex: Rejected, params: Any) -> None:
+async def _rejected(req: Request, resp: Response | None, ex: Rejected, params: Any) -> None:
     _json(resp, ex.status, ex.body)
+    if resp is None:
+        return
     for name, value in getattr(ex, "headers", {}).items():
         resp.set_header(name, value)
     if ex.status == 413:  # do not read the rest of a huge body to keep the connection
         resp.set_header("Connection", "close")
 
 
-async def _backpressure(req: Request, resp: Response, ex: Backpressure, p: Any) -> None:
+async def _backpressure(req: Request, resp: Response | None, ex: Backpressure, p: Any) -> None:
     _json(resp, 503, {"detail": "Service temporarily unavailable, try again later."})
-    resp.set_header("Retry-After", str(ex.retry_after))
+    if resp is not None:
+        resp.set_header("Retry-After", str(ex.retry_after))
 
 
-async def _http_error(req: Request, resp: Response, ex: falcon.HTTPError, p: Any) -> None:
+async def _http_error(req: Request, resp: Response | None, ex: falcon.HTTPError, p: Any) -> None:
     _json(resp, ex.status_code, {"detail": ex.title or "Error"})
+    if resp is None:
+        return
     for name, value in dict(ex.headers or {}).items():
         resp.set_header(name, value)
 
 
-async def _unexpected(req: Request, resp: Response, ex: Exception, p: Any) -> None:
+async def _unexpected(req: Request, resp: Response | None, ex: Exception, p: Any) -> None:
     # A defect or an outage, never the client's input: log it, answer without a traceback.
     log.exception("unexpected error on %s %s", req.method, req.path)
     _json(resp, 503, {"detail": "Service temporarily unavailable, try again later."})
-    resp.set_header("Retry-After", "1")
+    if resp is not None:
+        resp.set_header("Retry-After", "1")
 
 
 def create_app(

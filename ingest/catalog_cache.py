@@ -19,11 +19,18 @@ class CatalogCache:
         self._snapshot: CatalogSnapshot | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
+        self.background = False  # an event loop's process refreshes from a thread
 
     def get(self) -> CatalogSnapshot:
         snap = self._snapshot
-        if snap is not None and time.monotonic() - self._checked < self.refresh:
+        if snap is not None and (self.background
+                                 or time.monotonic() - self._checked < self.refresh):
             return snap
+        return self.check()
+
+    def check(self) -> CatalogSnapshot:
+        """Compare versions if ``refresh`` seconds have passed, reload if it changed. With
+        ``background`` set, only the thread that calls this does (``get`` never waits)."""
         with self._lock:
             if self._snapshot is not None and time.monotonic() - self._checked < self.refresh:
                 return self._snapshot

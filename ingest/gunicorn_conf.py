@@ -10,11 +10,11 @@ workers = _settings.web_concurrency
 # one Redis write. sync closed every connection; gthread can let one process take them all.
 worker_class = "ingest.web_server.Worker"
 preload_app = False  # connections are built after the fork, in each worker
-timeout = 30  # a slow or stalled client is cut off
+timeout = 30  # a worker whose event loop stalls this long is restarted
 graceful_timeout = 25  # inside the 30 s grace period of Procfile platforms
-keepalive = 5
-limit_request_line = 8190
-limit_request_fields = 100
+keepalive = 5  # seconds an idle connection stays open
+# request-size limits and slow-client timeouts: ingest/web_server.py (uvicorn ignores
+# gunicorn's limit_request_* settings)
 accesslog = None
 control_socket_disable = True  # gunicorn 25+: one shared ~/.gunicorn socket would clash
 
@@ -43,3 +43,4 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
     except Exception as exc:  # the first request will try again and answer 503 if it must
         worker.log.warning("warm-up incomplete: %s", exc)
     bootstrap.tune_gc()
+    rt.intake.check_in_background()  # catalog version and back-pressure, off the event loop

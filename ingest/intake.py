@@ -40,9 +40,9 @@ class Journal(Protocol):
     def accept(self, reports: list[tuple[str, bytes]], customer: str, rate: float,
                burst: float) -> Accepted: ...
 
-    def claim_token(self, customer: str, digest: str, ttl: float) -> bool: ...
+    def claim_tokens(self, customer: str, digests: list[str], ttl: float) -> list[bool]: ...
 
-    def forget_token(self, customer: str, digest: str) -> None: ...
+    def forget_tokens(self, customer: str, digests: list[str]) -> None: ...
 
     def ensure_seq_at_least(self, floor: int) -> int: ...
 
@@ -68,12 +68,17 @@ class Pressure:
         self.clock = clock
         self._checked = -interval
         self._reason: str | None = None
+        self.background = False  # sampled by Intake.check_in_background's thread instead
+
+    def sample(self) -> None:
+        self._reason = self._sample()
 
     def check(self) -> None:
-        now = self.clock()
-        if now - self._checked >= self.interval:
-            self._checked = now
-            self._reason = self._sample()
+        if not self.background:
+            now = self.clock()
+            if now - self._checked >= self.interval:
+                self._checked = now
+                self._reason = self._sample()
         if self._reason:
             raise Backpressure(max(1, int(self.interval + 0.999)), self._reason)
 
@@ -163,6 +168,26 @@ class Intake:
         self.sequence_floor = sequence_floor  # the highest sequence SQL has committed
         self.accept = accept or self._accept_now
         self.pressure = Pressure(journal, settings.max_backlog, settings.redis_memory_high_water)
+
+    def check_in_background(self, interval: float = 0.5) -> threading.Thread:
+        """Sample back-pressure and check the catalog's version from a daemon thread, so the
+        request path (an event loop) never waits on SQL or on a blocking Redis call for them.
+        The catalog is checked every CATALOG_REFRESH seconds as before; a reload holds the
+        GIL while it builds the snapshot, but the loop keeps running between its slices."""
+        self.catalog.background = self.pressure.background = True
+
+        def run() -> None:
+            while True:
+                try:
+                    self.catalog.check()
+                    self.pressure.sample()
+                except Exception as exc:  # the last snapshot and verdict keep serving
+                    log.warning("background check failed: %s", exc)
+                time.sleep(interval)
+
+        thread = threading.Thread(target=run, name="intake-checks", daemon=True)
+        thread.start()
+        return thread
 
     def _authenticate(self, body: object) -> tuple[Envelope, Provider, dict[str, Any]]:
         snapshot = self.catalog.get()
@@ -258,29 +283,26 @@ class Intake:
 
     def _claim_tokens(self, provider: Provider, reports: list[wire.QueuedReport]) -> list[str]:
         """The replay guard (TOKEN_REPLAY_WINDOW): refuse a token already accepted."""
-        claimed: list[str] = []
-        for report in reports:
-            digest = self._claim_token(provider, report)
-            if digest is None:
-                self._forget_tokens(provider, claimed)
-                raise non_field_error(TOKEN_REUSED)
-            if digest:
-                claimed.append(digest)
+        digests = self._claim_each(provider, reports)
+        claimed = [d for d in digests if d]
+        if any(d is None for d in digests):
+            self._forget_tokens(provider, claimed)
+            raise non_field_error(TOKEN_REUSED)
         return claimed
 
-    def _claim_token(self, provider: Provider, report: wire.QueuedReport) -> str | None:
-        """The digest claimed for this report ('' when the guard is off), None if reused."""
+    def _claim_each(self, provider: Provider, reports: list[wire.QueuedReport]
+                    ) -> list[str | None]:
+        """Per report, in one round trip: the digest claimed ('' when the guard is off), or
+        None when the token was already used."""
         window = self.settings.token_replay_window
         if window <= 0:
-            return ""
-        digest = signing.token_digest(report.token, report.claims)
-        if not self.journal.claim_token(str(provider.customer), digest, window):
-            return None
-        return digest
+            return [""] * len(reports)
+        digests = [signing.token_digest(r.token, r.claims) for r in reports]
+        fresh = self.journal.claim_tokens(str(provider.customer), digests, window)
+        return [d if ok else None for d, ok in zip(digests, fresh, strict=True)]
 
     def _forget_tokens(self, provider: Provider, digests: list[str]) -> None:
-        for digest in digests:
-            self.journal.forget_token(str(provider.customer), digest)
+        self.journal.forget_tokens(str(provider.customer), digests)
 
     async def set_usage(self, body: object) -> Receipt:
         envelope, provider, claims = self._authenticate(body)
@@ -317,9 +339,9 @@ class Intake:
         if accepted and not batch.dry_run:
             seen: list[str] = []
             fresh: list[tuple[int, wire.QueuedReport]] = []
-            for position, queued in accepted:  # a reused token fails its own item only
-                digest = self._claim_token(provider, queued)
-                if digest is None:
+            digests = self._claim_each(provider, [q for _p, q in accepted])
+            for (position, queued), digest in zip(accepted, digests, strict=True):
+                if digest is None:  # a reused token fails its own item only
                     results[position] = {"index": results[position]["index"], "status": 400,
                                          "errors": {"non_field_errors": [TOKEN_REUSED]}}
                     continue

@@ -101,8 +101,11 @@ class BacklogCollector(Collector):
         yield family
 
 
-def render(backlog: Callable[[], int] | None = None) -> tuple[bytes, str]:
-    TALLY.flush()
+def render(backlog: Callable[[], int] | None = None, flush: bool = True) -> tuple[bytes, str]:
+    """The exposition. ``flush=False`` from any thread but the one that tallies (the web's
+    event loop flushes before it hands the rendering to a thread): Tally is not locked."""
+    if flush:
+        TALLY.flush()
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

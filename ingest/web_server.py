@@ -1,22 +1,44 @@
 """The web process's server: gunicorn supervising uvicorn workers (uvloop + httptools).
 
-uvicorn's httptools parser takes request lines and headers of any size (a 20 MB header was
-read into memory); gunicorn's sync worker stopped at 8,190 bytes a line and 100 header
-fields. ``BoundedHttpTools`` keeps those limits: past them the request gets uvicorn's plain
-400 and the connection is closed, before the app sees it. httptools gathers a header's value
-before it calls back, so the bytes of a request's head are also counted as they arrive.
+gunicorn's sync worker bounded what a client could make it hold; uvicorn does not, so
+``BoundedHttpTools`` puts the bounds back, before the app sees a request:
+
+- request line and each header line at most 8,190 bytes, at most 100 header fields, and the
+  whole head at most ~0.8 MB counted as bytes arrive (httptools gathers a header's value
+  before it calls back: a 20 MB header was read into memory). Past them: 400 and close.
+- a whole request (head, body, chunk framing and trailers) at most twice the largest body
+  limit plus the head limit: 400 and close. The app answers 413 well before that.
+- a client has HEAD_TIMEOUT seconds from its first byte (or from connecting) to send a
+  request's head, and BODY_TIMEOUT seconds for its body; else the connection is closed, as
+  the sync worker's 30 s timeout did. Idle keep-alive connections close after gunicorn's
+  ``keepalive`` seconds (uvicorn's own timer).
+
+Only HTTP/1.1 is served: WebSocket upgrades are not (``ws: none``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
+from types import FrameType
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
+from ingest.config import load as _load_settings
+
 MAX_LINE = 8190  # request line, and each header line (gunicorn's limit_request_line)
 MAX_FIELDS = 100  # header fields (gunicorn's limit_request_fields)
 MAX_HEAD = MAX_LINE * (MAX_FIELDS + 1)  # bytes before the end of the headers
+HEAD_TIMEOUT = 10.0
+BODY_TIMEOUT = 30.0
+
+
+def _max_request() -> int:
+    settings = _load_settings()
+    return 2 * max(settings.max_body_bytes, settings.batch_max_bytes) + MAX_HEAD
 
 
 class HeadersTooLarge(Exception):
@@ -24,29 +46,53 @@ class HeadersTooLarge(Exception):
 
 
 class BoundedHttpTools(HttpToolsProtocol):
+    max_request = 0  # set once per worker process (Worker.__init__)
     _fields = 0
-    _head = 0  # bytes received since the last request's headers ended; -1 while in a body
+    _head = 0  # bytes of the current request's head so far; -1 once the head is complete
+    _bytes = 0  # bytes of the current request so far
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(HEAD_TIMEOUT)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._arm(None)
+        super().connection_lost(exc)
+
+    def _arm(self, seconds: float | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = None if seconds is None else self.loop.call_later(
+            seconds, self._too_slow)
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self.logger.info("closing a connection that was too slow to send its request")
+        self.transport.close()
+
+    def _refuse(self, why: str) -> None:
+        self.logger.warning("refused a request: %s", why)
+        self._arm(None)
+        self.send_400_response(f"Bad request: {why}.")
 
     def data_received(self, data: bytes) -> None:
         if self._head >= 0:
             if self._head > MAX_HEAD:
-                self.logger.warning("request head over %d bytes", MAX_HEAD)
-                self.send_400_response("Request header fields too large.")
+                self._refuse("request header fields too large")
                 return
             self._head += len(data)
+        self._bytes += len(data)
+        if self.max_request and self._bytes - len(data) > self.max_request:
+            self._refuse("request too large")
+            return
         super().data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._fields = 0
-
-    def on_headers_complete(self) -> None:
-        self._head = -1
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        self._head = 0
-        super().on_message_complete()
+        if self._deadline is None:
+            self._arm(HEAD_TIMEOUT)
 
     def on_url(self, url: bytes) -> None:
         if len(self.url) + len(url) > MAX_LINE:
@@ -59,12 +105,43 @@ class BoundedHttpTools(HttpToolsProtocol):
             raise HeadersTooLarge("header too large")
         super().on_header(name, value)
 
+    def on_headers_complete(self) -> None:
+        self._head = -1
+        self._arm(BODY_TIMEOUT)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._head = 0
+        self._bytes = 0
+        self._arm(None)
+        super().on_message_complete()
+
 
 class Worker(UvicornWorker):  # type: ignore[misc]
-    """gunicorn ``worker_class``: keep-alive connections, no lifespan events, no access log
-    (gunicorn's ``accesslog`` stays the switch), and the bounded parser above."""
+    """gunicorn ``worker_class``: keep-alive connections, the bounded parser above, no
+    lifespan events, no WebSockets, no access log (gunicorn's ``accesslog`` stays the switch).
+    """
 
     CONFIG_KWARGS: dict[str, Any] = {
-        "loop": "uvloop", "http": BoundedHttpTools, "lifespan": "off", "access_log": False,
-        "limit_concurrency": 2000,  # past this many open connections and tasks: 503
+        "loop": "uvloop", "http": BoundedHttpTools, "ws": "none", "lifespan": "off",
+        "access_log": False, "server_header": False,
+        # past this many open connections and tasks a worker answers 503; below the usual
+        # 1,024 file descriptors a process may hold
+        "limit_concurrency": 1000,
     }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        BoundedHttpTools.max_request = _max_request()
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        # uvicorn catches SIGTERM / SIGINT while it serves, shuts down gracefully and then
+        # raises the signal again. With the default action the process would die there and
+        # gunicorn's worker_exit hook (which flushes the metrics tally) would never run.
+        signal.signal(signal.SIGTERM, _exit_cleanly)
+        signal.signal(signal.SIGINT, _exit_cleanly)
+
+
+def _exit_cleanly(sig: int, frame: FrameType | None) -> None:
+    sys.exit(0)

@@ -15,6 +15,7 @@ commands are sent once more.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,15 @@ from ingest.ports import Accepted
 _Waiting = tuple[list[Any], "asyncio.Future[Accepted]"]
 
 
+class _Lane:
+    """The state of one event loop: its connection, the requests waiting, its sender."""
+
+    def __init__(self) -> None:
+        self.conn: redis.asyncio.Connection | None = None
+        self.waiting: list[_Waiting] = []
+        self.sender: asyncio.Task[None] | None = None
+
+
 class AcceptPipeline:
     """One connection per process and event loop; ``accept`` is RedisQueue.accept's twin."""
 
@@ -34,36 +44,43 @@ class AcceptPipeline:
                  connect: Callable[[], redis.asyncio.Connection]) -> None:
         self.queue = queue
         self.connect = connect
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._conn: redis.asyncio.Connection | None = None
-        self._waiting: list[_Waiting] = []
-        self._sender: asyncio.Task[None] | None = None
+        # a connection never crosses event loops (a web worker has one; test clients more)
+        self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane] = (
+            weakref.WeakKeyDictionary())
 
     async def accept(self, reports: list[tuple[str, bytes]], customer: str = "",
                      rate: float = 0.0, burst: float = 0.0) -> Accepted:
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a connection never crosses event loops (test clients)
-            self._loop, self._conn, self._waiting, self._sender = loop, None, [], None
+        lane = self._lanes.get(loop)
+        if lane is None:
+            lane = self._lanes[loop] = _Lane()
         reply: asyncio.Future[Accepted] = loop.create_future()
-        self._waiting.append((self.queue.accept_command(reports, customer, rate, burst), reply))
-        if self._sender is None:  # runs after the requests already ready in this turn
-            self._sender = loop.create_task(self._send_all())
+        lane.waiting.append((self.queue.accept_command(reports, customer, rate, burst), reply))
+        if lane.sender is None:  # runs after the requests already ready in this turn
+            lane.sender = loop.create_task(self._send_all(lane))
         return await reply
 
-    async def _send_all(self) -> None:
+    async def _send_all(self, lane: _Lane) -> None:
+        batch: list[_Waiting] = []
         try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                await self._send(batch)
+            while lane.waiting:
+                batch, lane.waiting = lane.waiting, []
+                await self._send(lane, batch)
+        except BaseException:  # cancelled (shutdown): nobody may wait for ever
+            for _command, reply in batch + lane.waiting:
+                if not reply.done():
+                    reply.cancel()
+            lane.waiting = []
+            raise
         finally:
-            self._sender = None
+            lane.sender = None
 
-    async def _send(self, batch: list[_Waiting]) -> None:
-        conn = self._conn
+    async def _send(self, lane: _Lane, batch: list[_Waiting]) -> None:
+        conn = lane.conn
         done = 0
         try:
             if conn is None:
-                conn = self._conn = self.connect()
+                conn = lane.conn = self.connect()
             await conn.send_packed_command(conn.pack_commands([cmd for cmd, _ in batch]))
             again: list[_Waiting] = []
             for command, reply in batch:
@@ -89,7 +106,7 @@ class AcceptPipeline:
             for _command, reply in batch[:done]:
                 if not reply.done():  # a NOSCRIPT resend that failed
                     _settle(reply, exc)
-            self._conn = None
+            lane.conn = None
             if conn is not None:
                 await conn.disconnect(nowait=True)
 

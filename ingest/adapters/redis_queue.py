@@ -180,13 +180,18 @@ class RedisQueue:
             conn.disconnect()
             raise
 
-    def claim_token(self, customer: str, digest: str, ttl: float) -> bool:
-        """Remember a token for ``ttl`` seconds; False when it was already seen."""
-        key = f"{self.stream}:seen:{customer}:{digest}"
-        return bool(self.client.set(key, "1", nx=True, px=max(1, int(ttl * 1000))))
+    def claim_tokens(self, customer: str, digests: list[str], ttl: float) -> list[bool]:
+        """Remember each token for ``ttl`` seconds, in one round trip; per digest, False when
+        it was already seen (also when it comes twice in ``digests``)."""
+        pipe = self.client.pipeline(transaction=False)
+        for digest in digests:
+            pipe.set(f"{self.stream}:seen:{customer}:{digest}", "1", nx=True,
+                     px=max(1, int(ttl * 1000)))
+        return [bool(ok) for ok in pipe.execute()]
 
-    def forget_token(self, customer: str, digest: str) -> None:
-        self.client.delete(f"{self.stream}:seen:{customer}:{digest}")
+    def forget_tokens(self, customer: str, digests: list[str]) -> None:
+        if digests:
+            self.client.delete(*[f"{self.stream}:seen:{customer}:{d}" for d in digests])
 
     def claim(self, consumer: str, count: int, block_ms: int) -> list[Entry]:
         """Claim up to ``count`` never-delivered entries for this consumer."""

@@ -13,7 +13,7 @@
     components and plan period with SQL queries, then upsert the usage item by item
     (SELECT .. FOR UPDATE, then UPDATE or INSERT), as Waldur's set_usage does.
 
-The WSGI apps read DATABASE_URL and REDIS_URL and build their connections lazily, after
+The apps read DATABASE_URL and REDIS_URL and build their connections lazily, after
 gunicorn forked.
 """
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from ingest.web_server import MAX_FIELDS, MAX_LINE
+from ingest.web_server import HEAD_TIMEOUT, MAX_FIELDS, MAX_LINE
 from tests.e2e.conftest import SET_USAGE, Stack
 
 pytestmark = pytest.mark.e2e
@@ -123,3 +123,37 @@ def test_an_announced_huge_body_gets_413_and_the_connection_closes(stack: Stack)
         assert headers.get("connection", "").lower() == "close"
         assert _closed(sock)
     assert stack.queue.journal_length() == 0
+
+
+def test_a_websocket_upgrade_is_not_served_and_breaks_nothing(stack: Stack) -> None:
+    with _connect(stack) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\n\r\n")
+        status, _, body = _read_response(sock)
+    assert status == 200 and json.loads(body) == {"status": "ok"}  # plain HTTP, no upgrade
+    stack.assert_healthy()
+
+
+def test_a_client_that_never_finishes_its_head_is_cut_off(stack: Stack) -> None:
+    with _connect(stack) as silent, _connect(stack) as half:
+        half.sendall(f"POST {SET_USAGE} HTTP/1.1\r\nHost: x\r\n".encode())
+        silent.settimeout(HEAD_TIMEOUT + 10)
+        half.settimeout(HEAD_TIMEOUT + 10)
+        assert _closed(silent) and _closed(half)
+
+
+def test_trailers_count_towards_the_request_limit(stack: Stack) -> None:
+    body = _report(stack, "1")
+    start = (f"POST {SET_USAGE} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Transfer-Encoding: chunked\r\n\r\n").encode()
+    chunk = b"%x\r\n%s\r\n0\r\nX-Trailer: " % (len(body), body)
+    with _connect(stack) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(start + chunk)
+            for _ in range(40):  # 40 MB of one trailer, past any request limit
+                sock.sendall(b"t" * 1_000_000)
+        status, _, _ = _read_response(sock)
+        assert status == 400
+        assert _closed(sock)
+    stack.assert_healthy()

@@ -146,3 +146,33 @@ class socket_closed:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def test_a_cancelled_write_leaves_no_request_waiting(queue, redis_url):
+    """Shutdown cancels the sender mid-write: every request waiting on it must end too."""
+    stuck = asyncio.Event()
+
+    def connect() -> redis.asyncio.Connection:
+        conn = redis.asyncio.ConnectionPool.from_url(redis_url).make_connection()
+
+        async def never(command: object, check_health: bool = True) -> None:
+            await stuck.wait()
+
+        conn.send_packed_command = never  # type: ignore[method-assign]
+        return conn
+
+    pipeline = AcceptPipeline(queue, connect)
+
+    async def main() -> list[object]:
+        calls = [asyncio.ensure_future(pipeline.accept(_reports(1, f"r{i}"), "c")) for i in range(3)]
+        await asyncio.sleep(0.05)
+        later = asyncio.ensure_future(pipeline.accept(_reports(1, "late"), "c"))
+        await asyncio.sleep(0.05)
+        lane = pipeline._lanes[asyncio.get_running_loop()]  # noqa: SLF001 - the sender itself
+        assert lane.sender is not None
+        lane.sender.cancel()
+        return list(await asyncio.wait_for(asyncio.gather(*calls, later, return_exceptions=True), 2))
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes), outcomes
+    assert queue.journal_length() == 0
