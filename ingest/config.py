@@ -27,7 +27,7 @@ class Settings:
     redis_url: str = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
     port: int = 8000
     billing_timezone: str = "UTC"
-    batch_size: int = 500
+    batch_size: int = 2000
     flush_interval: float = 0.1
     drain_budget: float = 10.0
     catalog_refresh: float = 2.0
