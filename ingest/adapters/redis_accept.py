@@ -81,7 +81,7 @@ class AcceptPipeline:
         try:
             if conn is None:
                 conn = lane.conn = self.connect()
-            await conn.send_packed_command(conn.pack_commands([cmd for cmd, _ in batch]))
+            await conn.send_packed_command(b"".join([_pack(cmd) for cmd, _ in batch]))
             again: list[_Waiting] = []
             for command, reply in batch:
                 try:
@@ -94,7 +94,7 @@ class AcceptPipeline:
             if again:
                 await conn.send_command("SCRIPT", "LOAD", self.queue.accept_script)
                 await conn.read_response()
-                await conn.send_packed_command(conn.pack_commands([cmd for cmd, _ in again]))
+                await conn.send_packed_command(b"".join([_pack(cmd) for cmd, _ in again]))
                 for _command, reply in again:
                     try:
                         _settle(reply, await conn.read_response())
@@ -109,6 +109,17 @@ class AcceptPipeline:
             lane.conn = None
             if conn is not None:
                 await conn.disconnect(nowait=True)
+
+
+def _pack(args: list[Any]) -> bytes:
+    """One command in RESP, as redis-py's pack_command writes it (str as UTF-8, numbers by
+    repr), without its per-argument encoder calls: those were 8 us of a 60 us request."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        raw = arg if isinstance(arg, bytes) else (
+            arg.encode() if isinstance(arg, str) else repr(arg).encode())
+        parts += (b"$%d\r\n" % len(raw), raw, b"\r\n")
+    return b"".join(parts)
 
 
 def _settle(reply: asyncio.Future[Accepted], outcome: Any) -> None:

@@ -176,3 +176,12 @@ def test_a_cancelled_write_leaves_no_request_waiting(queue, redis_url):
     outcomes = asyncio.run(main())
     assert all(isinstance(o, asyncio.CancelledError) for o in outcomes), outcomes
     assert queue.journal_length() == 0
+
+
+def test_commands_are_packed_as_redis_py_packs_them():
+    from ingest.adapters.redis_accept import _pack
+
+    conn = redis.asyncio.Connection()
+    args = ["EVALSHA", "0" * 40, 5, "a:seq", "a:journal", "a:kick", "a:rate:c", "a:accepted", 200,
+            0.0, 2.5, "report-1", b"raw \x00\xff bytes", "caf\u00e9", -1]
+    assert _pack(args) == b"".join(conn.pack_command(*args))
