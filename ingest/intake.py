@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import os
 import threading
@@ -148,6 +149,16 @@ def accepted_ms(report_id: str) -> int | None:
         return None
 
 
+def _claims_json(claims: dict[str, Any]) -> bytes:
+    """The verified claims as JSON for the audit record. orjson refuses what Python's json
+    reads from a signed payload (integers past 64 bits, lone surrogates in keys or unknown
+    claims); the standard library writes those, escaped to ASCII."""
+    try:
+        return orjson.dumps(claims)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(claims, separators=(",", ":")).encode()
+
+
 class Intake:
     def __init__(
         self,
@@ -178,11 +189,11 @@ class Intake:
 
         def run() -> None:
             while True:
+                self.pressure.sample()  # first: it decides 503s; it catches its own errors
                 try:
                     self.catalog.check()
-                    self.pressure.sample()
-                except Exception as exc:  # the last snapshot and verdict keep serving
-                    log.warning("background check failed: %s", exc)
+                except Exception as exc:  # the last snapshot keeps serving
+                    log.warning("catalog check failed: %s", exc)
                 time.sleep(interval)
 
         thread = threading.Thread(target=run, name="intake-checks", daemon=True)
@@ -232,7 +243,7 @@ class Intake:
                 for line in report.lines
             ),
             token=token,
-            claims=orjson.dumps(claims),
+            claims=_claims_json(claims),
         )
 
     async def _accept_now(self, reports: list[tuple[str, bytes]], customer: str, rate: float,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import uuid
 from collections.abc import Container
 from decimal import Decimal
@@ -110,7 +111,26 @@ def _char_field(body: dict[str, Any], name: str, errors: dict[str, Any]) -> str 
     if not value:
         errors[name] = [BLANK]
         return None
+    problems = text_problems(value)
+    if problems:
+        errors[name] = problems
+        return None
     return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]").search
+
+
+def text_problems(value: str) -> list[str]:
+    """DRF CharField's last two validators: PostgreSQL text cannot hold NUL, and a lone
+    surrogate (JSON "\\ud800") is not UTF-8. Either made an accepted report fail its commit."""
+    problems = []
+    if "\x00" in value:
+        problems.append("Null characters are not allowed.")
+    found = _SURROGATE(value)
+    if found:
+        problems.append(f"Surrogate characters are not allowed: U+{ord(found.group()):X}.")
+    return problems
 
 
 def parse_envelope(body: object, known_customers: Container[uuid.UUID] | None = None) -> Envelope:
@@ -202,12 +222,14 @@ def _line(item: object) -> tuple[Line | None, dict[str, Any]]:
             errors["description"] = [NULL]
         elif not isinstance(raw, str):
             errors["description"] = [NOT_STRING]
-        elif len(raw.strip()) > DESCRIPTION_MAX:
-            errors["description"] = [
-                f"Ensure this field has no more than {DESCRIPTION_MAX} characters."
-            ]
         else:
-            description = raw.strip()
+            problems = text_problems(raw.strip())
+            if len(raw.strip()) > DESCRIPTION_MAX:
+                problems.insert(0, f"Ensure this field has no more than {DESCRIPTION_MAX} characters.")
+            if problems:
+                errors["description"] = problems
+            else:
+                description = raw.strip()
     recurring = False
     if "recurring" in item:
         parsed = parse_boolean(item["recurring"])

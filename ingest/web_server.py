@@ -68,6 +68,9 @@ class BoundedHttpTools(HttpToolsProtocol):
 
     def _too_slow(self) -> None:
         self._deadline = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._arm(HEAD_TIMEOUT)  # our answer to the previous request is still coming
+            return
         self.logger.info("closing a connection that was too slow to send its request")
         self.transport.close()
 
@@ -82,6 +85,8 @@ class BoundedHttpTools(HttpToolsProtocol):
                 self._refuse("request header fields too large")
                 return
             self._head += len(data)
+            if self._deadline is None:  # bytes that begin no request (a bare CRLF) count too
+                self._arm(HEAD_TIMEOUT)
         self._bytes += len(data)
         if self.max_request and self._bytes - len(data) > self.max_request:
             self._refuse("request too large")
@@ -133,6 +138,13 @@ class Worker(UvicornWorker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         BoundedHttpTools.max_request = _max_request()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """SIGQUIT, gunicorn's quick shutdown (its master sends it on SIGINT and SIGQUIT):
+        uvicorn_worker only flagged it and served on until the SIGKILL 25 s later. Leave now,
+        through gunicorn's worker_exit hook."""
+        super().handle_exit(sig, frame)
+        sys.exit(0)
 
     def init_signals(self) -> None:
         super().init_signals()

@@ -157,3 +157,12 @@ def test_trailers_count_towards_the_request_limit(stack: Stack) -> None:
         assert status == 400
         assert _closed(sock)
     stack.assert_healthy()
+
+
+def test_bytes_that_begin_no_request_do_not_hold_a_connection_open(stack: Stack) -> None:
+    with _connect(stack) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _read_response(sock)[0] == 200
+        sock.sendall(b"\r\n")  # the parser skips it: no request begins, no timer of uvicorn's
+        sock.settimeout(HEAD_TIMEOUT + 10)
+        assert _closed(sock)
