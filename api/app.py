@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import Any
 
@@ -29,12 +29,15 @@ log = logging.getLogger(__name__)
 PREFIX = "/api/marketplace-public-api"
 
 
-def _json(resp: Response | None, status: int, body: Any) -> None:
+def _json(resp: Response | None, status: int, body: Any,
+          headers: Iterable[tuple[str, str]] = ()) -> None:
     if resp is None:  # a WebSocket request reached an error handler: Falcon closes it
         return
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
     resp.data = orjson.dumps(body)
+    for name, value in headers:
+        resp.set_header(name, value)
 
 
 class _Public:
@@ -64,9 +67,7 @@ class SetUsage(_Public):
             raise
         if not receipt.dry_run:
             log.debug("accepted report %s seq %s", receipt.id, receipt.seq)
-        _json(resp, 201, receipt.body())
-        for name, value in receipt.headers.items():
-            resp.set_header(name, value)
+        _json(resp, 201, receipt.body(), receipt.headers.items())
         metrics.TALLY.accepted(0 if receipt.dry_run else 1, time.perf_counter() - started)
 
 
@@ -162,35 +163,26 @@ class Ready:
 
 
 async def _rejected(req: Request, resp: Response | None, ex: Rejected, params: Any) -> None:
-    _json(resp, ex.status, ex.body)
-    if resp is None:
-        return
-    for name, value in getattr(ex, "headers", {}).items():
-        resp.set_header(name, value)
+    headers = list(getattr(ex, "headers", {}).items())
     if ex.status == 413:  # do not read the rest of a huge body to keep the connection
-        resp.set_header("Connection", "close")
+        headers.append(("Connection", "close"))
+    _json(resp, ex.status, ex.body, headers)
 
 
 async def _backpressure(req: Request, resp: Response | None, ex: Backpressure, p: Any) -> None:
-    _json(resp, 503, {"detail": "Service temporarily unavailable, try again later."})
-    if resp is not None:
-        resp.set_header("Retry-After", str(ex.retry_after))
+    _json(resp, 503, {"detail": "Service temporarily unavailable, try again later."},
+          [("Retry-After", str(ex.retry_after))])
 
 
 async def _http_error(req: Request, resp: Response | None, ex: falcon.HTTPError, p: Any) -> None:
-    _json(resp, ex.status_code, {"detail": ex.title or "Error"})
-    if resp is None:
-        return
-    for name, value in dict(ex.headers or {}).items():
-        resp.set_header(name, value)
+    _json(resp, ex.status_code, {"detail": ex.title or "Error"}, dict(ex.headers or {}).items())
 
 
 async def _unexpected(req: Request, resp: Response | None, ex: Exception, p: Any) -> None:
     # A defect or an outage, never the client's input: log it, answer without a traceback.
     log.exception("unexpected error on %s %s", req.method, req.path)
-    _json(resp, 503, {"detail": "Service temporarily unavailable, try again later."})
-    if resp is not None:
-        resp.set_header("Retry-After", "1")
+    _json(resp, 503, {"detail": "Service temporarily unavailable, try again later."},
+          [("Retry-After", "1")])
 
 
 def create_app(

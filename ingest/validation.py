@@ -201,8 +201,10 @@ def _line(item: object) -> tuple[Line | None, dict[str, Any]]:
         return None, {"non_field_errors": [expected_dict(item)]}
     errors: dict[str, Any] = {}
     type_ = _char_field(item, "type", errors)
-    if type_ is not None and text_problems(type_):  # a token (data) that has them fails anyway
-        errors["type"] = text_problems(type_)
+    # checked here, not in _char_field: a token (data) holding them fails verification anyway
+    type_problems = text_problems(type_) if type_ is not None else []
+    if type_problems:
+        errors["type"] = type_problems
         type_ = None
     amount: Decimal | None = None
     if "amount" not in item:
@@ -222,13 +224,14 @@ def _line(item: object) -> tuple[Line | None, dict[str, Any]]:
         elif not isinstance(raw, str):
             errors["description"] = [NOT_STRING]
         else:
-            problems = text_problems(raw.strip())
-            if len(raw.strip()) > DESCRIPTION_MAX:
+            stripped = raw.strip()
+            problems = text_problems(stripped)
+            if len(stripped) > DESCRIPTION_MAX:
                 problems.insert(0, f"Ensure this field has no more than {DESCRIPTION_MAX} characters.")
             if problems:
                 errors["description"] = problems
             else:
-                description = raw.strip()
+                description = stripped
     recurring = False
     if "recurring" in item:
         parsed = parse_boolean(item["recurring"])

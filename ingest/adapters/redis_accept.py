@@ -77,38 +77,38 @@ class AcceptPipeline:
 
     async def _send(self, lane: _Lane, batch: list[_Waiting]) -> None:
         conn = lane.conn
-        done = 0
         try:
             if conn is None:
                 conn = lane.conn = self.connect()
-            await conn.send_packed_command(b"".join([_pack(cmd) for cmd, _ in batch]))
             again: list[_Waiting] = []
-            for command, reply in batch:
-                try:
-                    _settle(reply, await conn.read_response())
-                except redis.exceptions.NoScriptError:
-                    again.append((command, reply))
-                except redis.ResponseError as exc:
-                    _settle(reply, exc)
-                done += 1
+            await _exchange(conn, batch, again)
             if again:
                 await conn.send_command("SCRIPT", "LOAD", self.queue.accept_script)
                 await conn.read_response()
-                await conn.send_packed_command(b"".join([_pack(cmd) for cmd, _ in again]))
-                for _command, reply in again:
-                    try:
-                        _settle(reply, await conn.read_response())
-                    except redis.ResponseError as exc:
-                        _settle(reply, exc)
+                await _exchange(conn, again)
         except Exception as exc:  # connection lost or timed out: unread replies are unknown
-            for _command, reply in batch[done:]:
-                _settle(reply, exc)
-            for _command, reply in batch[:done]:
-                if not reply.done():  # a NOSCRIPT resend that failed
-                    _settle(reply, exc)
+            for _command, reply in batch:
+                _settle(reply, exc)  # those already answered keep their answer
             lane.conn = None
             if conn is not None:
                 await conn.disconnect(nowait=True)
+
+
+async def _exchange(conn: redis.asyncio.Connection, batch: list[_Waiting],
+                    again: list[_Waiting] | None = None) -> None:
+    """Send the commands in one write and settle each request with its reply. NOSCRIPT
+    replies (the script did not run) go to ``again`` when it is given, else they are errors."""
+    await conn.send_packed_command(b"".join([_pack(cmd) for cmd, _ in batch]))
+    for command, reply in batch:
+        try:
+            _settle(reply, await conn.read_response())
+        except redis.exceptions.NoScriptError as exc:
+            if again is None:
+                _settle(reply, exc)
+            else:
+                again.append((command, reply))
+        except redis.ResponseError as exc:
+            _settle(reply, exc)
 
 
 def _pack(args: list[Any]) -> bytes:

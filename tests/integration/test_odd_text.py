@@ -11,7 +11,6 @@ from tests.integration.test_contract import (
     assert_rejected,
     commit_all,
     hand_token,
-    journal_state,
 )
 
 NUL = "Null characters are not allowed."
@@ -47,7 +46,5 @@ def test_text_postgresql_cannot_hold_is_refused_as_drf_does(client, runtime, dem
 ])
 def test_unknown_claims_orjson_refuses_are_accepted_and_committed(client, runtime, demo, extra):
     usage = '{"type": "cpu_hours", "amount": "4.5"}'
-    before = journal_state(runtime)
     assert_accepted(client, runtime, _raw(demo, _payload(demo, usage, extra)))
-    assert journal_state(runtime) != before
     assert commit_all(runtime) == 1
