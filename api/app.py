@@ -29,8 +29,7 @@ log = logging.getLogger(__name__)
 PREFIX = "/api/marketplace-public-api"
 
 
-def _json(resp: Response | None, status: int, body: Any,
-          headers: Iterable[tuple[str, str]] = ()) -> None:
+def _json(resp: Response | None, status: int, body: Any, headers: Iterable[tuple[str, str]] = ()) -> None:
     if resp is None:  # a WebSocket request reached an error handler: Falcon closes it
         return
     resp.status = status
@@ -107,14 +106,13 @@ class Metrics:
 class UsageReport:
     """GET a report's status; a provider sees only its own reports (others are 404)."""
 
-    def __init__(self, status: Callable[[str, str | None, str | None], dict[str, Any] | None]
-                 ) -> None:
+    def __init__(self, status: Callable[[str, str | None, str | None], dict[str, Any] | None]) -> None:
         self.status = status
 
-    async def on_get(self, req: Request, resp: Response,
-                     report_id: str) -> None:
-        found = await asyncio.to_thread(self.status, report_id, req.get_header("Authorization"),
-                                        req.get_header("X-Customer"))
+    async def on_get(self, req: Request, resp: Response, report_id: str) -> None:
+        found = await asyncio.to_thread(
+            self.status, report_id, req.get_header("Authorization"), req.get_header("X-Customer")
+        )
         if found is None:
             _json(resp, 404, {"detail": "Not found."})
         else:
@@ -170,8 +168,12 @@ async def _rejected(req: Request, resp: Response | None, ex: Rejected, params: A
 
 
 async def _backpressure(req: Request, resp: Response | None, ex: Backpressure, p: Any) -> None:
-    _json(resp, 503, {"detail": "Service temporarily unavailable, try again later."},
-          [("Retry-After", str(ex.retry_after))])
+    _json(
+        resp,
+        503,
+        {"detail": "Service temporarily unavailable, try again later."},
+        [("Retry-After", str(ex.retry_after))],
+    )
 
 
 async def _http_error(req: Request, resp: Response | None, ex: falcon.HTTPError, p: Any) -> None:
@@ -181,8 +183,7 @@ async def _http_error(req: Request, resp: Response | None, ex: falcon.HTTPError,
 async def _unexpected(req: Request, resp: Response | None, ex: Exception, p: Any) -> None:
     # A defect or an outage, never the client's input: log it, answer without a traceback.
     log.exception("unexpected error on %s %s", req.method, req.path)
-    _json(resp, 503, {"detail": "Service temporarily unavailable, try again later."},
-          [("Retry-After", "1")])
+    _json(resp, 503, {"detail": "Service temporarily unavailable, try again later."}, [("Retry-After", "1")])
 
 
 def create_app(

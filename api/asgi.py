@@ -16,8 +16,7 @@ def _database() -> None:
         conn.execute(text("SELECT 1"))
 
 
-def _report_status(report_id: str, authorization: str | None, customer: str | None
-                   ) -> dict[str, Any] | None:
+def _report_status(report_id: str, authorization: str | None, customer: str | None) -> dict[str, Any] | None:
     from ingest import access, operations
 
     rt = bootstrap.runtime()

@@ -38,8 +38,7 @@ async def read_body(req: falcon.asgi.Request, limit: int) -> Any:
             return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
         except UnicodeDecodeError:
             raise Rejected({"detail": "Form parse error - invalid UTF-8"}) from None
-    raise Rejected({"detail": f'Unsupported media type "{req.content_type}" in request.'},
-                   status=415)
+    raise Rejected({"detail": f'Unsupported media type "{req.content_type}" in request.'}, status=415)
 
 
 def gunzip(raw: bytes, limit: int) -> bytes:

@@ -23,8 +23,9 @@ class Operator:
     """Marker: the caller may see every report."""
 
 
-def authorize(catalog: CatalogCache, operator_token: str, authorization: str | None,
-              customer: str | None) -> uuid.UUID | Operator:
+def authorize(
+    catalog: CatalogCache, operator_token: str, authorization: str | None, customer: str | None
+) -> uuid.UUID | Operator:
     if not authorization:
         raise Rejected(NOT_AUTHENTICATED, status=401)
     scheme, _, credential = authorization.partition(" ")

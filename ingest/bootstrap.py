@@ -54,22 +54,25 @@ class Runtime:
     @functools.cached_property
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(
-            self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5,
+            self.settings.redis_url,
+            socket_timeout=5,
+            socket_connect_timeout=5,
             health_check_interval=30,
         )
 
     @functools.cached_property
     def queue(self) -> RedisQueue:
-        q = RedisQueue(self.redis, self.settings.redis_prefix,
-                       kick_ms=max(1, int(self.settings.flush_interval * 1000)))
+        q = RedisQueue(
+            self.redis, self.settings.redis_prefix, kick_ms=max(1, int(self.settings.flush_interval * 1000))
+        )
         return q
 
     @functools.cached_property
     def accept_pipeline(self) -> AcceptPipeline:
         """The web's accept path: one pipelined Redis write per event-loop turn."""
         pool = redis.asyncio.ConnectionPool.from_url(
-            self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5,
-            health_check_interval=30)
+            self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        )
         return AcceptPipeline(self.queue, pool.make_connection)
 
     @functools.cached_property
@@ -91,9 +94,14 @@ class Runtime:
 
     @functools.cached_property
     def intake(self) -> Intake:
-        return Intake(self.settings, self.catalog, self.queue, self.kick,
-                      sequence_floor=self.committed_sequence,
-                      accept=self.accept_pipeline.accept)
+        return Intake(
+            self.settings,
+            self.catalog,
+            self.queue,
+            self.kick,
+            sequence_floor=self.committed_sequence,
+            accept=self.accept_pipeline.accept,
+        )
 
     def committed_sequence(self) -> int:
         """The highest acceptance sequence SQL holds (0 for an empty database)."""

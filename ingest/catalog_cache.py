@@ -23,8 +23,7 @@ class CatalogCache:
 
     def get(self) -> CatalogSnapshot:
         snap = self._snapshot
-        if snap is not None and (self.background
-                                 or time.monotonic() - self._checked < self.refresh):
+        if snap is not None and (self.background or time.monotonic() - self._checked < self.refresh):
             return snap
         return self.check()
 

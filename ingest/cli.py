@@ -56,6 +56,7 @@ def _runtime() -> Any:
 
 # -- database and catalog ----------------------------------------------------------------------
 
+
 def cmd_db_upgrade(args: argparse.Namespace, settings: config.Settings) -> int:
     from ingest import db
 
@@ -71,11 +72,15 @@ def cmd_catalog_load(args: argparse.Namespace, settings: config.Settings) -> int
         doc = catalog_file.read(Path(args.file))
     except catalog_file.CatalogFileError as exc:
         raise CliError(str(exc)) from None
-    short = [p["customer_uuid"] for p in doc["service_providers"]
-             if p["api_secret_code"] and len(p["api_secret_code"]) < settings.secret_min_length]
+    short = [
+        p["customer_uuid"]
+        for p in doc["service_providers"]
+        if p["api_secret_code"] and len(p["api_secret_code"]) < settings.secret_min_length
+    ]
     if short:
-        raise CliError(f"secret of provider {short[0]} is shorter than SECRET_MIN_LENGTH="
-                       f"{settings.secret_min_length}")
+        raise CliError(
+            f"secret of provider {short[0]} is shorter than SECRET_MIN_LENGTH={settings.secret_min_length}"
+        )
     counts = _runtime().catalog_source.load(doc)
     print("loaded " + ", ".join(f"{n} {k}" for k, n in counts.items()))
     return 0
@@ -89,17 +94,28 @@ def cmd_catalog_show(args: argparse.Namespace, settings: config.Settings) -> int
             for p in snap.providers.values()
         ],
         "offerings": [
-            {"uuid": str(o.uuid), "customer": str(o.customer),
-             "components": [{"type": k, "billing_type": v} for k, v in sorted(o.components.items())]}
+            {
+                "uuid": str(o.uuid),
+                "customer": str(o.customer),
+                "components": [{"type": k, "billing_type": v} for k, v in sorted(o.components.items())],
+            }
             for o in snap.offerings.values()
         ],
         "resources": [
-            {"uuid": str(r.uuid), "offering": str(r.offering), "state": r.state,
-             "plan": str(r.plan) if r.plan else None,
-             "plan_periods": [{"uuid": str(p.uuid),
-                               "start": p.start.isoformat() if p.start else None,
-                               "end": p.end.isoformat() if p.end else None}
-                              for p in r.plan_periods]}
+            {
+                "uuid": str(r.uuid),
+                "offering": str(r.offering),
+                "state": r.state,
+                "plan": str(r.plan) if r.plan else None,
+                "plan_periods": [
+                    {
+                        "uuid": str(p.uuid),
+                        "start": p.start.isoformat() if p.start else None,
+                        "end": p.end.isoformat() if p.end else None,
+                    }
+                    for p in r.plan_periods
+                ],
+            }
             for r in snap.resources.values()
         ],
     }
@@ -110,13 +126,20 @@ def cmd_catalog_show(args: argparse.Namespace, settings: config.Settings) -> int
     from rich.table import Table
 
     console = Console()
-    console.print(f"catalog version {snap.version}: {len(snap.providers)} providers, "
-                  f"{len(snap.offerings)} offerings, {len(snap.resources)} resources "
-                  "(secrets are never shown)")
+    console.print(
+        f"catalog version {snap.version}: {len(snap.providers)} providers, "
+        f"{len(snap.offerings)} offerings, {len(snap.resources)} resources "
+        "(secrets are never shown)"
+    )
     table = Table("resource", "state", "offering", "provider", "components")
     for r in snap.resources.values():
-        table.add_row(str(r.uuid), r.state, str(r.offering), str(snap.owner_of(r)),
-                      ", ".join(f"{k} ({v})" for k, v in sorted(snap.components_of(r).items())))
+        table.add_row(
+            str(r.uuid),
+            r.state,
+            str(r.offering),
+            str(snap.owner_of(r)),
+            ", ".join(f"{k} ({v})" for k, v in sorted(snap.components_of(r).items())),
+        )
     console.print(table)
     return 0
 
@@ -150,8 +173,7 @@ def cmd_rotate_secret(args: argparse.Namespace, settings: config.Settings) -> in
 
     new = args.secret or random.token_urlsafe(24)
     if len(new) < max(16, settings.secret_min_length):
-        raise CliError(f"the new secret must have at least {max(16, settings.secret_min_length)} "
-                       "characters")
+        raise CliError(f"the new secret must have at least {max(16, settings.secret_min_length)} characters")
     if not _runtime().catalog_source.rotate_secret(uuid.UUID(args.customer), new, args.grace):
         raise CliError(f"no service provider {args.customer}")
     print(f"new secret for {args.customer} (shown once): {new}")
@@ -169,11 +191,17 @@ def cmd_usage_show(args: argparse.Namespace, settings: config.Settings) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("billing period", "component", "amount", "plan period", "date", "sequence",
-                  "report")
+    table = Table("billing period", "component", "amount", "plan period", "date", "sequence", "report")
     for r in rows:
-        table.add_row(r["billing_period"], r["component"], r["amount"], r["plan_period"] or "-",
-                      r["date"], str(r["sequence"]), r["report_id"])
+        table.add_row(
+            r["billing_period"],
+            r["component"],
+            r["amount"],
+            r["plan_period"] or "-",
+            r["date"],
+            str(r["sequence"]),
+            r["report_id"],
+        )
     Console().print(table)
     if not rows:
         print("no committed usage for this resource" + (" in that period" if args.period else ""))
@@ -182,10 +210,9 @@ def cmd_usage_show(args: argparse.Namespace, settings: config.Settings) -> int:
 
 # -- provider client ---------------------------------------------------------------------------
 
+
 def _claims(args: argparse.Namespace) -> dict[str, Any]:
-    claims: dict[str, Any] = {
-        "usages": [{"type": name, "amount": amount} for name, amount in args.usage]
-    }
+    claims: dict[str, Any] = {"usages": [{"type": name, "amount": amount} for name, amount in args.usage]}
     if args.resource:
         claims["resource"] = args.resource
     if args.plan_period:
@@ -214,8 +241,11 @@ def cmd_push(args: argparse.Namespace, settings: config.Settings) -> int:
     if not args.usage or not args.secret:
         raise CliError("give COMPONENT=AMOUNT arguments and --secret, or --file")
 
-    body = {"customer": args.customer, "data": signing.sign(_claims(args), args.secret),
-            "dry_run": args.dry_run}
+    body = {
+        "customer": args.customer,
+        "data": signing.sign(_claims(args), args.secret),
+        "dry_run": args.dry_run,
+    }
     url = args.url.rstrip("/") + "/api/marketplace-public-api/set_usage/"
     try:
         resp = httpx.post(url, json=body, timeout=args.timeout)
@@ -230,8 +260,9 @@ def _push_file(args: argparse.Namespace) -> int:
 
     try:
         tokens = push_file.load_tokens(Path(args.file), args.secret)
-        accepted, reasons = push_file.push(args.url, args.customer, tokens, args.chunk,
-                                           args.dry_run, args.timeout)
+        accepted, reasons = push_file.push(
+            args.url, args.customer, tokens, args.chunk, args.dry_run, args.timeout
+        )
     except push_file.PushError as exc:
         raise CliError(str(exc)) from None
     rejected = sum(reasons.values())
@@ -243,11 +274,17 @@ def _push_file(args: argparse.Namespace) -> int:
 
 # -- running -----------------------------------------------------------------------------------
 
+
 def cmd_run(args: argparse.Namespace, settings: config.Settings) -> int:
     from ingest import runner
 
-    return runner.run(settings, embedded=not os.environ.get("REDIS_URL"),
-                      demo=not args.no_demo, procfile=args.procfile, formation=args.scale)
+    return runner.run(
+        settings,
+        embedded=not os.environ.get("REDIS_URL"),
+        demo=not args.no_demo,
+        procfile=args.procfile,
+        formation=args.scale,
+    )
 
 
 class Parser(argparse.ArgumentParser):
@@ -271,34 +308,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("revision", nargs="?", default="head")
 
     cat = sub.add_parser("catalog", help="providers, offerings, resources").add_subparsers(
-        dest="sub", required=True)
-    add("load", cmd_catalog_load, "upsert a catalog from a JSON or YAML file", cat).add_argument(
-        "file")
-    add("show", cmd_catalog_show, "print the catalog", cat).add_argument(
-        "--json", action="store_true")
-    add("remove-resource", cmd_catalog_remove, "delete a resource from the catalog",
-        cat).add_argument("resource", type=_uuid_arg)
+        dest="sub", required=True
+    )
+    add("load", cmd_catalog_load, "upsert a catalog from a JSON or YAML file", cat).add_argument("file")
+    add("show", cmd_catalog_show, "print the catalog", cat).add_argument("--json", action="store_true")
+    add("remove-resource", cmd_catalog_remove, "delete a resource from the catalog", cat).add_argument(
+        "resource", type=_uuid_arg
+    )
     p = add("set-state", cmd_catalog_state, "set a resource's state", cat)
     p.add_argument("resource", type=_uuid_arg)
     p.add_argument("state")
 
-    prov = sub.add_parser("providers", help="service providers").add_subparsers(
-        dest="sub", required=True)
-    p = add("rotate-secret", cmd_rotate_secret,
-            "give a provider a new secret; the old one works during --grace", prov)
+    prov = sub.add_parser("providers", help="service providers").add_subparsers(dest="sub", required=True)
+    p = add(
+        "rotate-secret",
+        cmd_rotate_secret,
+        "give a provider a new secret; the old one works during --grace",
+        prov,
+    )
     p.add_argument("customer", type=_uuid_arg)
     p.add_argument("--grace", type=_duration, default=dt.timedelta(hours=1))
     p.add_argument("--secret", help="the new secret (default: a random one, printed once)")
 
-    usage = sub.add_parser("usage", help="committed usage").add_subparsers(dest="sub",
-                                                                            required=True)
+    usage = sub.add_parser("usage", help="committed usage").add_subparsers(dest="sub", required=True)
     p = add("show", cmd_usage_show, "print committed usage rows of a resource", usage)
     p.add_argument("--resource", type=_uuid_arg, required=True)
     p.add_argument("--period", type=_period_arg, help="billing month, e.g. 2026-11")
     p.add_argument("--json", action="store_true")
 
-    for name, fn, help_ in (("sign", cmd_sign, "print a signed usage token"),
-                            ("push", cmd_push, "sign and send one usage report")):
+    for name, fn, help_ in (
+        ("sign", cmd_sign, "print a signed usage token"),
+        ("push", cmd_push, "sign and send one usage report"),
+    ):
         p = add(name, fn, help_)
         if name == "push":
             p.add_argument("--url", default=f"http://127.0.0.1:{settings_port()}")
@@ -311,8 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--resource", type=_uuid_arg)
         p.add_argument("--plan-period", type=_uuid_arg)
         p.add_argument("--date", help="ISO 8601 date-time of the usage")
-        p.add_argument("usage", nargs="*" if name == "push" else "+", type=_usage_arg,
-                       metavar="COMPONENT=AMOUNT")
+        p.add_argument(
+            "usage", nargs="*" if name == "push" else "+", type=_usage_arg, metavar="COMPONENT=AMOUNT"
+        )
 
     cli_ops.register(sub, add)
     from ingest import bench
@@ -322,8 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("run", cmd_run, "run web + worker + beat (embedded Redis when REDIS_URL is unset)")
     p.add_argument("--no-demo", action="store_true", help="do not load the demo catalog")
     p.add_argument("--procfile", default="Procfile")
-    p.add_argument("--scale", default="web=1,worker=1,beat=1",
-                   help="process formation, e.g. web=1,worker=2,beat=1")
+    p.add_argument(
+        "--scale", default="web=1,worker=1,beat=1", help="process formation, e.g. web=1,worker=2,beat=1"
+    )
     return parser
 
 

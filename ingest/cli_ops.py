@@ -25,7 +25,8 @@ def _instant(value: str) -> dt.datetime:
         moment = dt.datetime.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{value!r} is not an ISO 8601 time like 2026-11-27T10:00:00Z") from None
+            f"{value!r} is not an ISO 8601 time like 2026-11-27T10:00:00Z"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
@@ -72,10 +73,10 @@ def _quarantine_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     ids = getattr(args, "ids", None) or None
     filtered = any(getattr(args, n, None) for n in ("customer", "resource", "reason", "since"))
     if hasattr(args, "all") and not (ids or args.all or filtered):
-        raise OpsError("name report ids, or give --all or a filter (--customer, --resource, "
-                       "--reason, --since)")
-    return queries.quarantined(_rt().engine, args.customer, args.resource, args.reason,
-                               args.since, ids)
+        raise OpsError(
+            "name report ids, or give --all or a filter (--customer, --resource, --reason, --since)"
+        )
+    return queries.quarantined(_rt().engine, args.customer, args.resource, args.reason, args.since, ids)
 
 
 def cmd_quarantine_list(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -86,8 +87,7 @@ def cmd_quarantine_list(args: argparse.Namespace, settings: config.Settings) -> 
     if args.json:
         _print_json(rows)
         return 0
-    _table(rows, ["id", "seq", "customer", "resource", "accepted_at", "reason_code", "reason",
-                  "deliveries"])
+    _table(rows, ["id", "seq", "customer", "resource", "accepted_at", "reason_code", "reason", "deliveries"])
     print(f"{len(rows)} quarantined report(s)")
     return 0
 
@@ -116,8 +116,10 @@ def cmd_quarantine_replay(args: argparse.Namespace, settings: config.Settings) -
         print(f"would replay {len(rows)} report(s)")
         return 0
     outcome = operations.replay_quarantined(_rt(), rows)
-    print(f"replayed {len(rows)}: {len(outcome.committed)} committed, "
-          f"{len(outcome.superseded)} superseded, {len(outcome.quarantined)} still quarantined")
+    print(
+        f"replayed {len(rows)}: {len(outcome.committed)} committed, "
+        f"{len(outcome.superseded)} superseded, {len(outcome.quarantined)} still quarantined"
+    )
     return 0 if not outcome.quarantined else 1
 
 
@@ -148,19 +150,28 @@ def cmd_replay(args: argparse.Namespace, settings: config.Settings) -> int:
         raise OpsError("--until is before --since")
     if args.dry_run:
         plan = operations.plan_replay(rt, args.since, args.until, args.customer, args.resource)
-        _table(plan.changes, ["resource", "component", "billing_period", "current",
-                              "current_seq", "replayed", "replayed_seq"])
-        print(f"{plan.entries} journal report(s) in the window, {plan.skipped_final} already "
-              f"final in SQL, {len(plan.changes)} usage value(s) would change")
+        _table(
+            plan.changes,
+            ["resource", "component", "billing_period", "current", "current_seq", "replayed", "replayed_seq"],
+        )
+        print(
+            f"{plan.entries} journal report(s) in the window, {plan.skipped_final} already "
+            f"final in SQL, {len(plan.changes)} usage value(s) would change"
+        )
         return 0
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    total = sum(1 for _ in operations.journal_window(rt, args.since, args.until, args.customer,
-                                                      args.resource, args.start_after))
+    total = sum(
+        1
+        for _ in operations.journal_window(
+            rt, args.since, args.until, args.customer, args.resource, args.start_after
+        )
+    )
     last = args.start_after
     try:
-        with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[last]}")) as bar:
+        with Progress(
+            TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}")
+        ) as bar:
             task = bar.add_task("replay", total=total, last="")
 
             def step(n: int, entry_id: str) -> None:
@@ -168,15 +179,24 @@ def cmd_replay(args: argparse.Namespace, settings: config.Settings) -> int:
                 last = entry_id
                 bar.update(task, advance=n, last=entry_id)
 
-            outcome = operations.replay(rt, args.since, args.until, args.customer,
-                                        args.resource, args.start_after,
-                                        settings.batch_size, step)
+            outcome = operations.replay(
+                rt,
+                args.since,
+                args.until,
+                args.customer,
+                args.resource,
+                args.start_after,
+                settings.batch_size,
+                step,
+            )
     except KeyboardInterrupt:
         print(f"interrupted; resume with --start-after {last}" if last else "interrupted")
         return 130
-    print(f"replayed {total} report(s): {len(outcome.committed)} committed, "
-          f"{len(outcome.superseded)} superseded, {len(outcome.quarantined)} quarantined, "
-          f"{len(outcome.skipped)} already final")
+    print(
+        f"replayed {total} report(s): {len(outcome.committed)} committed, "
+        f"{len(outcome.superseded)} superseded, {len(outcome.quarantined)} quarantined, "
+        f"{len(outcome.skipped)} already final"
+    )
     return 0
 
 
@@ -189,21 +209,24 @@ def cmd_stats(args: argparse.Namespace, settings: config.Settings) -> int:
         if args.json:
             print(json.dumps(doc, default=str))
         else:
-            _table([{"metric": k, "value": json.dumps(v, default=str)} for k, v in doc.items()],
-                   ["metric", "value"])
+            _table(
+                [{"metric": k, "value": json.dumps(v, default=str)} for k, v in doc.items()],
+                ["metric", "value"],
+            )
         if not args.watch:
             return 0
         time.sleep(args.interval)
 
 
 def register(sub: Any, add: Add) -> None:
-    reports = sub.add_parser("reports", help="accepted reports").add_subparsers(
-        dest="sub", required=True)
-    add("show", cmd_reports_show, "state, sequence, times and committed values of a report",
-        reports).add_argument("id")
+    reports = sub.add_parser("reports", help="accepted reports").add_subparsers(dest="sub", required=True)
+    add(
+        "show", cmd_reports_show, "state, sequence, times and committed values of a report", reports
+    ).add_argument("id")
 
-    q = sub.add_parser("quarantine", help="reports the workers could not commit"
-                       ).add_subparsers(dest="sub", required=True)
+    q = sub.add_parser("quarantine", help="reports the workers could not commit").add_subparsers(
+        dest="sub", required=True
+    )
     for name, fn, help_ in (
         ("list", cmd_quarantine_list, "list quarantined reports"),
         ("replay", cmd_quarantine_replay, "commit quarantined reports again"),

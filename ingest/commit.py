@@ -107,8 +107,10 @@ class CatalogCheck:
         found = self._reportable.get(resource.offering)
         if found is None:
             found = self._reportable[resource.offering] = frozenset(
-                name for name, kind in self.catalog.components_of(resource).items()
-                if kind in REPORTABLE_BILLING_TYPES)
+                name
+                for name, kind in self.catalog.components_of(resource).items()
+                if kind in REPORTABLE_BILLING_TYPES
+            )
         return found
 
     def __call__(self, report: wire.QueuedReport) -> None:
@@ -121,8 +123,7 @@ class CatalogCheck:
         for line in report.usages:
             if line.type not in reportable:
                 invalid = sorted({u.type for u in report.usages} - reportable)
-                raise Quarantine("component_invalid",
-                                 f"components no longer valid: {', '.join(invalid)}")
+                raise Quarantine("component_invalid", f"components no longer valid: {', '.join(invalid)}")
         if report.plan_period is not None:
             key = (report.plan_period, report.billing_period)
             if key not in self._periods:
@@ -160,21 +161,39 @@ def canonical_month(text: str) -> str:
     return dt.date.fromisoformat(text).isoformat()
 
 
-def _record(item: _Item, state: str, now: dt.datetime, problem: Quarantine | None = None
-            ) -> ReportRecord:
+def _record(item: _Item, state: str, now: dt.datetime, problem: Quarantine | None = None) -> ReportRecord:
     r = item.report
     if r is None:
         return ReportRecord(
-            f"undecodable-{item.delivery.entry_id}"[:32], item.delivery.seq, str(NIL), None,
-            None, now, "", repr(item.delivery.raw[:2000]), state,
-            problem.code if problem else None, problem.message if problem else None,
-            item.delivery.deliveries, now, item.delivery.raw)
+            f"undecodable-{item.delivery.entry_id}"[:32],
+            item.delivery.seq,
+            str(NIL),
+            None,
+            None,
+            now,
+            "",
+            repr(item.delivery.raw[:2000]),
+            state,
+            problem.code if problem else None,
+            problem.message if problem else None,
+            item.delivery.deliveries,
+            now,
+            item.delivery.raw,
+        )
     return ReportRecord(
-        r.id, item.delivery.seq, r.customer, r.resource, r.billing_period,
-        dt.datetime.fromtimestamp(r.accepted_at, dt.UTC), r.token,
-        r.claims.decode("utf-8", "replace"), state,
-        problem.code if problem else None, problem.message if problem else None,
-        item.delivery.deliveries, now,
+        r.id,
+        item.delivery.seq,
+        r.customer,
+        r.resource,
+        r.billing_period,
+        dt.datetime.fromtimestamp(r.accepted_at, dt.UTC),
+        r.token,
+        r.claims.decode("utf-8", "replace"),
+        state,
+        problem.code if problem else None,
+        problem.message if problem else None,
+        item.delivery.deliveries,
+        now,
         # token and payload are the audit record; the envelope is only needed to re-drive a
         # quarantined report, and storing it for every report cost a third of the bytes
         item.delivery.raw if state == "quarantined" else b"",
@@ -186,8 +205,17 @@ def _rows(report: wire.QueuedReport, seq: int) -> list[UsageRow]:
     period = canonical_month(report.billing_period)
     plan_period = canonical_uuid(report.plan_period) if report.plan_period else None
     return [
-        UsageRow(UsageKey(resource, u.type, period), plan_period, u.amount, u.description,
-                 u.recurring, u.missing_usage_policy, report.date, report.id, seq)
+        UsageRow(
+            UsageKey(resource, u.type, period),
+            plan_period,
+            u.amount,
+            u.description,
+            u.recurring,
+            u.missing_usage_policy,
+            report.date,
+            report.id,
+            seq,
+        )
         for u in report.usages
     ]
 
@@ -210,8 +238,7 @@ class Committer:
         self.clock = clock
         self._check: CatalogCheck | None = None
 
-    def commit(self, deliveries: Sequence[Delivery], revive: bool = False,
-               fresh: bool = False) -> Outcome:
+    def commit(self, deliveries: Sequence[Delivery], revive: bool = False, fresh: bool = False) -> Outcome:
         """Commit a batch; transient failures are retried with back-off, then re-raised as
         Transient (the entries then stay pending for the reconciler). ``revive`` lets a
         quarantined report be committed again (replay from quarantine).
@@ -243,8 +270,7 @@ class Committer:
             if len(items) == 1:
                 log.error("report failed on its own, quarantining: %s", exc)
                 problem = Quarantine("commit_failed", f"{type(exc).__name__}: {exc}"[:2000])
-                return self._commit_once([items[0]._replace(problem=problem)],
-                                         skip_final_check)
+                return self._commit_once([items[0]._replace(problem=problem)], skip_final_check)
             half = len(items) // 2
             log.warning("batch of %d failed (%s); splitting", len(items), exc)
             outcome = self._commit_isolating(items[:half], skip_final_check)
@@ -259,8 +285,9 @@ class Committer:
         check = self._check
         outcome = Outcome()
         with self.unit_of_work() as uow:
-            final = set() if skip_final_check else uow.final_report_ids(
-                [i.report.id for i in items if i.report])
+            final = (
+                set() if skip_final_check else uow.final_report_ids([i.report.id for i in items if i.report])
+            )
             live: list[_Item] = []
             records: list[ReportRecord] = []
             seen: set[str] = set()
@@ -284,8 +311,12 @@ class Committer:
                     records.append(_record(item, "quarantined", now, problem))
                     outcome.quarantined.append(records[-1].id)
                     outcome.reasons.append(problem.code)
-                    log.warning("quarantined report %s: %s", records[-1].id, problem,
-                                extra={"report_id": records[-1].id})
+                    log.warning(
+                        "quarantined report %s: %s",
+                        records[-1].id,
+                        problem,
+                        extra={"report_id": records[-1].id},
+                    )
                 else:
                     live.append(item)
             winners: dict[UsageKey, UsageRow] = {}

@@ -107,38 +107,90 @@ def _redis_url(v: str) -> str:
 
 
 VARIABLES: list[tuple[str, str, Callable[[str], Any], str]] = [
-    ("DATABASE_URL", "database_url", _database_url,
-     "SQLAlchemy URL of the usage database; `postgres://` is accepted"),
-    ("REDIS_URL", "redis_url", _redis_url,
-     "Redis holding the journal, the work stream and the Celery broker; the default is the "
-     "embedded Redis that `ingest run` starts"),
+    (
+        "DATABASE_URL",
+        "database_url",
+        _database_url,
+        "SQLAlchemy URL of the usage database; `postgres://` is accepted",
+    ),
+    (
+        "REDIS_URL",
+        "redis_url",
+        _redis_url,
+        "Redis holding the journal, the work stream and the Celery broker; the default is the "
+        "embedded Redis that `ingest run` starts",
+    ),
     ("PORT", "port", _positive(int), "port the web process binds to"),
-    ("BILLING_TIMEZONE", "billing_timezone", _tz,
-     "time zone in which billing periods (calendar months) start"),
+    (
+        "BILLING_TIMEZONE",
+        "billing_timezone",
+        _tz,
+        "time zone in which billing periods (calendar months) start",
+    ),
     ("BATCH_SIZE", "batch_size", _positive(int), "reports committed per database transaction"),
-    ("FLUSH_INTERVAL", "flush_interval", _positive(float),
-     "seconds a worker waits for more reports before committing a partial batch"),
-    ("DRAIN_BUDGET", "drain_budget", _positive(float),
-     "seconds one drain task keeps claiming batches before it yields the worker"),
-    ("CATALOG_REFRESH", "catalog_refresh", _positive(float),
-     "seconds between checks of the catalog version by the web cache"),
-    ("MAX_DELIVERIES", "max_deliveries", _positive(int),
-     "deliveries after which a report that keeps failing is quarantined"),
-    ("ENFORCE_OWNERSHIP", "enforce_ownership", _bool,
-     "answer 403 when a provider reports for a resource it does not own; `false` = Waldur parity"),
+    (
+        "FLUSH_INTERVAL",
+        "flush_interval",
+        _positive(float),
+        "seconds a worker waits for more reports before committing a partial batch",
+    ),
+    (
+        "DRAIN_BUDGET",
+        "drain_budget",
+        _positive(float),
+        "seconds one drain task keeps claiming batches before it yields the worker",
+    ),
+    (
+        "CATALOG_REFRESH",
+        "catalog_refresh",
+        _positive(float),
+        "seconds between checks of the catalog version by the web cache",
+    ),
+    (
+        "MAX_DELIVERIES",
+        "max_deliveries",
+        _positive(int),
+        "deliveries after which a report that keeps failing is quarantined",
+    ),
+    (
+        "ENFORCE_OWNERSHIP",
+        "enforce_ownership",
+        _bool,
+        "answer 403 when a provider reports for a resource it does not own; `false` = Waldur parity",
+    ),
     ("MAX_BODY_BYTES", "max_body_bytes", _positive(int), "largest request body accepted (413)"),
     ("REDIS_PREFIX", "redis_prefix", str, "prefix of every Redis key this service owns"),
-    ("JOURNAL_RETENTION_HOURS", "journal_retention_hours", _positive(float),
-     "hours an accepted report stays in the Redis journal for replay"),
-    ("RECONCILE_INTERVAL", "reconcile_interval", _positive(float),
-     "seconds between reconciler runs (beat process)"),
-    ("RECONCILE_AFTER", "reconcile_after", _positive(float),
-     "seconds a claimed report may stay uncommitted before the reconciler re-drives it"),
-    ("WEB_CONCURRENCY", "web_concurrency", _positive(int),
-     "gunicorn worker processes (each a uvicorn event loop)"),
+    (
+        "JOURNAL_RETENTION_HOURS",
+        "journal_retention_hours",
+        _positive(float),
+        "hours an accepted report stays in the Redis journal for replay",
+    ),
+    (
+        "RECONCILE_INTERVAL",
+        "reconcile_interval",
+        _positive(float),
+        "seconds between reconciler runs (beat process)",
+    ),
+    (
+        "RECONCILE_AFTER",
+        "reconcile_after",
+        _positive(float),
+        "seconds a claimed report may stay uncommitted before the reconciler re-drives it",
+    ),
+    (
+        "WEB_CONCURRENCY",
+        "web_concurrency",
+        _positive(int),
+        "gunicorn worker processes (each a uvicorn event loop)",
+    ),
     ("LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
-    ("SECRET_MIN_LENGTH", "secret_min_length", int,
-     "refuse to load provider secrets shorter than this (0: accept Waldur's 16-character secrets)"),
+    (
+        "SECRET_MIN_LENGTH",
+        "secret_min_length",
+        int,
+        "refuse to load provider secrets shorter than this (0: accept Waldur's 16-character secrets)",
+    ),
 ]
 
 
@@ -156,32 +208,76 @@ def _fraction(v: str) -> float:
 
 
 VARIABLES += [
-    ("MAX_BACKLOG", "max_backlog", _positive(int),
-     "reports accepted but not committed above which set_usage answers 503 + Retry-After"),
-    ("REDIS_MEMORY_HIGH_WATER", "redis_memory_high_water", _fraction,
-     "fraction of Redis maxmemory above which set_usage answers 503 + Retry-After"),
-    ("BATCH_MAX_REPORTS", "batch_max_reports", _positive(int),
-     "most reports in one set_usages request (more: 413)"),
-    ("MAX_USAGE_LINES", "max_usage_lines", _positive(int),
-     "most usage lines in one report (more: 400 on `usages`)"),
-    ("BATCH_MAX_BYTES", "batch_max_bytes", _positive(int),
-     "largest set_usages body after gzip decompression (more: 413)"),
-    ("SECRET_ENCRYPTION_KEY", "secret_encryption_key", str,
-     "Fernet key (`python -c 'from cryptography.fernet import Fernet; "
-     "print(Fernet.generate_key().decode())'`) sealing provider secrets at rest; empty: plain"),
-    ("RATE_LIMIT", "rate_limit", float,
-     "default reports per second per provider (token bucket in Redis, shared by all web "
-     "nodes); 0: unlimited. A provider's `rate_limit` in the catalog overrides it"),
+    (
+        "MAX_BACKLOG",
+        "max_backlog",
+        _positive(int),
+        "reports accepted but not committed above which set_usage answers 503 + Retry-After",
+    ),
+    (
+        "REDIS_MEMORY_HIGH_WATER",
+        "redis_memory_high_water",
+        _fraction,
+        "fraction of Redis maxmemory above which set_usage answers 503 + Retry-After",
+    ),
+    (
+        "BATCH_MAX_REPORTS",
+        "batch_max_reports",
+        _positive(int),
+        "most reports in one set_usages request (more: 413)",
+    ),
+    (
+        "MAX_USAGE_LINES",
+        "max_usage_lines",
+        _positive(int),
+        "most usage lines in one report (more: 400 on `usages`)",
+    ),
+    (
+        "BATCH_MAX_BYTES",
+        "batch_max_bytes",
+        _positive(int),
+        "largest set_usages body after gzip decompression (more: 413)",
+    ),
+    (
+        "SECRET_ENCRYPTION_KEY",
+        "secret_encryption_key",
+        str,
+        "Fernet key (`python -c 'from cryptography.fernet import Fernet; "
+        "print(Fernet.generate_key().decode())'`) sealing provider secrets at rest; empty: plain",
+    ),
+    (
+        "RATE_LIMIT",
+        "rate_limit",
+        float,
+        "default reports per second per provider (token bucket in Redis, shared by all web "
+        "nodes); 0: unlimited. A provider's `rate_limit` in the catalog overrides it",
+    ),
     ("RATE_BURST", "rate_burst", float, "bucket size; 0: twice the rate"),
     ("REQUIRE_IAT", "require_iat", _bool, "reject tokens without an `iat` claim (off: Waldur parity)"),
-    ("MAX_TOKEN_AGE", "max_token_age", float,
-     "reject tokens whose `iat` is older than this many seconds; 0: off"),
-    ("TOKEN_REPLAY_WINDOW", "token_replay_window", float,
-     "seconds during which an already accepted token (by `jti`, else by digest) is refused; 0: off"),
-    ("OPERATOR_TOKEN", "operator_token", str,
-     "token operators send as `Authorization: Token ...` to read any report's status (empty: off)"),
-    ("APPENDFSYNC", "appendfsync", _fsync,
-     "fsync policy of the embedded Redis's append-only file (always / everysec / no)"),
+    (
+        "MAX_TOKEN_AGE",
+        "max_token_age",
+        float,
+        "reject tokens whose `iat` is older than this many seconds; 0: off",
+    ),
+    (
+        "TOKEN_REPLAY_WINDOW",
+        "token_replay_window",
+        float,
+        "seconds during which an already accepted token (by `jti`, else by digest) is refused; 0: off",
+    ),
+    (
+        "OPERATOR_TOKEN",
+        "operator_token",
+        str,
+        "token operators send as `Authorization: Token ...` to read any report's status (empty: off)",
+    ),
+    (
+        "APPENDFSYNC",
+        "appendfsync",
+        _fsync,
+        "fsync policy of the embedded Redis's append-only file (always / everysec / no)",
+    ),
 ]
 
 

@@ -41,8 +41,9 @@ def _deliveries(entries: list[Entry]) -> list[Delivery]:
     return [Delivery(e.entry_id, e.seq, e.raw, e.deliveries) for e in entries]
 
 
-def commit_and_ack(queue: RedisQueue, committer: Committer, entries: list[Entry],
-                   fresh: bool = False) -> Outcome:
+def commit_and_ack(
+    queue: RedisQueue, committer: Committer, entries: list[Entry], fresh: bool = False
+) -> Outcome:
     started = time.perf_counter()
     outcome = committer.commit(_deliveries(entries), fresh=fresh)
     queue.ack(outcome.done_entries)
@@ -103,8 +104,15 @@ def reconcile(
     database_ok: bool,
 ) -> dict[str, int]:
     """One reconciler pass; returns what it did (also logged)."""
-    report = {"reclaimed": 0, "committed": 0, "superseded": 0, "quarantined": 0, "skipped": 0,
-              "trimmed": 0, "seq": queue.ensure_seq_at_least(max_seq_committed)}
+    report = {
+        "reclaimed": 0,
+        "committed": 0,
+        "superseded": 0,
+        "quarantined": 0,
+        "skipped": 0,
+        "trimmed": 0,
+        "seq": queue.ensure_seq_at_least(max_seq_committed),
+    }
     if database_ok:
         # only while SQL is reachable: redelivery counts must not grow during an outage
         while True:

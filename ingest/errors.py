@@ -44,10 +44,18 @@ class RateLimited(Rejected):
     status = 429
 
     def __init__(self, limit: float, retry_after: int) -> None:
-        super().__init__({"detail": f"Request was throttled. Expected available in "
-                                    f"{retry_after} second{'s' if retry_after != 1 else ''}."})
-        self.headers = {"Retry-After": str(retry_after), "X-RateLimit-Limit": f"{limit:g}",
-                        "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(retry_after)}
+        super().__init__(
+            {
+                "detail": f"Request was throttled. Expected available in "
+                f"{retry_after} second{'s' if retry_after != 1 else ''}."
+            }
+        )
+        self.headers = {
+            "Retry-After": str(retry_after),
+            "X-RateLimit-Limit": f"{limit:g}",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(retry_after),
+        }
 
 
 class Quarantine(Exception):

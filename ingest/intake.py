@@ -38,8 +38,9 @@ TOKEN_REUSED = "This token has already been used."
 
 
 class Journal(Protocol):
-    def accept(self, reports: list[tuple[str, bytes]], customer: str, rate: float,
-               burst: float) -> Accepted: ...
+    def accept(
+        self, reports: list[tuple[str, bytes]], customer: str, rate: float, burst: float
+    ) -> Accepted: ...
 
     def claim_tokens(self, customer: str, digests: list[str], ttl: float) -> list[bool]: ...
 
@@ -60,8 +61,14 @@ class Pressure:
     """Refuse what we cannot keep: the backlog and Redis memory, sampled at most every
     ``interval`` seconds per process so the request path pays one round trip rarely."""
 
-    def __init__(self, journal: Journal, max_backlog: int, high_water: float,
-                 interval: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        max_backlog: int,
+        high_water: float,
+        interval: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.journal = journal
         self.max_backlog = max_backlog
         self.high_water = high_water
@@ -107,8 +114,13 @@ class Receipt:
     def body(self) -> dict[str, Any]:
         if self.dry_run:
             return {"dry_run": True, "billing_period": self.billing_period}
-        return {"id": self.id, "sequence": self.seq, "billing_period": self.billing_period,
-                "status": "queued", "status_url": f"/api/usage-reports/{self.id}/"}
+        return {
+            "id": self.id,
+            "sequence": self.seq,
+            "billing_period": self.billing_period,
+            "status": "queued",
+            "status_url": f"/api/usage-reports/{self.id}/",
+        }
 
 
 class _Randomness:
@@ -128,7 +140,7 @@ class _Randomness:
         with self._lock:
             if self._at + chars > len(self._hex):
                 self._hex, self._at = os.urandom(4096).hex(), 0
-            out = self._hex[self._at:self._at + chars]
+            out = self._hex[self._at : self._at + chars]
             self._at += chars
             return out
 
@@ -216,19 +228,26 @@ class Intake:
         keys = provider.secrets(dt.datetime.fromtimestamp(now, dt.UTC))
         if not keys:
             raise non_field_error(signing.SECRET_NOT_SET)
-        return signing.verify(token, keys, now, self.settings.require_iat,
-                              self.settings.max_token_age)
+        return signing.verify(token, keys, now, self.settings.require_iat, self.settings.max_token_age)
 
     def check_signature(self, body: object) -> None:
         """Raise Rejected unless the envelope is valid and the token verifies."""
         self._authenticate(body)
 
-    def _prepare(self, customer: uuid.UUID, token: str, claims: dict[str, Any],
-                 accepted_at: float) -> wire.QueuedReport:
+    def _prepare(
+        self, customer: uuid.UUID, token: str, claims: dict[str, Any], accepted_at: float
+    ) -> wire.QueuedReport:
         """Validate verified claims against the catalog; the envelope to queue."""
         now = dt.datetime.fromtimestamp(accepted_at, dt.UTC)
-        report = validate_report(claims, self.catalog.get(), customer, now, self.tz,
-                                 self.settings.enforce_ownership, self.settings.max_usage_lines)
+        report = validate_report(
+            claims,
+            self.catalog.get(),
+            customer,
+            now,
+            self.tz,
+            self.settings.enforce_ownership,
+            self.settings.max_usage_lines,
+        )
         return wire.QueuedReport(
             id=new_report_id(accepted_at),
             customer=str(customer),
@@ -238,20 +257,23 @@ class Intake:
             date=report.date.isoformat(),
             accepted_at=accepted_at,
             usages=tuple(
-                wire.UsageLine(line.type, str(line.amount), line.description, line.recurring,
-                               line.missing_usage_policy)
+                wire.UsageLine(
+                    line.type, str(line.amount), line.description, line.recurring, line.missing_usage_policy
+                )
                 for line in report.lines
             ),
             token=token,
             claims=_claims_json(claims),
         )
 
-    async def _accept_now(self, reports: list[tuple[str, bytes]], customer: str, rate: float,
-                          burst: float) -> Accepted:
+    async def _accept_now(
+        self, reports: list[tuple[str, bytes]], customer: str, rate: float, burst: float
+    ) -> Accepted:
         return self.journal.accept(reports, customer, rate, burst)
 
-    async def _enqueue(self, provider: Provider, reports: list[wire.QueuedReport],
-                       seen: list[str] | None = None) -> tuple[int, dict[str, str]]:
+    async def _enqueue(
+        self, provider: Provider, reports: list[wire.QueuedReport], seen: list[str] | None = None
+    ) -> tuple[int, dict[str, str]]:
         """Make reports durable in one round trip; the first sequence and rate headers.
 
         ``seen``: replay-guard digests the caller already claimed for these reports. The rare
@@ -281,9 +303,11 @@ class Intake:
             raise RateLimited(rate, max(1, result.reset_seconds))
         headers = {}
         if result.tokens_left >= 0:
-            headers = {"X-RateLimit-Limit": f"{rate:g}",
-                       "X-RateLimit-Remaining": str(result.tokens_left),
-                       "X-RateLimit-Reset": str(result.reset_seconds)}
+            headers = {
+                "X-RateLimit-Limit": f"{rate:g}",
+                "X-RateLimit-Remaining": str(result.tokens_left),
+                "X-RateLimit-Reset": str(result.reset_seconds),
+            }
         kick = result.kick
         if kick and self.kick is not None:
             try:
@@ -301,8 +325,7 @@ class Intake:
             raise non_field_error(TOKEN_REUSED)
         return claimed
 
-    def _claim_each(self, provider: Provider, reports: list[wire.QueuedReport]
-                    ) -> list[str | None]:
+    def _claim_each(self, provider: Provider, reports: list[wire.QueuedReport]) -> list[str | None]:
         """Per report, in one round trip: the digest claimed ('' when the guard is off), or
         None when the token was already used."""
         window = self.settings.token_replay_window
@@ -337,24 +360,28 @@ class Intake:
         for index, token in enumerate(batch.reports):
             try:
                 if not isinstance(token, str) or not token.strip():
-                    raise field_error("data", "This field may not be blank." if isinstance(
-                        token, str) else "Not a valid string.")
+                    raise field_error(
+                        "data",
+                        "This field may not be blank." if isinstance(token, str) else "Not a valid string.",
+                    )
                 claims = self._verify(provider, token.strip(), now)
                 queued = self._prepare(batch.customer, token.strip(), claims, now)
             except Rejected as exc:
                 results.append({"index": index, "status": exc.status, "errors": exc.body})
                 continue
             accepted.append((len(results), queued))
-            results.append({"index": index, "status": 201,
-                            "billing_period": queued.billing_period})
+            results.append({"index": index, "status": 201, "billing_period": queued.billing_period})
         if accepted and not batch.dry_run:
             seen: list[str] = []
             fresh: list[tuple[int, wire.QueuedReport]] = []
             digests = self._claim_each(provider, [q for _p, q in accepted])
             for (position, queued), digest in zip(accepted, digests, strict=True):
                 if digest is None:  # a reused token fails its own item only
-                    results[position] = {"index": results[position]["index"], "status": 400,
-                                         "errors": {"non_field_errors": [TOKEN_REUSED]}}
+                    results[position] = {
+                        "index": results[position]["index"],
+                        "status": 400,
+                        "errors": {"non_field_errors": [TOKEN_REUSED]},
+                    }
                     continue
                 if digest:
                     seen.append(digest)

@@ -30,16 +30,25 @@ COMMITTED = Counter("ingest_reports_committed_total", "Reports committed")
 SUPERSEDED = Counter("ingest_reports_superseded_total", "Reports superseded by newer ones")
 QUARANTINED = Counter("ingest_reports_quarantined_total", "Reports quarantined", ["reason"])
 REDELIVERED = Counter("ingest_reports_redelivered_total", "Journal entries re-driven")
-INTAKE_SECONDS = Histogram("ingest_intake_seconds", "set_usage handling time",
-                           buckets=(.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1))
-COMMIT_DELAY = Histogram("ingest_accept_to_commit_seconds", "Acceptance to commit delay",
-                         buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300))
-BATCH_SIZE = Histogram("ingest_batch_size", "Reports per committed batch",
-                       buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500))
-COMMIT_SECONDS = Histogram("ingest_commit_seconds", "Batch transaction time",
-                           buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5))
-RECONCILED = Gauge("ingest_reconcile_last_run_timestamp", "Last reconciler run",
-                   multiprocess_mode="max")
+INTAKE_SECONDS = Histogram(
+    "ingest_intake_seconds",
+    "set_usage handling time",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
+COMMIT_DELAY = Histogram(
+    "ingest_accept_to_commit_seconds",
+    "Acceptance to commit delay",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+BATCH_SIZE = Histogram(
+    "ingest_batch_size", "Reports per committed batch", buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500)
+)
+COMMIT_SECONDS = Histogram(
+    "ingest_commit_seconds",
+    "Batch transaction time",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+RECONCILED = Gauge("ingest_reconcile_last_run_timestamp", "Last reconciler run", multiprocess_mode="max")
 
 
 def observe_many(histogram: Histogram, values: list[float]) -> None:
@@ -57,8 +66,7 @@ class Tally:
     ``interval`` seconds (and on flush). Three metric writes per accepted report were 4% of a
     web worker's CPU at full load. A scrape can lag by up to ``interval``."""
 
-    def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+    def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
         self.clock = clock
         self._due = clock() + interval
@@ -92,8 +100,7 @@ class BacklogCollector(Collector):
         self.backlog = backlog
 
     def collect(self):  # type: ignore[no-untyped-def]
-        family = GaugeMetricFamily("ingest_backlog_reports",
-                                   "Reports accepted and not yet committed")
+        family = GaugeMetricFamily("ingest_backlog_reports", "Reports accepted and not yet committed")
         try:
             family.add_metric([], float(self.backlog()))
         except Exception:

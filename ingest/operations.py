@@ -41,20 +41,24 @@ def report_status(rt: Runtime, report_id: str) -> dict[str, Any] | None:
     report = wire.decode(entry.raw)
     pending = rt.queue.is_pending_or_new(entry.entry_id)
     return {
-        "id": report.id, "seq": entry.seq, "customer": report.customer,
-        "resource": report.resource, "billing_period": report.billing_period,
+        "id": report.id,
+        "seq": entry.seq,
+        "customer": report.customer,
+        "resource": report.resource,
+        "billing_period": report.billing_period,
         "accepted_at": dt.datetime.fromtimestamp(report.accepted_at, dt.UTC).isoformat(),
         "state": "queued" if pending else "unrecorded",
         "reason_code": None if pending else "acknowledged_without_sql_row",
         "reason": None if pending else "in the journal, missing from SQL: run `ingest replay`",
-        "deliveries": entry.deliveries, "committed_at": None, "values": [],
+        "deliveries": entry.deliveries,
+        "committed_at": None,
+        "values": [],
     }
 
 
 def replay_quarantined(rt: Runtime, rows: list[dict[str, Any]]) -> Outcome:
     """Commit quarantined reports again (after the catalog was fixed)."""
-    deliveries = [Delivery(f"quarantine-{r['id']}", int(r["seq"]), r["envelope"] or b"", 1)
-                  for r in rows]
+    deliveries = [Delivery(f"quarantine-{r['id']}", int(r["seq"]), r["envelope"] or b"", 1) for r in rows]
     return rt.committer.commit(deliveries, revive=True)
 
 
@@ -69,9 +73,14 @@ def _stream_id(moment: dt.datetime | None, default: str) -> str:
     return default if moment is None else f"{int(moment.timestamp() * 1000)}-0"
 
 
-def journal_window(rt: Runtime, since: dt.datetime, until: dt.datetime | None,
-                   customer: uuid.UUID | None, resource: uuid.UUID | None,
-                   start_after: str | None = None) -> Iterator[tuple[Entry, wire.QueuedReport]]:
+def journal_window(
+    rt: Runtime,
+    since: dt.datetime,
+    until: dt.datetime | None,
+    customer: uuid.UUID | None,
+    resource: uuid.UUID | None,
+    start_after: str | None = None,
+) -> Iterator[tuple[Entry, wire.QueuedReport]]:
     start = "(" + start_after if start_after else _stream_id(since, "-")
     for entry in rt.queue.read_journal(start, _stream_id(until, "+")):
         try:
@@ -85,10 +94,16 @@ def journal_window(rt: Runtime, since: dt.datetime, until: dt.datetime | None,
         yield entry, report
 
 
-def replay(rt: Runtime, since: dt.datetime, until: dt.datetime | None = None,
-           customer: uuid.UUID | None = None, resource: uuid.UUID | None = None,
-           start_after: str | None = None, batch_size: int = 500,
-           progress: Callable[[int, str], None] | None = None) -> Outcome:
+def replay(
+    rt: Runtime,
+    since: dt.datetime,
+    until: dt.datetime | None = None,
+    customer: uuid.UUID | None = None,
+    resource: uuid.UUID | None = None,
+    start_after: str | None = None,
+    batch_size: int = 500,
+    progress: Callable[[int, str], None] | None = None,
+) -> Outcome:
     """Re-apply every journal report accepted in [since, until], in acceptance order."""
     total = Outcome()
     batch: list[Delivery] = []
@@ -108,9 +123,13 @@ def replay(rt: Runtime, since: dt.datetime, until: dt.datetime | None = None,
     return total
 
 
-def plan_replay(rt: Runtime, since: dt.datetime, until: dt.datetime | None = None,
-                customer: uuid.UUID | None = None, resource: uuid.UUID | None = None
-                ) -> ReplayPlan:
+def plan_replay(
+    rt: Runtime,
+    since: dt.datetime,
+    until: dt.datetime | None = None,
+    customer: uuid.UUID | None = None,
+    resource: uuid.UUID | None = None,
+) -> ReplayPlan:
     """What ``replay`` would change, per usage key: current value vs replayed value."""
     plan = ReplayPlan()
     newest: dict[tuple[uuid.UUID, str, dt.date], tuple[str, int]] = {}
@@ -125,18 +144,24 @@ def plan_replay(rt: Runtime, since: dt.datetime, until: dt.datetime | None = Non
             plan.skipped_final += 1
             continue
         for line in report.usages:
-            key = (uuid.UUID(report.resource), line.type,
-                   dt.date.fromisoformat(report.billing_period))
+            key = (uuid.UUID(report.resource), line.type, dt.date.fromisoformat(report.billing_period))
             if key not in newest or newest[key][1] < entry.seq:
                 newest[key] = (line.amount, entry.seq)
     current = queries.current_usage(rt.engine, list(newest))
     for key, (amount, seq) in sorted(newest.items(), key=lambda kv: kv[1][1]):
         now_amount, now_seq = current.get(key, (None, 0))
         if seq > now_seq:
-            plan.changes.append({"resource": str(key[0]), "component": key[1],
-                                 "billing_period": key[2].isoformat(), "current": now_amount,
-                                 "current_seq": now_seq or None, "replayed": amount,
-                                 "replayed_seq": seq})
+            plan.changes.append(
+                {
+                    "resource": str(key[0]),
+                    "component": key[1],
+                    "billing_period": key[2].isoformat(),
+                    "current": now_amount,
+                    "current_seq": now_seq or None,
+                    "replayed": amount,
+                    "replayed_seq": seq,
+                }
+            )
     return plan
 
 

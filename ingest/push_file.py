@@ -51,10 +51,10 @@ def load_tokens(path: Path, secret: str | None) -> list[str]:
     return tokens
 
 
-def send_chunk(client: httpx.Client, url: str, customer: str, tokens: list[str],
-               dry_run: bool, attempts: int = 8) -> list[dict[str, Any]]:
-    body = gzip.compress(orjson.dumps({"customer": customer, "reports": tokens,
-                                       "dry_run": dry_run}))
+def send_chunk(
+    client: httpx.Client, url: str, customer: str, tokens: list[str], dry_run: bool, attempts: int = 8
+) -> list[dict[str, Any]]:
+    body = gzip.compress(orjson.dumps({"customer": customer, "reports": tokens, "dry_run": dry_run}))
     headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
     delay = 0.5
     for attempt in range(attempts):
@@ -78,18 +78,21 @@ def send_chunk(client: httpx.Client, url: str, customer: str, tokens: list[str],
     raise PushError(f"gave up on {url} after {attempts} attempts")
 
 
-def push(url: str, customer: str, tokens: list[str], chunk: int, dry_run: bool,
-         timeout: float) -> tuple[int, collections.Counter[str]]:
+def push(
+    url: str, customer: str, tokens: list[str], chunk: int, dry_run: bool, timeout: float
+) -> tuple[int, collections.Counter[str]]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     accepted = 0
     reasons: collections.Counter[str] = collections.Counter()
     target = url.rstrip("/") + BATCH_PATH
-    with httpx.Client(timeout=timeout) as client, Progress(
-            TextColumn("push"), BarColumn(), MofNCompleteColumn()) as bar:
+    with (
+        httpx.Client(timeout=timeout) as client,
+        Progress(TextColumn("push"), BarColumn(), MofNCompleteColumn()) as bar,
+    ):
         task = bar.add_task("push", total=len(tokens))
         for start in range(0, len(tokens), chunk):
-            part = tokens[start:start + chunk]
+            part = tokens[start : start + chunk]
             for result in send_chunk(client, target, customer, part, dry_run):
                 if result["status"] == 201:
                     accepted += 1

@@ -46,8 +46,19 @@ def run(settings: Settings, embedded: bool, demo: bool, procfile: str, formation
         # the Procfile names gunicorn and celery: find them next to this interpreter
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
         return subprocess.call(
-            [sys.executable, "-m", "honcho", "start", "-f", procfile, "-p", str(settings.port),
-             "-c", formation], env=env
+            [
+                sys.executable,
+                "-m",
+                "honcho",
+                "start",
+                "-f",
+                procfile,
+                "-p",
+                str(settings.port),
+                "-c",
+                formation,
+            ],
+            env=env,
         )
     except KeyboardInterrupt:
         return 0

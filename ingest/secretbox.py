@@ -31,7 +31,6 @@ class SecretBox:
         if self.fernet is None:
             raise SecretError("a provider secret is encrypted but SECRET_ENCRYPTION_KEY is unset")
         try:
-            return self.fernet.decrypt(stored[len(PREFIX):].encode()).decode()
+            return self.fernet.decrypt(stored[len(PREFIX) :].encode()).decode()
         except InvalidToken:
-            raise SecretError("a provider secret does not decrypt with SECRET_ENCRYPTION_KEY"
-                              ) from None
+            raise SecretError("a provider secret does not decrypt with SECRET_ENCRYPTION_KEY") from None

@@ -75,8 +75,13 @@ def _header_ok(segment: str) -> bool:
         header = json.loads(_segment(segment))
     except (ValueError, RecursionError, binascii.Error):
         return False
-    return (isinstance(header, dict) and header.get("alg") == "HS256" and "crit" not in header
-            and "b64" not in header and isinstance(header.get("kid", ""), str))
+    return (
+        isinstance(header, dict)
+        and header.get("alg") == "HS256"
+        and "crit" not in header
+        and "b64" not in header
+        and isinstance(header.get("kid", ""), str)
+    )
 
 
 def _decode(token: str, keys: list[bytes]) -> bytes:
@@ -97,8 +102,13 @@ def _decode(token: str, keys: list[bytes]) -> bytes:
     return _segment(parts[1])
 
 
-def verify(token: str, secrets: str | list[str], now: float | None = None,
-           require_iat: bool = False, max_age: float = 0.0) -> dict[str, Any]:
+def verify(
+    token: str,
+    secrets: str | list[str],
+    now: float | None = None,
+    require_iat: bool = False,
+    max_age: float = 0.0,
+) -> dict[str, Any]:
     """Return the verified claims, or raise Rejected(400 'Signature verification failed.').
 
     ``secrets`` may hold the current and the previous key of a provider (rotation overlap).
@@ -141,8 +151,9 @@ def _check_registered_claims(claims: dict[str, Any], now: float) -> None:
         if name not in claims:
             continue
         value = claims[name]
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or not math.isfinite(value)):  # NaN passes every comparison, inf never expires
+        if (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+        ):  # NaN passes every comparison, inf never expires
             raise non_field_error(SIGNATURE_FAILED)
         if must_be_past and value > now:
             raise non_field_error(SIGNATURE_FAILED)

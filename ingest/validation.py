@@ -42,10 +42,12 @@ DATETIME_FORMAT = (
     "Datetime has wrong format. Use one of these formats instead: "
     "YYYY-MM-DDThh:mm[:ss[.uuuuuu]][+HH:MM|-HH:MM|Z]."
 )
-TRUE_VALUES = frozenset({"t", "T", "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE",
-                         "on", "On", "ON", "1"})
-FALSE_VALUES = frozenset({"f", "F", "n", "N", "no", "No", "NO", "false", "False", "FALSE",
-                          "off", "Off", "OFF", "0"})
+TRUE_VALUES = frozenset(
+    {"t", "T", "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON", "1"}
+)
+FALSE_VALUES = frozenset(
+    {"f", "F", "n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF", "0"}
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -171,8 +173,9 @@ class BatchEnvelope:
     dry_run: bool
 
 
-def parse_batch_envelope(body: object, known_customers: Container[uuid.UUID],
-                         max_reports: int) -> BatchEnvelope:
+def parse_batch_envelope(
+    body: object, known_customers: Container[uuid.UUID], max_reports: int
+) -> BatchEnvelope:
     """customer / reports / dry_run of the batch endpoint, with set_usage's messages."""
     if not isinstance(body, dict):
         raise non_field_error(expected_dict(body))
@@ -187,13 +190,13 @@ def parse_batch_envelope(body: object, known_customers: Container[uuid.UUID],
     elif not isinstance(reports, list):
         envelope_errors["reports"] = [f'Expected a list of items but got type "{type(reports).__name__}".']
     elif len(reports) > max_reports:
-        raise Rejected({"reports": [f"Ensure this field has no more than {max_reports} elements."]},
-                       status=413)
+        raise Rejected(
+            {"reports": [f"Ensure this field has no more than {max_reports} elements."]}, status=413
+        )
     if envelope_errors:
         raise Rejected(envelope_errors)
     dry_run = parse_boolean(body.get("dry_run", False)) or False
-    return BatchEnvelope(uuid.UUID(str(parse_uuid(body["customer"]))), list(reports or []),
-                         dry_run)
+    return BatchEnvelope(uuid.UUID(str(parse_uuid(body["customer"]))), list(reports or []), dry_run)
 
 
 def _line(item: object) -> tuple[Line | None, dict[str, Any]]:
@@ -275,9 +278,7 @@ def _in_range(moment: dt.datetime, tz: ZoneInfo) -> bool:
     return True
 
 
-def _related(
-    claims: dict[str, Any], name: str, table: dict[uuid.UUID, Any], errors: dict[str, Any]
-) -> Any:
+def _related(claims: dict[str, Any], name: str, table: dict[uuid.UUID, Any], errors: dict[str, Any]) -> Any:
     if name not in claims:
         return None
     raw = claims[name]
@@ -311,8 +312,7 @@ def validate_report(
         kind = type(claims["usages"]).__name__
         errors["usages"] = {"non_field_errors": [f'Expected a list of items but got type "{kind}".']}
     elif len(claims["usages"]) > max_lines:
-        errors["usages"] = {"non_field_errors": [
-            f"Ensure this field has no more than {max_lines} elements."]}
+        errors["usages"] = {"non_field_errors": [f"Ensure this field has no more than {max_lines} elements."]}
     else:
         item_errors = []
         for item in claims["usages"]:
@@ -323,8 +323,11 @@ def validate_report(
         if any(item_errors):
             errors["usages"] = item_errors
     plan_period: PlanPeriod | None = _related(claims, "plan_period", catalog.plan_periods, errors)
-    if (plan_period is not None and plan_period.end is not None
-            and plan_period.end < month_start_instant(now, tz)):
+    if (
+        plan_period is not None
+        and plan_period.end is not None
+        and plan_period.end < month_start_instant(now, tz)
+    ):
         errors["plan_period"] = ["Billing period is closed."]
     resource: Resource | None = _related(claims, "resource", catalog.resources, errors)
     date = now
@@ -354,9 +357,8 @@ def validate_report(
         raise field_error("resource", "Resource is not in valid state.")
     components = catalog.components_of(resource)
     invalid = sorted(
-        {line.type for line in lines} - {
-            name for name, billing in components.items() if billing in REPORTABLE_BILLING_TYPES
-        }
+        {line.type for line in lines}
+        - {name for name, billing in components.items() if billing in REPORTABLE_BILLING_TYPES}
     )
     if invalid:
         raise non_field_error(f"These components are invalid: {', '.join(invalid)}.")

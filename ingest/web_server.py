@@ -63,8 +63,7 @@ class BoundedHttpTools(HttpToolsProtocol):
     def _arm(self, seconds: float | None) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
-        self._deadline = None if seconds is None else self.loop.call_later(
-            seconds, self._too_slow)
+        self._deadline = None if seconds is None else self.loop.call_later(seconds, self._too_slow)
 
     def _too_slow(self) -> None:
         self._deadline = None
@@ -128,8 +127,12 @@ class Worker(UvicornWorker):  # type: ignore[misc]
     """
 
     CONFIG_KWARGS: dict[str, Any] = {
-        "loop": "uvloop", "http": BoundedHttpTools, "ws": "none", "lifespan": "off",
-        "access_log": False, "server_header": False,
+        "loop": "uvloop",
+        "http": BoundedHttpTools,
+        "ws": "none",
+        "lifespan": "off",
+        "access_log": False,
+        "server_header": False,
         # past this many open connections and tasks a worker answers 503; below the usual
         # 1,024 file descriptors a process may hold
         "limit_concurrency": 1000,

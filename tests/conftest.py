@@ -50,9 +50,10 @@ def _postgres_database(admin_url: str) -> Iterator[str]:
         yield url
     finally:
         with admin.connect() as conn:
-            conn.execute(sa.text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
-            ), {"n": name})
+            conn.execute(
+                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
 
@@ -81,9 +82,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 def settings(database_url: str, redis_url: str) -> Settings:
-    return Settings(database_url=database_url, redis_url=redis_url,
-                    redis_prefix=f"test-{uuid.uuid4().hex[:10]}", catalog_refresh=0.01,
-                    flush_interval=0.05, drain_budget=2.0)
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_prefix=f"test-{uuid.uuid4().hex[:10]}",
+        catalog_refresh=0.01,
+        flush_interval=0.05,
+        drain_budget=2.0,
+    )
 
 
 @pytest.fixture
@@ -106,6 +112,5 @@ def runtime(settings: Settings, demo: Demo) -> Iterator[bootstrap.Runtime]:
 
 @pytest.fixture
 def client(runtime: bootstrap.Runtime) -> falcon.testing.TestClient:
-    app = create_app(lambda: runtime.intake, {"redis": runtime.queue.ping},
-                     runtime.settings.max_body_bytes)
+    app = create_app(lambda: runtime.intake, {"redis": runtime.queue.ping}, runtime.settings.max_body_bytes)
     return falcon.testing.TestClient(app)

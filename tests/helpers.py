@@ -39,11 +39,20 @@ class Demo:
         other_offering = str(uuid.uuid5(uuid.NAMESPACE_URL, self.offering + "-other"))
         plan = str(uuid.uuid5(uuid.NAMESPACE_URL, self.offering + "-plan"))
 
-        def resource(uid: str, state: str = "OK", offering: str | None = None,
-                     plan_: str | None = plan, periods: list[dict[str, Any]] | None = None
-                     ) -> dict[str, Any]:
-            return {"uuid": uid, "offering": offering or self.offering, "state": state,
-                    "plan": plan_, "plan_periods": periods or []}
+        def resource(
+            uid: str,
+            state: str = "OK",
+            offering: str | None = None,
+            plan_: str | None = plan,
+            periods: list[dict[str, Any]] | None = None,
+        ) -> dict[str, Any]:
+            return {
+                "uuid": uid,
+                "offering": offering or self.offering,
+                "state": state,
+                "plan": plan_,
+                "plan_periods": periods or [],
+            }
 
         return {
             "service_providers": [
@@ -52,18 +61,35 @@ class Demo:
                 {"customer": self.no_secret_provider, "name": "No secret", "api_secret_code": None},
             ],
             "offerings": [
-                {"uuid": self.offering, "customer": self.provider, "name": "Cluster",
-                 "components": components},
-                {"uuid": other_offering, "customer": self.other_provider, "name": "Other cluster",
-                 "components": components},
+                {
+                    "uuid": self.offering,
+                    "customer": self.provider,
+                    "name": "Cluster",
+                    "components": components,
+                },
+                {
+                    "uuid": other_offering,
+                    "customer": self.other_provider,
+                    "name": "Other cluster",
+                    "components": components,
+                },
             ],
             "resources": [
-                resource(self.resource, periods=[
-                    {"uuid": self.plan_period, "start": "2020-01-01T00:00:00Z", "end": None}]),
+                resource(
+                    self.resource,
+                    periods=[{"uuid": self.plan_period, "start": "2020-01-01T00:00:00Z", "end": None}],
+                ),
                 resource(self.resource2),
-                resource(self.closed_resource, periods=[
-                    {"uuid": self.closed_plan_period, "start": "2020-01-01T00:00:00Z",
-                     "end": "2021-01-01T00:00:00Z"}]),
+                resource(
+                    self.closed_resource,
+                    periods=[
+                        {
+                            "uuid": self.closed_plan_period,
+                            "start": "2020-01-01T00:00:00Z",
+                            "end": "2021-01-01T00:00:00Z",
+                        }
+                    ],
+                ),
                 resource(self.erred_resource, state="Erred"),
                 resource(self.planless_resource, plan_=None),
                 resource(self.other_resource, offering=other_offering),
@@ -79,8 +105,19 @@ class Demo:
 
 def make_demo() -> Demo:
     u = lambda: str(uuid.uuid4())  # noqa: E731
-    return Demo(provider=u(), secret="s3cr3t-" + uuid.uuid4().hex[:9], other_provider=u(),
-                other_secret="0ther-" + uuid.uuid4().hex[:10], offering=u(), resource=u(),
-                resource2=u(), plan_period=u(), closed_plan_period=u(), closed_resource=u(),
-                erred_resource=u(), planless_resource=u(), other_resource=u(),
-                no_secret_provider=u())
+    return Demo(
+        provider=u(),
+        secret="s3cr3t-" + uuid.uuid4().hex[:9],
+        other_provider=u(),
+        other_secret="0ther-" + uuid.uuid4().hex[:10],
+        offering=u(),
+        resource=u(),
+        resource2=u(),
+        plan_period=u(),
+        closed_plan_period=u(),
+        closed_resource=u(),
+        erred_resource=u(),
+        planless_resource=u(),
+        other_resource=u(),
+        no_secret_provider=u(),
+    )

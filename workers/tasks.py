@@ -21,8 +21,9 @@ def drain() -> dict[str, Any]:
     rt = bootstrap.runtime()
     s = rt.settings
     try:
-        stats = drain_journal(rt.queue, rt.committer, rt.consumer_name, s.batch_size,
-                              s.flush_interval, s.drain_budget)
+        stats = drain_journal(
+            rt.queue, rt.committer, rt.consumer_name, s.batch_size, s.flush_interval, s.drain_budget
+        )
     except Transient as exc:
         return {"error": str(exc)}
     return dataclasses.asdict(stats)
@@ -40,5 +41,13 @@ def reconcile() -> dict[str, int]:
             max_seq = uow.max_seq()
     except Exception:
         database_ok = False
-    return reconcile_journal(rt.queue, rt.committer, rt.consumer_name, s.reconcile_after,
-                             s.batch_size, s.journal_retention_hours * 3600, max_seq, database_ok)
+    return reconcile_journal(
+        rt.queue,
+        rt.committer,
+        rt.consumer_name,
+        s.reconcile_after,
+        s.batch_size,
+        s.journal_retention_hours * 3600,
+        max_seq,
+        database_ok,
+    )

@@ -16,12 +16,36 @@ from typing import Any
 
 from ingest.ports import ReportRecord, UsageRow
 
-USAGE_COLUMNS = ("resource_uuid", "component_type", "billing_period", "plan_period_uuid",
-                 "amount", "description", "recurring", "missing_usage_policy", "date",
-                 "report_id", "report_seq", "updated_at")
-REPORT_COLUMNS = ("id", "seq", "customer_uuid", "resource_uuid", "billing_period",
-                  "accepted_at", "token", "payload", "envelope", "state", "reason_code",
-                  "reason", "deliveries", "committed_at")
+USAGE_COLUMNS = (
+    "resource_uuid",
+    "component_type",
+    "billing_period",
+    "plan_period_uuid",
+    "amount",
+    "description",
+    "recurring",
+    "missing_usage_policy",
+    "date",
+    "report_id",
+    "report_seq",
+    "updated_at",
+)
+REPORT_COLUMNS = (
+    "id",
+    "seq",
+    "customer_uuid",
+    "resource_uuid",
+    "billing_period",
+    "accepted_at",
+    "token",
+    "payload",
+    "envelope",
+    "state",
+    "reason_code",
+    "reason",
+    "deliveries",
+    "committed_at",
+)
 
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS stage_usages (
@@ -36,8 +60,17 @@ CREATE TEMP TABLE IF NOT EXISTS stage_reports (
 ) ON COMMIT DELETE ROWS;
 """
 
-_UPDATED = ("plan_period_uuid", "amount", "description", "recurring", "missing_usage_policy",
-            "date", "report_id", "report_seq", "updated_at")
+_UPDATED = (
+    "plan_period_uuid",
+    "amount",
+    "description",
+    "recurring",
+    "missing_usage_policy",
+    "date",
+    "report_id",
+    "report_seq",
+    "updated_at",
+)
 
 _MERGE_USAGES = f"""
 INSERT INTO component_usages ({", ".join(USAGE_COLUMNS)})
@@ -71,8 +104,7 @@ def _special(value: str) -> bool:
 
 def _text(value: str) -> str:
     if _special(value):
-        return (value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-                .replace("\r", "\\r"))
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
     return value
 
 
@@ -87,20 +119,25 @@ def _escaped(*fields: str) -> tuple[str, ...]:
 def _usage_line(r: UsageRow, now: str) -> str:
     k = r.key
     component, description, policy, amount, date, report_id = _escaped(
-        k.component, r.description, r.missing_usage_policy, r.amount, r.date, r.report_id)
-    return (f"{k.resource}\t{component}\t{k.billing_period}\t{r.plan_period or NULL}\t{amount}\t"
-            f"{description}\t{'t' if r.recurring else 'f'}\t{policy}\t{date}\t{report_id}\t"
-            f"{r.seq}\t{now}\n")
+        k.component, r.description, r.missing_usage_policy, r.amount, r.date, r.report_id
+    )
+    return (
+        f"{k.resource}\t{component}\t{k.billing_period}\t{r.plan_period or NULL}\t{amount}\t"
+        f"{description}\t{'t' if r.recurring else 'f'}\t{policy}\t{date}\t{report_id}\t"
+        f"{r.seq}\t{now}\n"
+    )
 
 
 def _report_line(r: ReportRecord) -> str:
     envelope = "\\\\x" + r.envelope.hex() if r.envelope else NULL
     report_id, customer, token, payload = _escaped(r.id, r.customer, r.token, r.payload)
-    return (f"{report_id}\t{r.seq}\t{customer}\t{_text_or_null(r.resource)}\t"
-            f"{_text_or_null(r.billing_period)}\t{r.accepted_at.isoformat()}\t"
-            f"{token}\t{payload}\t{envelope}\t{r.state}\t"
-            f"{_text_or_null(r.reason_code)}\t{_text_or_null(r.reason)}\t{r.deliveries}\t"
-            f"{r.committed_at.isoformat() if r.committed_at else NULL}\n")
+    return (
+        f"{report_id}\t{r.seq}\t{customer}\t{_text_or_null(r.resource)}\t"
+        f"{_text_or_null(r.billing_period)}\t{r.accepted_at.isoformat()}\t"
+        f"{token}\t{payload}\t{envelope}\t{r.state}\t"
+        f"{_text_or_null(r.reason_code)}\t{_text_or_null(r.reason)}\t{r.deliveries}\t"
+        f"{r.committed_at.isoformat() if r.committed_at else NULL}\n"
+    )
 
 
 def _text_or_null(value: str | None) -> str:
@@ -120,13 +157,11 @@ def _stage(conn: Any, table: str, columns: Sequence[str], data: str) -> Any:
 def upsert_usages(conn: Any, rows: Sequence[UsageRow], now: dt.datetime) -> set[int]:
     """Returns the sequences of the rows applied (the merge's RETURNING)."""
     stamp = now.isoformat()
-    cursor = _stage(conn, "stage_usages", USAGE_COLUMNS,
-                    "".join([_usage_line(r, stamp) for r in rows]))
+    cursor = _stage(conn, "stage_usages", USAGE_COLUMNS, "".join([_usage_line(r, stamp) for r in rows]))
     cursor.execute(_MERGE_USAGES)
     return {row[0] for row in cursor.fetchall()}
 
 
 def record_reports(conn: Any, records: Sequence[ReportRecord]) -> None:
-    cursor = _stage(conn, "stage_reports", REPORT_COLUMNS,
-                    "".join([_report_line(r) for r in records]))
+    cursor = _stage(conn, "stage_reports", REPORT_COLUMNS, "".join([_report_line(r) for r in records]))
     cursor.execute(_MERGE_REPORTS)

@@ -11,8 +11,7 @@ from sqlalchemy import Engine, select
 from ingest.adapters import tables as t
 
 
-def usage_rows(engine: Engine, resource: uuid.UUID, period: dt.date | None = None
-               ) -> list[dict[str, Any]]:
+def usage_rows(engine: Engine, resource: uuid.UUID, period: dt.date | None = None) -> list[dict[str, Any]]:
     u = t.ComponentUsage
     query = select(u).where(u.resource_uuid == resource)
     if period is not None:
@@ -37,8 +36,21 @@ def usage_rows(engine: Engine, resource: uuid.UUID, period: dt.date | None = Non
         ]
 
 
-REPORT_FIELDS = ("id", "seq", "customer_uuid", "resource_uuid", "billing_period", "accepted_at",
-                 "state", "reason_code", "reason", "deliveries", "committed_at", "payload", "token")
+REPORT_FIELDS = (
+    "id",
+    "seq",
+    "customer_uuid",
+    "resource_uuid",
+    "billing_period",
+    "accepted_at",
+    "state",
+    "reason_code",
+    "reason",
+    "deliveries",
+    "committed_at",
+    "payload",
+    "token",
+)
 
 
 def _report_dict(row: Any) -> dict[str, Any]:
@@ -61,16 +73,21 @@ def report(engine: Engine, report_id: str) -> dict[str, Any] | None:
 def committed_values(engine: Engine, report_id: str) -> list[dict[str, Any]]:
     u = t.ComponentUsage
     with engine.connect() as conn:
-        rows = conn.execute(select(u.component_type, u.amount, u.billing_period)
-                            .where(u.report_id == report_id)).all()
-    return [{"component": c, "amount": str(a), "billing_period": b.isoformat()[:10]}
-            for c, a, b in rows]
+        rows = conn.execute(
+            select(u.component_type, u.amount, u.billing_period).where(u.report_id == report_id)
+        ).all()
+    return [{"component": c, "amount": str(a), "billing_period": b.isoformat()[:10]} for c, a, b in rows]
 
 
-def quarantined(engine: Engine, customer: uuid.UUID | None = None,
-                resource: uuid.UUID | None = None, reason: str | None = None,
-                since: dt.datetime | None = None, ids: list[str] | None = None,
-                limit: int | None = None) -> list[dict[str, Any]]:
+def quarantined(
+    engine: Engine,
+    customer: uuid.UUID | None = None,
+    resource: uuid.UUID | None = None,
+    reason: str | None = None,
+    since: dt.datetime | None = None,
+    ids: list[str] | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
     r = t.UsageReport
     query = select(r).where(r.state == "quarantined").order_by(r.seq)
     if customer:
@@ -97,33 +114,38 @@ def delete_reports(engine: Engine, ids: list[str]) -> int:
         return int(conn.execute(delete(r).where(r.id.in_(ids), r.state == "quarantined")).rowcount)
 
 
-def state_counts(engine: Engine, window: dt.timedelta = dt.timedelta(minutes=1)
-                 ) -> dict[str, Any]:
+def state_counts(engine: Engine, window: dt.timedelta = dt.timedelta(minutes=1)) -> dict[str, Any]:
     from sqlalchemy import func
 
     r = t.UsageReport
     since = dt.datetime.now(dt.UTC) - window
     with engine.connect() as conn:
         counts = dict(conn.execute(select(r.state, func.count()).group_by(r.state)).all())
-        recent = dict(conn.execute(select(r.state, func.count()).where(r.committed_at >= since)
-                                   .group_by(r.state)).all())
+        recent = dict(
+            conn.execute(select(r.state, func.count()).where(r.committed_at >= since).group_by(r.state)).all()
+        )
         max_seq = conn.execute(select(func.max(r.seq))).scalar()
-    return {"counts": {k: int(v) for k, v in counts.items()},
-            "per_second": {k: round(int(v) / window.total_seconds(), 2) for k, v in recent.items()},
-            "max_seq": int(max_seq or 0)}
+    return {
+        "counts": {k: int(v) for k, v in counts.items()},
+        "per_second": {k: round(int(v) / window.total_seconds(), 2) for k, v in recent.items()},
+        "max_seq": int(max_seq or 0),
+    }
 
 
-def current_usage(engine: Engine, keys: list[tuple[uuid.UUID, str, dt.date]]
-                  ) -> dict[tuple[uuid.UUID, str, dt.date], tuple[str, int]]:
+def current_usage(
+    engine: Engine, keys: list[tuple[uuid.UUID, str, dt.date]]
+) -> dict[tuple[uuid.UUID, str, dt.date], tuple[str, int]]:
     """(amount, sequence) per usage key, for replay's dry run."""
     u = t.ComponentUsage
     out: dict[tuple[uuid.UUID, str, dt.date], tuple[str, int]] = {}
     resources = list({k[0] for k in keys})
     with engine.connect() as conn:
         for i in range(0, len(resources), 500):
-            rows = conn.execute(select(u.resource_uuid, u.component_type, u.billing_period,
-                                       u.amount, u.report_seq)
-                                .where(u.resource_uuid.in_(resources[i:i + 500])))
+            rows = conn.execute(
+                select(u.resource_uuid, u.component_type, u.billing_period, u.amount, u.report_seq).where(
+                    u.resource_uuid.in_(resources[i : i + 500])
+                )
+            )
             for res, comp, period, amount, seq in rows:
                 day = period.date() if isinstance(period, dt.datetime) else period
                 out[(res, comp, day)] = (str(amount), int(seq))

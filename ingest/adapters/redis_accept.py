@@ -40,16 +40,15 @@ class _Lane:
 class AcceptPipeline:
     """One connection per process and event loop; ``accept`` is RedisQueue.accept's twin."""
 
-    def __init__(self, queue: RedisQueue,
-                 connect: Callable[[], redis.asyncio.Connection]) -> None:
+    def __init__(self, queue: RedisQueue, connect: Callable[[], redis.asyncio.Connection]) -> None:
         self.queue = queue
         self.connect = connect
         # a connection never crosses event loops (a web worker has one; test clients more)
-        self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane] = (
-            weakref.WeakKeyDictionary())
+        self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane] = weakref.WeakKeyDictionary()
 
-    async def accept(self, reports: list[tuple[str, bytes]], customer: str = "",
-                     rate: float = 0.0, burst: float = 0.0) -> Accepted:
+    async def accept(
+        self, reports: list[tuple[str, bytes]], customer: str = "", rate: float = 0.0, burst: float = 0.0
+    ) -> Accepted:
         loop = asyncio.get_running_loop()
         lane = self._lanes.get(loop)
         if lane is None:
@@ -94,8 +93,9 @@ class AcceptPipeline:
                 await conn.disconnect(nowait=True)
 
 
-async def _exchange(conn: redis.asyncio.Connection, batch: list[_Waiting],
-                    again: list[_Waiting] | None = None) -> None:
+async def _exchange(
+    conn: redis.asyncio.Connection, batch: list[_Waiting], again: list[_Waiting] | None = None
+) -> None:
     """Send the commands in one write and settle each request with its reply. NOSCRIPT
     replies (the script did not run) go to ``again`` when it is given, else they are errors."""
     await conn.send_packed_command(b"".join([_pack(cmd) for cmd, _ in batch]))
@@ -116,8 +116,9 @@ def _pack(args: list[Any]) -> bytes:
     repr), without its per-argument encoder calls: those were 8 us of a 60 us request."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        raw = arg if isinstance(arg, bytes) else (
-            arg.encode() if isinstance(arg, str) else repr(arg).encode())
+        raw = (
+            arg if isinstance(arg, bytes) else (arg.encode() if isinstance(arg, str) else repr(arg).encode())
+        )
         parts += (b"$%d\r\n" % len(raw), raw, b"\r\n")
     return b"".join(parts)
 

@@ -119,28 +119,37 @@ class RedisQueue:
                 raise
         self._group_ready = True
 
-    def accept(self, reports: list[tuple[str, bytes]], customer: str = "",
-               rate: float = 0.0, burst: float = 0.0) -> Accepted:
+    def accept(
+        self, reports: list[tuple[str, bytes]], customer: str = "", rate: float = 0.0, burst: float = 0.0
+    ) -> Accepted:
         """Append (report id, envelope) pairs atomically in one round trip, after taking
         ``len(reports)`` tokens from the customer's bucket when ``rate`` > 0.
 
         The sequences are consecutive from ``first``, in order; ``first`` is -1 (and nothing
         was written) when the bucket is short.
         """
-        return self.accepted(self._evalsha(self._accept, *self._accept_keys_args(
-            reports, customer, rate, burst)))
+        return self.accepted(
+            self._evalsha(self._accept, *self._accept_keys_args(reports, customer, rate, burst))
+        )
 
-    def _accept_keys_args(self, reports: list[tuple[str, bytes]], customer: str, rate: float,
-                          burst: float) -> tuple[list[str], list[Any]]:
+    def _accept_keys_args(
+        self, reports: list[tuple[str, bytes]], customer: str, rate: float, burst: float
+    ) -> tuple[list[str], list[Any]]:
         args: list[Any] = [self.kick_ms, rate, burst or 2 * rate]
         for report_id, raw in reports:
             args.append(report_id)
             args.append(raw)
-        return [self.seq_key, self.stream, self.kick_key, f"{self.stream}:rate:{customer}",
-                self.accepted_key], args
+        return [
+            self.seq_key,
+            self.stream,
+            self.kick_key,
+            f"{self.stream}:rate:{customer}",
+            self.accepted_key,
+        ], args
 
-    def accept_command(self, reports: list[tuple[str, bytes]], customer: str = "",
-                       rate: float = 0.0, burst: float = 0.0) -> list[Any]:
+    def accept_command(
+        self, reports: list[tuple[str, bytes]], customer: str = "", rate: float = 0.0, burst: float = 0.0
+    ) -> list[Any]:
         """The EVALSHA command ``accept`` sends, for a caller that pipelines it elsewhere
         (adapters/redis_accept.py); ``accepted`` reads its reply."""
         keys, args = self._accept_keys_args(reports, customer, rate, burst)
@@ -185,8 +194,7 @@ class RedisQueue:
         it was already seen (also when it comes twice in ``digests``)."""
         pipe = self.client.pipeline(transaction=False)
         for digest in digests:
-            pipe.set(f"{self.stream}:seen:{customer}:{digest}", "1", nx=True,
-                     px=max(1, int(ttl * 1000)))
+            pipe.set(f"{self.stream}:seen:{customer}:{digest}", "1", nx=True, px=max(1, int(ttl * 1000)))
         return [bool(ok) for ok in pipe.execute()]
 
     def forget_tokens(self, customer: str, digests: list[str]) -> None:
@@ -214,8 +222,7 @@ class RedisQueue:
         """Acknowledge committed entries; returns how many were still pending."""
         done = 0
         for i in range(0, len(entry_ids), 1000):
-            done += int(self._ack(keys=[self.stream, self.acked_key],
-                                  args=[GROUP, *entry_ids[i:i + 1000]]))
+            done += int(self._ack(keys=[self.stream, self.acked_key], args=[GROUP, *entry_ids[i : i + 1000]]))
         return done
 
     def reclaim(self, consumer: str, min_idle_ms: int, count: int = 500) -> list[Entry]:
@@ -316,11 +323,9 @@ class RedisQueue:
         """True while the entry was never acknowledged by the commit group."""
         self.ensure_group()
         for group in self.client.xinfo_groups(self.stream):
-            if _s(group["name"]) == GROUP and _id_key(entry_id) > _id_key(
-                    _s(group["last-delivered-id"])):
+            if _s(group["name"]) == GROUP and _id_key(entry_id) > _id_key(_s(group["last-delivered-id"])):
                 return True
-        return bool(self.client.xpending_range(self.stream, GROUP, min=entry_id, max=entry_id,
-                                               count=1))
+        return bool(self.client.xpending_range(self.stream, GROUP, min=entry_id, max=entry_id, count=1))
 
     def ensure_seq_at_least(self, floor: int) -> int:
         """After a Redis loss, never hand out a sequence at or below one already committed."""
@@ -331,7 +336,7 @@ class RedisQueue:
 
     def workers_seen(self) -> list[str]:
         prefix = f"{self.stream}:worker:"
-        return sorted(_s(k)[len(prefix):] for k in self.client.scan_iter(prefix + "*"))
+        return sorted(_s(k)[len(prefix) :] for k in self.client.scan_iter(prefix + "*"))
 
     def record_reconcile(self, summary: dict[str, int]) -> None:
         self.client.set(f"{self.stream}:reconciled", json.dumps({"at": time.time(), **summary}))

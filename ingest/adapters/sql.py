@@ -102,11 +102,12 @@ class SqlUnitOfWork:
         if self.is_postgres:  # one array parameter instead of a 500-item IN list
             rows = self.session.execute(
                 text("SELECT id FROM usage_reports WHERE id = ANY(:ids) AND state <> 'queued'"),
-                {"ids": wanted})
+                {"ids": wanted},
+            )
         else:
             rows = self.session.execute(
-                select(t.UsageReport.id).where(
-                    t.UsageReport.id.in_(wanted), t.UsageReport.state != "queued"))
+                select(t.UsageReport.id).where(t.UsageReport.id.in_(wanted), t.UsageReport.state != "queued")
+            )
         return {row[0] for row in rows}
 
     def upsert_usages(self, rows: list[UsageRow]) -> set[int]:
@@ -124,9 +125,17 @@ class SqlUnitOfWork:
             index_elements=["resource_uuid", "component_type", "billing_period"],
             set_={
                 name: excluded[name]
-                for name in ("plan_period_uuid", "amount", "description", "recurring",
-                             "missing_usage_policy", "date", "report_id", "report_seq",
-                             "updated_at")
+                for name in (
+                    "plan_period_uuid",
+                    "amount",
+                    "description",
+                    "recurring",
+                    "missing_usage_policy",
+                    "date",
+                    "report_id",
+                    "report_seq",
+                    "updated_at",
+                )
             },
             where=table.c.report_seq < excluded.report_seq,
         ).returning(table.c.report_seq)
@@ -165,20 +174,28 @@ class SqlUnitOfWork:
         stmt = dialect_insert(self.session, table)
         stmt = stmt.on_conflict_do_update(
             index_elements=["id"],
-            set_={name: stmt.excluded[name] for name in
-                  ("state", "reason_code", "reason", "deliveries", "committed_at")},
+            set_={
+                name: stmt.excluded[name]
+                for name in ("state", "reason_code", "reason", "deliveries", "committed_at")
+            },
             # no IN (...) here: expanding parameters cannot be used with executemany
             where=or_(table.c.state == "queued", table.c.state == "quarantined"),
         )
         params = [
             {
-                "id": r.id, "seq": r.seq, "customer_uuid": uuid.UUID(r.customer),
+                "id": r.id,
+                "seq": r.seq,
+                "customer_uuid": uuid.UUID(r.customer),
                 "resource_uuid": _uuid_or_none(r.resource),
-                "billing_period": (dt.date.fromisoformat(r.billing_period)
-                                   if r.billing_period else None),
-                "accepted_at": r.accepted_at, "token": r.token, "payload": r.payload,
-                "state": r.state, "reason_code": r.reason_code, "reason": r.reason,
-                "deliveries": r.deliveries, "committed_at": r.committed_at,
+                "billing_period": (dt.date.fromisoformat(r.billing_period) if r.billing_period else None),
+                "accepted_at": r.accepted_at,
+                "token": r.token,
+                "payload": r.payload,
+                "state": r.state,
+                "reason_code": r.reason_code,
+                "reason": r.reason,
+                "deliveries": r.deliveries,
+                "committed_at": r.committed_at,
                 "envelope": r.envelope,
             }
             for r in records

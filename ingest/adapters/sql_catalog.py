@@ -35,14 +35,16 @@ class SqlCatalog:
     def snapshot(self) -> model.CatalogSnapshot:
         """Read the whole catalog in one transaction (five queries, no ORM objects)."""
         with self.engine.connect() as conn, conn.begin():
-            version = conn.execute(
-                select(t.CatalogMeta.version).where(t.CatalogMeta.id == 1)
-            ).scalar()
+            version = conn.execute(select(t.CatalogMeta.version).where(t.CatalogMeta.id == 1)).scalar()
             providers = {
                 row.customer_uuid: model.Provider(
-                    row.customer_uuid, row.name, self.secrets.reveal(row.api_secret_code),
-                    self.secrets.reveal(row.previous_secret), as_utc(row.previous_secret_until),
-                    row.rate_limit)
+                    row.customer_uuid,
+                    row.name,
+                    self.secrets.reveal(row.api_secret_code),
+                    self.secrets.reveal(row.previous_secret),
+                    as_utc(row.previous_secret_until),
+                    row.rate_limit,
+                )
                 for row in conn.execute(select(t.ServiceProvider.__table__))
             }
             components: dict[uuid.UUID, dict[str, str]] = defaultdict(dict)
@@ -55,14 +57,15 @@ class SqlCatalog:
             periods: dict[uuid.UUID, list[model.PlanPeriod]] = defaultdict(list)
             plan_periods: dict[uuid.UUID, model.PlanPeriod] = {}
             for row in conn.execute(select(t.PlanPeriod.__table__).order_by(t.PlanPeriod.start)):
-                period = model.PlanPeriod(
-                    row.uuid, row.resource_uuid, as_utc(row.start), as_utc(row.end)
-                )
+                period = model.PlanPeriod(row.uuid, row.resource_uuid, as_utc(row.start), as_utc(row.end))
                 periods[row.resource_uuid].append(period)
                 plan_periods[row.uuid] = period
             resources = {
                 row.uuid: model.Resource(
-                    row.uuid, row.offering_uuid, row.state, row.plan_uuid,
+                    row.uuid,
+                    row.offering_uuid,
+                    row.state,
+                    row.plan_uuid,
                     tuple(periods.get(row.uuid, ())),
                 )
                 for row in conn.execute(select(t.Resource.__table__))
@@ -71,20 +74,27 @@ class SqlCatalog:
 
     def load(self, data: dict[str, Any]) -> dict[str, int]:
         """Upsert a parsed catalog document (see catalog_file.parse); idempotent."""
-        counts = {"service_providers": 0, "offerings": 0, "components": 0, "resources": 0,
-                  "plan_periods": 0}
+        counts = {"service_providers": 0, "offerings": 0, "components": 0, "resources": 0, "plan_periods": 0}
         with Session(self.engine) as session, session.begin():
             for p in data["service_providers"]:
-                upsert(session, t.ServiceProvider, ["customer_uuid"],
-                       {**p, "api_secret_code": self.secrets.seal(p["api_secret_code"])})
+                upsert(
+                    session,
+                    t.ServiceProvider,
+                    ["customer_uuid"],
+                    {**p, "api_secret_code": self.secrets.seal(p["api_secret_code"])},
+                )
                 counts["service_providers"] += 1
             for o in data["offerings"]:
                 components = o.pop("components")
                 upsert(session, t.Offering, ["uuid"], o)
                 counts["offerings"] += 1
                 for c in components:
-                    upsert(session, t.OfferingComponent, ["offering_uuid", "type"],
-                           {**c, "offering_uuid": o["uuid"]})
+                    upsert(
+                        session,
+                        t.OfferingComponent,
+                        ["offering_uuid", "type"],
+                        {**c, "offering_uuid": o["uuid"]},
+                    )
                     counts["components"] += 1
                 keep = [c["type"] for c in components]
                 session.execute(
@@ -133,21 +143,14 @@ class SqlCatalog:
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             return {
-                table.__tablename__: int(
-                    conn.execute(select(func.count()).select_from(table)).scalar() or 0
-                )
-                for table in (t.ServiceProvider, t.Offering, t.OfferingComponent, t.Resource,
-                              t.PlanPeriod)
+                table.__tablename__: int(conn.execute(select(func.count()).select_from(table)).scalar() or 0)
+                for table in (t.ServiceProvider, t.Offering, t.OfferingComponent, t.Resource, t.PlanPeriod)
             }
 
 
 def bump_version(session: Session) -> None:
-    current = session.execute(
-        select(t.CatalogMeta.version).where(t.CatalogMeta.id == 1)
-    ).scalar()
+    current = session.execute(select(t.CatalogMeta.version).where(t.CatalogMeta.id == 1)).scalar()
     if current is None:
         session.add(t.CatalogMeta(id=1, version=1))
     else:
-        session.execute(
-            update(t.CatalogMeta).where(t.CatalogMeta.id == 1).values(version=current + 1)
-        )
+        session.execute(update(t.CatalogMeta).where(t.CatalogMeta.id == 1).values(version=current + 1))

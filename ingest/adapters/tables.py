@@ -67,8 +67,7 @@ class ServiceProvider(Base):
     name: Mapped[str] = mapped_column(String(255), default="")
     api_secret_code: Mapped[str | None] = mapped_column(String(512), nullable=True)
     previous_secret: Mapped[str | None] = mapped_column(String(512), nullable=True)
-    previous_secret_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
-                                                                      nullable=True)
+    previous_secret_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     rate_limit: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
@@ -85,9 +84,7 @@ class OfferingComponent(Base):
     __tablename__ = "offering_components"
     __table_args__ = (UniqueConstraint("offering_uuid", "type"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    offering_uuid: Mapped[UUID] = mapped_column(
-        ForeignKey("offerings.uuid", ondelete="CASCADE")
-    )
+    offering_uuid: Mapped[UUID] = mapped_column(ForeignKey("offerings.uuid", ondelete="CASCADE"))
     type: Mapped[str] = mapped_column(String(255))
     billing_type: Mapped[str] = mapped_column(String(16))
     measured_unit: Mapped[str] = mapped_column(String(64), default="")
@@ -96,9 +93,7 @@ class OfferingComponent(Base):
 class Resource(Base):
     __tablename__ = "resources"
     uuid: Mapped[UUID] = mapped_column(Uuid, primary_key=True)
-    offering_uuid: Mapped[UUID] = mapped_column(
-        ForeignKey("offerings.uuid", ondelete="CASCADE"), index=True
-    )
+    offering_uuid: Mapped[UUID] = mapped_column(ForeignKey("offerings.uuid", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(255), default="")
     state: Mapped[str] = mapped_column(String(32))
     plan_uuid: Mapped[UUID | None] = mapped_column(Uuid, nullable=True)
@@ -107,9 +102,7 @@ class Resource(Base):
 class PlanPeriod(Base):
     __tablename__ = "plan_periods"
     uuid: Mapped[UUID] = mapped_column(Uuid, primary_key=True)
-    resource_uuid: Mapped[UUID] = mapped_column(
-        ForeignKey("resources.uuid", ondelete="CASCADE"), index=True
-    )
+    resource_uuid: Mapped[UUID] = mapped_column(ForeignKey("resources.uuid", ondelete="CASCADE"), index=True)
     start: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     end: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
@@ -156,9 +149,12 @@ class UsageReport(Base):
     __tablename__ = "usage_reports"
     __table_args__ = (
         # only quarantined reports are ever looked up by state (see migration 0005)
-        Index("ix_usage_reports_quarantined", "seq",
-              postgresql_where=text("state = 'quarantined'"),
-              sqlite_where=text("state = 'quarantined'")),
+        Index(
+            "ix_usage_reports_quarantined",
+            "seq",
+            postgresql_where=text("state = 'quarantined'"),
+            sqlite_where=text("state = 'quarantined'"),
+        ),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, unique=True)

@@ -9,8 +9,9 @@ from ingest.bench import configure, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = configure(argparse.ArgumentParser(prog="python -m ingest.bench",
-                                               description="ingest bench (issue 5)"))
+    parser = configure(
+        argparse.ArgumentParser(prog="python -m ingest.bench", description="ingest bench (issue 5)")
+    )
     try:
         return run(parser.parse_args(argv))
     except KeyboardInterrupt:

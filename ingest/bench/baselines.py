@@ -65,13 +65,16 @@ class _Health:
 
 # -- (a) bare Falcon + PyJWT + one Redis write -------------------------------------------------
 
+
 def _secrets() -> dict[str, str]:
     import sqlalchemy as sa
 
     engine = sa.create_engine(os.environ["DATABASE_URL"])
     with engine.connect() as conn:  # secrets once per process: the ceiling, not the product
-        found = {str(uuid.UUID(str(row[0]))): row[1] for row in conn.execute(sa.text(
-            "SELECT customer_uuid, api_secret_code FROM service_providers"))}
+        found = {
+            str(uuid.UUID(str(row[0]))): row[1]
+            for row in conn.execute(sa.text("SELECT customer_uuid, api_secret_code FROM service_providers"))
+        }
     engine.dispose()
     return found
 
@@ -153,32 +156,38 @@ def _bare_sync() -> Any:
 
 # -- (c) synchronous, Waldur-style ---------------------------------------------------------------
 
+
 class _WaldurSetUsage:
     def __init__(self) -> None:
         import sqlalchemy as sa
 
         self.sa = sa
         self.engine = sa.create_engine(os.environ["DATABASE_URL"], pool_size=2)
-        self.q_secret = sa.text(
-            "SELECT api_secret_code FROM service_providers WHERE customer_uuid = :c")
+        self.q_secret = sa.text("SELECT api_secret_code FROM service_providers WHERE customer_uuid = :c")
         self.q_resource = sa.text(
             "SELECT r.state, r.plan_uuid, r.offering_uuid, o.customer_uuid FROM resources r "
-            "JOIN offerings o ON o.uuid = r.offering_uuid WHERE r.uuid = :r")
+            "JOIN offerings o ON o.uuid = r.offering_uuid WHERE r.uuid = :r"
+        )
         self.q_components = sa.text(
-            "SELECT type, billing_type FROM offering_components WHERE offering_uuid = :o")
+            "SELECT type, billing_type FROM offering_components WHERE offering_uuid = :o"
+        )
         self.q_period = sa.text(
-            'SELECT uuid FROM plan_periods WHERE resource_uuid = :r AND (start IS NULL OR '
-            'start <= :now) AND ("end" IS NULL OR "end" > :now) ORDER BY start LIMIT 1')
+            "SELECT uuid FROM plan_periods WHERE resource_uuid = :r AND (start IS NULL OR "
+            'start <= :now) AND ("end" IS NULL OR "end" > :now) ORDER BY start LIMIT 1'
+        )
         self.q_lock = sa.text(
             f"SELECT id FROM {WALDUR_TABLE} WHERE resource_uuid = :r AND component_type = :t "
-            "AND billing_period = :p FOR UPDATE")
+            "AND billing_period = :p FOR UPDATE"
+        )
         self.q_update = sa.text(
             f"UPDATE {WALDUR_TABLE} SET amount = :a, description = :d, date = :now, "
-            "plan_period_uuid = :pp, modified = :now WHERE id = :id")
+            "plan_period_uuid = :pp, modified = :now WHERE id = :id"
+        )
         self.q_insert = sa.text(
             f"INSERT INTO {WALDUR_TABLE} (resource_uuid, component_type, billing_period, "
             "plan_period_uuid, amount, description, date, modified) "
-            "VALUES (:r, :t, :p, :pp, :a, :d, :now, :now)")
+            "VALUES (:r, :t, :p, :pp, :a, :d, :now, :now)"
+        )
 
     def on_post(self, req: Any, resp: Any) -> None:
         from decimal import Decimal
@@ -215,7 +224,8 @@ class _WaldurSetUsage:
                 _json(resp, 400, {"resource": ["Resource is not in valid state."]})
                 return
             components: dict[str, str] = {
-                str(t): str(b) for t, b in conn.execute(self.q_components, {"o": offering})}
+                str(t): str(b) for t, b in conn.execute(self.q_components, {"o": offering})
+            }
             usages = claims["usages"]
             if any(components.get(u["type"]) not in REPORTABLE for u in usages):
                 _json(resp, 400, {"non_field_errors": ["These components are invalid."]})
@@ -224,8 +234,15 @@ class _WaldurSetUsage:
             period = dt.date(now.year, now.month, 1)
             plan_period = conn.execute(self.q_period, {"r": resource, "now": now}).scalar()
             for u in usages:  # item by item
-                params = {"r": resource, "t": u["type"], "p": period, "pp": plan_period,
-                          "a": Decimal(u["amount"]), "d": u.get("description", ""), "now": now}
+                params = {
+                    "r": resource,
+                    "t": u["type"],
+                    "p": period,
+                    "pp": plan_period,
+                    "a": Decimal(u["amount"]),
+                    "d": u.get("description", ""),
+                    "now": now,
+                }
                 found = conn.execute(self.q_lock, params).scalar()
                 if found is None:
                     conn.execute(self.q_insert, params)
@@ -271,8 +288,10 @@ CREATE TEMP TABLE IF NOT EXISTS bench_stage (
     date TIMESTAMPTZ, report_id TEXT, report_seq BIGINT
 ) ON COMMIT DELETE ROWS
 """
-STAGE_COLS = ("resource_uuid, component_type, billing_period, plan_period_uuid, amount, "
-              "description, recurring, missing_usage_policy, date, report_id, report_seq")
+STAGE_COLS = (
+    "resource_uuid, component_type, billing_period, plan_period_uuid, amount, "
+    "description, recurring, missing_usage_policy, date, report_id, report_seq"
+)
 MERGE = f"""
 INSERT INTO component_usages ({STAGE_COLS}, updated_at)
 SELECT DISTINCT ON (resource_uuid, component_type, billing_period) {STAGE_COLS}, now()
@@ -288,8 +307,16 @@ WHERE component_usages.report_seq < excluded.report_seq
 """
 
 
-def consume(redis_url: str, libpq_url: str, stream: str, group: str, name: str, batch: int,
-            go_key: str, wait: float = 120.0) -> dict[str, float]:
+def consume(
+    redis_url: str,
+    libpq_url: str,
+    stream: str,
+    group: str,
+    name: str,
+    batch: int,
+    go_key: str,
+    wait: float = 120.0,
+) -> dict[str, float]:
     """Drain ``group`` on ``stream`` until a read comes back empty; return counts."""
     import psycopg
     import redis
@@ -318,9 +345,21 @@ def consume(redis_url: str, libpq_url: str, stream: str, group: str, name: str, 
             rep = wire.decode(fields[b"r"])
             seq = int(fields[b"s"])
             for u in rep.usages:
-                rows.append((rep.resource, u.type, rep.billing_period, rep.plan_period, u.amount,
-                             u.description, u.recurring, u.missing_usage_policy, rep.date,
-                             rep.id, seq))
+                rows.append(
+                    (
+                        rep.resource,
+                        u.type,
+                        rep.billing_period,
+                        rep.plan_period,
+                        u.amount,
+                        u.description,
+                        u.recurring,
+                        u.missing_usage_policy,
+                        rep.date,
+                        rep.id,
+                        seq,
+                    )
+                )
         for attempt in range(5):
             try:
                 with conn.transaction(), conn.cursor() as cur:
@@ -351,8 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--batch", type=int, default=500)
     c.add_argument("--go-key", required=True)
     args = p.parse_args(argv)
-    out = consume(args.redis_url, args.database_url, args.stream, args.group, args.name,
-                  args.batch, args.go_key)
+    out = consume(
+        args.redis_url, args.database_url, args.stream, args.group, args.name, args.batch, args.go_key
+    )
     print(f"consumed {out['reports']} in {out['seconds']:.3f} s")
     return 0
 

@@ -45,10 +45,12 @@ class Catalog:
 
 
 def synthesize(providers: int, resources_per_provider: int) -> Catalog:
-    provs = [Provider(str(uuid.uuid4()), secrets.token_hex(24), str(uuid.uuid4()))
-             for _ in range(providers)]
-    res = [ResourceRef(str(uuid.uuid4()), p, str(uuid.uuid4()))
-           for p in range(providers) for _ in range(resources_per_provider)]
+    provs = [Provider(str(uuid.uuid4()), secrets.token_hex(24), str(uuid.uuid4())) for _ in range(providers)]
+    res = [
+        ResourceRef(str(uuid.uuid4()), p, str(uuid.uuid4()))
+        for p in range(providers)
+        for _ in range(resources_per_provider)
+    ]
     return Catalog(provs, res)
 
 
@@ -60,17 +62,24 @@ def load(engine: sa.Engine, catalog: Catalog) -> None:
     """Insert the catalog into an empty, migrated database and set catalog_meta.version."""
     providers = [(p.customer, f"provider-{i}", p.secret) for i, p in enumerate(catalog.providers)]
     offerings = [(p.offering, p.customer, f"offering-{i}") for i, p in enumerate(catalog.providers)]
-    components = [(p.offering, name, billing, "unit")
-                  for p in catalog.providers for name, billing in COMPONENTS]
-    resources = [(r.uuid, catalog.providers[r.provider].offering, f"r{i}", "OK",
-                  _plan(catalog.providers[r.provider].offering))
-                 for i, r in enumerate(catalog.resources)]
+    components = [
+        (p.offering, name, billing, "unit") for p in catalog.providers for name, billing in COMPONENTS
+    ]
+    resources = [
+        (
+            r.uuid,
+            catalog.providers[r.provider].offering,
+            f"r{i}",
+            "OK",
+            _plan(catalog.providers[r.provider].offering),
+        )
+        for i, r in enumerate(catalog.resources)
+    ]
     periods = [(r.plan_period, r.uuid, PERIOD_START, None) for r in catalog.resources]
     tables: list[tuple[str, tuple[str, ...], list[tuple[Any, ...]]]] = [
         ("service_providers", ("customer_uuid", "name", "api_secret_code"), providers),
         ("offerings", ("uuid", "customer_uuid", "name"), offerings),
-        ("offering_components", ("offering_uuid", "type", "billing_type", "measured_unit"),
-         components),
+        ("offering_components", ("offering_uuid", "type", "billing_type", "measured_unit"), components),
         ("resources", ("uuid", "offering_uuid", "name", "state", "plan_uuid"), resources),
         ("plan_periods", ("uuid", "resource_uuid", "start", "end"), periods),
     ]
@@ -83,8 +92,10 @@ def load(engine: sa.Engine, catalog: Catalog) -> None:
                 with cur.copy(f"COPY {name} ({quoted}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row)
-            cur.execute("INSERT INTO catalog_meta (id, version) VALUES (1, 1) "
-                        "ON CONFLICT (id) DO UPDATE SET version = catalog_meta.version + 1")
+            cur.execute(
+                "INSERT INTO catalog_meta (id, version) VALUES (1, 1) "
+                "ON CONFLICT (id) DO UPDATE SET version = catalog_meta.version + 1"
+            )
             raw.commit()
         finally:
             raw.close()
@@ -96,10 +107,12 @@ def load(engine: sa.Engine, catalog: Catalog) -> None:
         for name, cols, rows in tables:
             table = meta.tables[name]
             params = [
-                {c: (uuid.UUID(v).hex if c in uuid_cols and isinstance(v, str) else v)
-                 for c, v in zip(cols, row, strict=True)}
+                {
+                    c: (uuid.UUID(v).hex if c in uuid_cols and isinstance(v, str) else v)
+                    for c, v in zip(cols, row, strict=True)
+                }
                 for row in rows
             ]
             for i in range(0, len(params), 5000):
-                conn.execute(table.insert(), params[i:i + 5000])
+                conn.execute(table.insert(), params[i : i + 5000])
         conn.execute(sa.text("INSERT INTO catalog_meta (id, version) VALUES (1, 1)"))

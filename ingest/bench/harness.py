@@ -105,12 +105,17 @@ class Bench:
     def run(self) -> dict[str, Any]:
         o = self.o
         started = time.time()
-        self.results.update({
-            "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "options": {k: (str(v) if isinstance(v, Path) else v)
-                        for k, v in dataclasses.asdict(o).items() if k != "log"},
-            "machine": machine_info(),
-        })
+        self.results.update(
+            {
+                "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "options": {
+                    k: (str(v) if isinstance(v, Path) else v)
+                    for k, v in dataclasses.asdict(o).items()
+                    if k != "log"
+                },
+                "machine": machine_info(),
+            }
+        )
         self.workdir = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
         self.log(f"work directory {self.workdir}")
         with contextlib.ExitStack() as stack:
@@ -127,9 +132,11 @@ class Bench:
             t0 = time.monotonic()
             self.catalog = cat.synthesize(o.providers, o.resources)
             cat.load(self.engine, self.catalog)
-            self.results["catalog"] = {"size": self.catalog.size,
-                                       "resources": len(self.catalog.resources),
-                                       "load_seconds": round(time.monotonic() - t0, 2)}
+            self.results["catalog"] = {
+                "size": self.catalog.size,
+                "resources": len(self.catalog.resources),
+                "load_seconds": round(time.monotonic() - t0, 2),
+            }
             self.log(f"catalog {self.catalog.size} loaded in {time.monotonic() - t0:.1f} s")
             if self.db.is_postgres:
                 from ingest.bench.baselines import WALDUR_DDL
@@ -145,8 +152,11 @@ class Bench:
             self.reset_journal()
             if "intake" in o.phases or "steady" in o.phases:
                 self.web, self.port = self.stack.web("web", "api.asgi:app")
-            for name, phase in (("intake", self.phase_intake), ("drain", self.phase_drain),
-                                ("steady", self.phase_steady)):
+            for name, phase in (
+                ("intake", self.phase_intake),
+                ("drain", self.phase_drain),
+                ("steady", self.phase_steady),
+            ):
                 if name not in o.phases:
                     continue
                 try:
@@ -155,12 +165,11 @@ class Bench:
                     import traceback
 
                     self.log(traceback.format_exc())
-                    self.results["notes"].append(f"phase {name} failed: {type(exc).__name__}: "
-                                                 f"{str(exc)[:500]}")
-                    self.results["correctness"].append({"phase": name, "ok": False,
-                                                        "error": str(exc)[:500]})
-                    self.stack.stop([p for p in self.stack.procs
-                                     if p.name != "web"])
+                    self.results["notes"].append(
+                        f"phase {name} failed: {type(exc).__name__}: {str(exc)[:500]}"
+                    )
+                    self.results["correctness"].append({"phase": name, "ok": False, "error": str(exc)[:500]})
+                    self.stack.stop([p for p in self.stack.procs if p.name != "web"])
         self.results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.results["elapsed_seconds"] = round(time.time() - started, 1)
         self.results["machine"]["loadavg_end"] = os.getloadavg()
@@ -198,8 +207,10 @@ class Bench:
 
     def final_reports(self) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.text(
-                "SELECT count(*) FROM usage_reports WHERE state <> 'queued'")).scalar() or 0)
+            return int(
+                conn.execute(sa.text("SELECT count(*) FROM usage_reports WHERE state <> 'queued'")).scalar()
+                or 0
+            )
 
     def backlog(self) -> int:
         """Accepted but not committed: the group's lag + pending on Redis 7; elsewhere (the
@@ -209,26 +220,26 @@ class Bench:
                 return int(g["lag"]) + int(g["pending"])
         return int(self.r.get(f"{PREFIX}:seq") or 0) - self.final_reports()
 
-    def load(self, port: int, reports: list[Report], duration: float, rate: float = 0.0,
-             parts: int | None = None) -> tuple[loadgen.LoadResult, list[list[Report]]]:
+    def load(
+        self, port: int, reports: list[Report], duration: float, rate: float = 0.0, parts: int | None = None
+    ) -> tuple[loadgen.LoadResult, list[list[Report]]]:
         self._loads += 1
         parts = parts or (self.o.paced_connections if rate else self.o.connections)
         d = self.workdir / f"load{self._loads}"
         split = write_bodies(reports, d, parts)
         try:
-            res = loadgen.run(f"http://127.0.0.1:{port}{SET_USAGE}", d, parts, duration, rate,
-                              engine=self.o.loadgen)
+            res = loadgen.run(
+                f"http://127.0.0.1:{port}{SET_USAGE}", d, parts, duration, rate, engine=self.o.loadgen
+            )
         finally:
             shutil.rmtree(d, ignore_errors=True)
         return res, split
 
-    def reports_for(self, duration: float, rate: float = 0.0, dry_run: bool = False
-                    ) -> list[Report]:
+    def reports_for(self, duration: float, rate: float = 0.0, dry_run: bool = False) -> list[Report]:
         n = int((rate * 1.1 if rate else self.o.max_rate_guess) * duration) + 100
         return make_reports(self.catalog, n, self.rng, dry_run)
 
-    def add_reference(self, ref: Reference, res: loadgen.LoadResult,
-                      split: list[list[Report]]) -> None:
+    def add_reference(self, ref: Reference, res: loadgen.LoadResult, split: list[list[Report]]) -> None:
         last: dict[int, int] = {}
         for part, line, status, seq, period in res.records:
             last[part] = line
@@ -271,36 +282,53 @@ class Bench:
         """Every accepted report is final in usage_reports; the usage table equals the
         reference (last accepted value per key)."""
         with self.engine.connect() as conn:
-            states: dict[str, int] = {str(k): int(v) for k, v in conn.execute(sa.text(
-                "SELECT state, count(*) FROM usage_reports GROUP BY state"))}
-            final = {int(s) for (s,) in conn.execute(sa.text(
-                "SELECT seq FROM usage_reports WHERE state <> 'queued'"))}
+            states: dict[str, int] = {
+                str(k): int(v)
+                for k, v in conn.execute(sa.text("SELECT state, count(*) FROM usage_reports GROUP BY state"))
+            }
+            final = {
+                int(s)
+                for (s,) in conn.execute(sa.text("SELECT seq FROM usage_reports WHERE state <> 'queued'"))
+            }
             unseen = sorted(final - ref.accepted)
             in_flight = 0
             for i in range(0, len(unseen), 1000):
-                for seq, token, period in conn.execute(sa.text(
+                for seq, token, period in conn.execute(
+                    sa.text(
                         "SELECT seq, token, billing_period FROM usage_reports WHERE seq IN "
-                        "(" + ",".join(str(int(s)) for s in unseen[i:i + 1000]) + ")")):
+                        "(" + ",".join(str(int(s)) for s in unseen[i : i + 1000]) + ")"
+                    )
+                ):
                     candidates = ref.in_flight.get(token)
                     if candidates and period is not None:
                         ref.add(self.catalog, candidates[0], int(seq), str(period)[:10])
                         in_flight += 1
-            rows = conn.execute(sa.text(
-                "SELECT resource_uuid, component_type, billing_period, amount, report_seq "
-                "FROM component_usages")).all()
+            rows = conn.execute(
+                sa.text(
+                    "SELECT resource_uuid, component_type, billing_period, amount, report_seq "
+                    "FROM component_usages"
+                )
+            ).all()
         got = {(str(_uuid(r[0])), r[1], str(r[2])[:10]): (int(r[4]), r[3]) for r in rows}
         missing = len(ref.accepted - final)
         unknown = len(final - ref.accepted)
-        wrong = sum(1 for k, v in ref.best.items()
-                    if k not in got or got[k][0] != v[0] or _dec(got[k][1]) != v[1])
+        wrong = sum(
+            1 for k, v in ref.best.items() if k not in got or got[k][0] != v[0] or _dec(got[k][1]) != v[1]
+        )
         extra = len(set(got) - set(ref.best))
-        ok = (missing == 0 and wrong == 0 and extra == 0 and unknown == 0
-              and states.get("quarantined", 0) == 0)
-        out = {"phase": label, "ok": ok, "accepted": len(ref.accepted),
-               "final_states": {str(k): int(v) for k, v in states.items()},
-               "in_flight_at_stop_accepted": in_flight,
-               "accepted_not_final": missing, "final_not_known_to_client": unknown,
-               "usage_keys": len(ref.best), "usage_mismatches": wrong, "usage_extra_rows": extra}
+        ok = missing == 0 and wrong == 0 and extra == 0 and unknown == 0 and states.get("quarantined", 0) == 0
+        out = {
+            "phase": label,
+            "ok": ok,
+            "accepted": len(ref.accepted),
+            "final_states": {str(k): int(v) for k, v in states.items()},
+            "in_flight_at_stop_accepted": in_flight,
+            "accepted_not_final": missing,
+            "final_not_known_to_client": unknown,
+            "usage_keys": len(ref.best),
+            "usage_mismatches": wrong,
+            "usage_extra_rows": extra,
+        }
         self.results["correctness"].append(out)
         self.log(f"verify {label}: {'OK' if ok else 'FAILED'} {out}")
         return out
@@ -321,11 +349,13 @@ class Bench:
         base: dict[str, tuple[Any, int]] = {}
         if o.baselines:
             base["bare"] = self.stack.web("bare", "ingest.bench.baselines:bare_app")
-            base["bare_sync"] = self.stack.web("bare_sync", "ingest.bench.baselines:bare_sync_app",
-                                               worker_class="sync")
+            base["bare_sync"] = self.stack.web(
+                "bare_sync", "ingest.bench.baselines:bare_sync_app", worker_class="sync"
+            )
             if self.db.is_postgres:  # Waldur runs Django on gunicorn's sync workers
-                base["waldur"] = self.stack.web("waldur", "ingest.bench.baselines:waldur_app",
-                                                worker_class="sync")
+                base["waldur"] = self.stack.web(
+                    "waldur", "ingest.bench.baselines:waldur_app", worker_class="sync"
+                )
             else:
                 self.results["notes"].append("baseline (c) needs PostgreSQL: skipped")
         ref = Reference()
@@ -351,7 +381,8 @@ class Bench:
                 res, split = self.load(self.port, reports, o.duration)
             if spy is not None:
                 self.results["profile_web"] = finish_pyspy(
-                    spy, self.workdir / "profile-web.txt", o.output, f"{o.stamp}-profile-web.txt")
+                    spy, self.workdir / "profile-web.txt", o.output, f"{o.stamp}-profile-web.txt"
+                )
                 profile_done = True
             after = self.redis.used_memory()
             if res.accepted:
@@ -366,14 +397,14 @@ class Bench:
                 self.r.delete("bench:bare")
             half = res.accepted_rate * 0.5
             if half > 0:
-                res_h, split_h = self.load(self.port, self.reports_for(o.duration, half),
-                                           o.duration, half)
+                res_h, split_h = self.load(self.port, self.reports_for(o.duration, half), o.duration, half)
                 self.add_reference(ref, res_h, split_h)
                 runs["ours_half"].append({**summary(res_h), "offered": half})
                 self.log(f"  run {run + 1} ours at 50% ({half:.0f}/s): {fmt(res_h)}")
         self.results["intake"] = runs
         self.results.setdefault("memory", {})["web_worker_rss_mb_intake"] = _mb(
-            max(peak_rss.values(), default=0))
+            max(peak_rss.values(), default=0)
+        )
         self.results["memory"]["redis_bytes_per_report_intake"] = round(med(redis_per_report))
         for proc, _ in base.values():
             self.stack.stop([proc])
@@ -387,8 +418,11 @@ class Bench:
         finally:
             kicker.stop()
         self.results["intake_backlog_drain"] = {
-            "reports": queued, "seconds": round(secs, 2), "complete": done,
-            "reports_per_s": round(queued / secs) if secs else 0}
+            "reports": queued,
+            "seconds": round(secs, 2),
+            "complete": done,
+            "reports_per_s": round(queued / secs) if secs else 0,
+        }
         self.log(f"  intake backlog of {queued} drained by 2 workers in {secs:.1f} s")
         self.wait_idle()
         self.verify("intake", ref)
@@ -446,7 +480,7 @@ class Bench:
             kicker.stop()
         self.wait_idle()
         for i in range(0, len(ids), 1000):
-            self.r.xdel(STREAM, *ids[i:i + 1000])
+            self.r.xdel(STREAM, *ids[i : i + 1000])
         self.truncate()
 
     def phase_drain(self) -> None:
@@ -457,8 +491,7 @@ class Bench:
         t0 = time.monotonic()
         ref, per_report = self.prefill(o.backlog)
         self.results.setdefault("memory", {})["redis_bytes_per_report_prefill"] = round(per_report)
-        self.log(f"  pre-filled in {time.monotonic() - t0:.1f} s, {per_report:.0f} Redis bytes "
-                 "per report")
+        self.log(f"  pre-filled in {time.monotonic() - t0:.1f} s, {per_report:.0f} Redis bytes per report")
         out: dict[str, Any] = {"backlog": o.backlog, "ours": {}, "raw": {}}
         profile_done = not o.profile
         for n in o.drain_workers:
@@ -474,8 +507,7 @@ class Bench:
                 kicker = Kicker(self.r, self.redis.url, n)
                 spy = None
                 if not profile_done and kids and n == 1:
-                    spy = start_pyspy(kids[0], o.drain_timeout + 30,
-                                      self.workdir / "profile-worker.txt")
+                    spy = start_pyspy(kids[0], o.drain_timeout + 30, self.workdir / "profile-worker.txt")
                 with sampler(kids, peak):
                     kicker.start()
                     try:
@@ -484,23 +516,29 @@ class Bench:
                         kicker.stop()
                 if spy is not None:
                     self.results["profile_worker"] = finish_pyspy(
-                        spy, self.workdir / "profile-worker.txt", o.output,
-                        f"{o.stamp}-profile-worker.txt")
+                        spy, self.workdir / "profile-worker.txt", o.output, f"{o.stamp}-profile-worker.txt"
+                    )
                     profile_done = True
                 count = o.backlog if done else self.final_reports()
-                item = {"workers": n, "reports": count, "seconds": round(secs, 3),
-                        "complete": done, "reports_per_s": round(count / secs) if secs else 0,
-                        "worker_rss_mb": _mb(max(peak.values(), default=0))}
+                item = {
+                    "workers": n,
+                    "reports": count,
+                    "seconds": round(secs, 3),
+                    "complete": done,
+                    "reports_per_s": round(count / secs) if secs else 0,
+                    "worker_rss_mb": _mb(max(peak.values(), default=0)),
+                }
                 ours.append(item)
-                self.log(f"  run {run + 1} ours, {n} worker(s): {item['reports_per_s']}/s"
-                         f"{'' if done else ' (capped, incomplete)'}")
+                self.log(
+                    f"  run {run + 1} ours, {n} worker(s): {item['reports_per_s']}/s"
+                    f"{'' if done else ' (capped, incomplete)'}"
+                )
                 self.wait_idle()
                 if done and run == 0:
                     self.verify(f"drain-{n}w", ref)
                 if o.baselines and self.db.is_postgres:
                     raw.append(self.raw_drain(n, ref if run == 0 else None))
-                    self.log(f"  run {run + 1} baseline (b), {n} process(es): "
-                             f"{raw[-1]['reports_per_s']}/s")
+                    self.log(f"  run {run + 1} baseline (b), {n} process(es): {raw[-1]['reports_per_s']}/s")
             out["ours"][str(n)] = ours
             if raw:
                 out["raw"][str(n)] = raw
@@ -509,7 +547,8 @@ class Bench:
             self.results["notes"].append("baseline (b) needs PostgreSQL: skipped")
         self.results["drain"] = out
         self.results["memory"]["celery_worker_rss_mb_drain"] = max(
-            (r["worker_rss_mb"] for runs in out["ours"].values() for r in runs), default=0)
+            (r["worker_rss_mb"] for runs in out["ours"].values() for r in runs), default=0
+        )
         self.reset_journal()
         self.truncate()
 
@@ -519,12 +558,32 @@ class Bench:
         go = f"bench:go:{time.monotonic_ns()}"
         procs = []
         for i in range(n):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "ingest.bench.baselines", "consume", "--redis-url",
-                 self.redis.url, "--database-url", self.db.libpq_url, "--stream", STREAM,
-                 "--group", RAW_GROUP, "--name", f"raw{i}", "--go-key", go],
-                cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "ingest.bench.baselines",
+                        "consume",
+                        "--redis-url",
+                        self.redis.url,
+                        "--database-url",
+                        self.db.libpq_url,
+                        "--stream",
+                        STREAM,
+                        "--group",
+                        RAW_GROUP,
+                        "--name",
+                        f"raw{i}",
+                        "--go-key",
+                        go,
+                    ],
+                    cwd=str(REPO),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if all(self.r.exists(f"{go}:ready:raw{i}") for i in range(n)):
@@ -553,22 +612,33 @@ class Bench:
         failed = [o[-1500:] for p, o in zip(procs, outputs, strict=True) if p.returncode != 0]
         if failed:
             self.results["notes"].append(f"baseline (b) consumer failed: {failed[0]}")
-        consumed = sum(int(m.group(1)) for o in outputs
-                       if (m := re.search(r"consumed (\d+) in", o)))
+        consumed = sum(int(m.group(1)) for o in outputs if (m := re.search(r"consumed (\d+) in", o)))
         count = self.o.backlog if done else consumed
         if ref is not None and done:
             with self.engine.connect() as conn:
-                rows = conn.execute(sa.text(
-                    "SELECT resource_uuid, component_type, billing_period, amount, report_seq "
-                    "FROM component_usages")).all()
-            got = {(str(_uuid(r[0])), r[1], str(r[2])[:10]): (int(r[4]), _dec(r[3]))
-                   for r in rows}
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT resource_uuid, component_type, billing_period, amount, report_seq "
+                        "FROM component_usages"
+                    )
+                ).all()
+            got = {(str(_uuid(r[0])), r[1], str(r[2])[:10]): (int(r[4]), _dec(r[3])) for r in rows}
             wrong = sum(1 for k, v in ref.best.items() if got.get(k) != v)
             self.results["correctness"].append(
-                {"phase": f"baseline-b-{n}p", "ok": wrong == 0 and len(got) == len(ref.best),
-                 "usage_mismatches": wrong, "usage_keys": len(ref.best)})
-        return {"processes": n, "reports": count, "seconds": round(secs, 3), "complete": done,
-                "reports_per_s": round(count / secs) if secs else 0}
+                {
+                    "phase": f"baseline-b-{n}p",
+                    "ok": wrong == 0 and len(got) == len(ref.best),
+                    "usage_mismatches": wrong,
+                    "usage_keys": len(ref.best),
+                }
+            )
+        return {
+            "processes": n,
+            "reports": count,
+            "seconds": round(secs, 3),
+            "complete": done,
+            "reports_per_s": round(count / secs) if secs else 0,
+        }
 
     # -- phase 3: steady state ---------------------------------------------------------------------
 
@@ -608,13 +678,15 @@ class Bench:
                     rate = schedule.pop(0)
                     step = self.steady_step(rate, ref, workers, peak_web, peak_celery)
                     steps.append(step)
-                    self.log(f"  run {run + 1} offered {rate:.0f}/s: accepted "
-                             f"{step['accepted_per_s']:.0f}/s, backlog end {step['backlog_end']}"
-                             f", growth {step['backlog_growth_per_s']:.0f}/s, delay p50/p99 "
-                             f"{step['commit_delay_ms']['p50']:.0f}/"
-                             f"{step['commit_delay_ms']['p99']:.0f} ms, "
-                             f"{'bounded' if step['bounded'] else 'NOT bounded: '}"
-                             f"{', '.join(step['problems'])}")
+                    self.log(
+                        f"  run {run + 1} offered {rate:.0f}/s: accepted "
+                        f"{step['accepted_per_s']:.0f}/s, backlog end {step['backlog_end']}"
+                        f", growth {step['backlog_growth_per_s']:.0f}/s, delay p50/p99 "
+                        f"{step['commit_delay_ms']['p50']:.0f}/"
+                        f"{step['commit_delay_ms']['p99']:.0f} ms, "
+                        f"{'bounded' if step['bounded'] else 'NOT bounded: '}"
+                        f"{', '.join(step['problems'])}"
+                    )
                     if not step["bounded"]:
                         break
                     if not schedule and extra:
@@ -622,9 +694,13 @@ class Bench:
                         schedule.append(round(rate * 1.15))
                 bounded = [s for s in steps if s["bounded"]]
                 best = max(bounded, key=lambda s: s["accepted_per_s"]) if bounded else None
-                all_runs.append({"steps": steps,
-                                 "highest_bounded_per_s": best["accepted_per_s"] if best else 0,
-                                 "at_highest": best})
+                all_runs.append(
+                    {
+                        "steps": steps,
+                        "highest_bounded_per_s": best["accepted_per_s"] if best else 0,
+                        "at_highest": best,
+                    }
+                )
             self.wait_idle()
             self.verify("steady", ref)
         finally:
@@ -634,8 +710,14 @@ class Bench:
         mem["web_worker_rss_mb_steady"] = _mb(max(peak_web.values(), default=0))
         mem["celery_worker_rss_mb_steady"] = _mb(max(peak_celery.values(), default=0))
 
-    def steady_step(self, rate: float, ref: Reference, workers: list[Any],
-                    peak_web: dict[int, int], peak_celery: dict[int, int]) -> dict[str, Any]:
+    def steady_step(
+        self,
+        rate: float,
+        ref: Reference,
+        workers: list[Any],
+        peak_web: dict[int, int],
+        peak_celery: dict[int, int],
+    ) -> dict[str, Any]:
         o = self.o
         seq_before = int(self.r.get(f"{PREFIX}:seq") or 0)
         samples: list[tuple[float, int]] = []
@@ -656,8 +738,9 @@ class Bench:
         t = threading.Thread(target=watch, daemon=True)
         t.start()
         try:
-            res, split = self.load(self.port, self.reports_for(o.steady_duration, rate),
-                                   o.steady_duration, rate)
+            res, split = self.load(
+                self.port, self.reports_for(o.steady_duration, rate), o.steady_duration, rate
+            )
         finally:
             stop.set()
             t.join(timeout=5)
@@ -673,24 +756,38 @@ class Bench:
         if non201 > 0.01 * max(1, res.requests):
             problems.append("non-201 answers")
         bounded = not problems
-        return {"offered_per_s": rate, "accepted_per_s": round(res.accepted_rate, 1),
-                "requests": res.requests, "non_201": non201, "errors": res.errors,
-                "latency_ms": res.latency_ms, "backlog_end": end_backlog,
-                "backlog_max": max((y for _, y in samples), default=0),
-                "backlog_growth_per_s": round(growth, 1),
-                "drained_after_s": round(drain_secs, 2), "drained": drained,
-                "commit_delay_ms": {"p50": round(pct(delays, 50) * 1000, 1),
-                                    "p99": round(pct(delays, 99) * 1000, 1),
-                                    "n": len(delays)},
-                "bounded": bounded, "problems": problems}
+        return {
+            "offered_per_s": rate,
+            "accepted_per_s": round(res.accepted_rate, 1),
+            "requests": res.requests,
+            "non_201": non201,
+            "errors": res.errors,
+            "latency_ms": res.latency_ms,
+            "backlog_end": end_backlog,
+            "backlog_max": max((y for _, y in samples), default=0),
+            "backlog_growth_per_s": round(growth, 1),
+            "drained_after_s": round(drain_secs, 2),
+            "drained": drained,
+            "commit_delay_ms": {
+                "p50": round(pct(delays, 50) * 1000, 1),
+                "p99": round(pct(delays, 99) * 1000, 1),
+                "n": len(delays),
+            },
+            "bounded": bounded,
+            "problems": problems,
+        }
 
     def commit_delays(self, lo: int, hi: int) -> list[float]:
         if hi < lo:
             return []
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.text(
-                "SELECT accepted_at, committed_at FROM usage_reports WHERE seq BETWEEN :lo AND "
-                ":hi AND committed_at IS NOT NULL"), {"lo": lo, "hi": hi}).all()
+            rows = conn.execute(
+                sa.text(
+                    "SELECT accepted_at, committed_at FROM usage_reports WHERE seq BETWEEN :lo AND "
+                    ":hi AND committed_at IS NOT NULL"
+                ),
+                {"lo": lo, "hi": hi},
+            ).all()
         return [(c - a).total_seconds() for a, c in rows]
 
 
@@ -751,13 +848,28 @@ def start_pyspy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] 
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         return None
-    return subprocess.Popen([spy, "record", "--nonblocking", "-r", "200", "-d",
-                             str(max(1, int(seconds))), "-p", str(pid), "-f", "raw", "-o",
-                             str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [
+            spy,
+            "record",
+            "--nonblocking",
+            "-r",
+            "200",
+            "-d",
+            str(max(1, int(seconds))),
+            "-p",
+            str(pid),
+            "-f",
+            "raw",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
-def finish_pyspy(proc: subprocess.Popen[bytes], raw: Path, output: Path, stamp_name: str
-                 ) -> dict[str, Any]:
+def finish_pyspy(proc: subprocess.Popen[bytes], raw: Path, output: Path, stamp_name: str) -> dict[str, Any]:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)  # py-spy writes what it has on Ctrl-C
     try:
@@ -778,22 +890,30 @@ def finish_pyspy(proc: subprocess.Popen[bytes], raw: Path, output: Path, stamp_n
 
 
 def summary(res: loadgen.LoadResult) -> dict[str, Any]:
-    return {"accepted_per_s": round(res.accepted_rate, 1),
-            "requests_per_s": round(res.request_rate, 1), "requests": res.requests,
-            "accepted": res.accepted, "status": {str(k): v for k, v in res.status.items()},
-            "errors": res.errors, "latency_ms": res.latency_ms,
-            "seconds": round(res.duration, 2)}
+    return {
+        "accepted_per_s": round(res.accepted_rate, 1),
+        "requests_per_s": round(res.request_rate, 1),
+        "requests": res.requests,
+        "accepted": res.accepted,
+        "status": {str(k): v for k, v in res.status.items()},
+        "errors": res.errors,
+        "latency_ms": res.latency_ms,
+        "seconds": round(res.duration, 2),
+    }
 
 
 def fmt(res: loadgen.LoadResult) -> str:
     lat = res.latency_ms
-    return (f"{res.accepted_rate:.0f} accepted/s ({res.requests} requests, status "
-            f"{dict(sorted(res.status.items()))}), p50 {lat.get('p50', 0):.1f} ms, "
-            f"p99 {lat.get('p99', 0):.1f} ms")
+    return (
+        f"{res.accepted_rate:.0f} accepted/s ({res.requests} requests, status "
+        f"{dict(sorted(res.status.items()))}), p50 {lat.get('p50', 0):.1f} ms, "
+        f"p99 {lat.get('p99', 0):.1f} ms"
+    )
 
 
-def steady_problems(rate: float, accepted_rate: float, end_backlog: int,
-                    second_half: list[tuple[float, int]], batch: int) -> list[str]:
+def steady_problems(
+    rate: float, accepted_rate: float, end_backlog: int, second_half: list[tuple[float, int]], batch: int
+) -> list[str]:
     """Why a steady-state step was not bounded (empty: it was): less than 90% of the offered
     rate accepted, more than two batches or half a second of load left at the end, or a
     backlog that grew over the second half of the step to a size that matters."""
@@ -839,21 +959,40 @@ def _mb(b: int) -> float:
 
 
 def machine_info() -> dict[str, Any]:
-    info: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                            "platform": platform.platform(), "loadavg_start": os.getloadavg()}
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_start": os.getloadavg(),
+    }
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                             capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=REPO, capture_output=True, text=True, timeout=10).stdout
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
         info["git"] = rev + ("-dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
         pass
     from importlib import metadata
 
     versions = {}
-    for pkg in ("falcon", "gunicorn", "celery", "redis", "PyJWT", "SQLAlchemy", "psycopg",
-                "msgspec", "orjson"):
+    for pkg in (
+        "falcon",
+        "gunicorn",
+        "celery",
+        "redis",
+        "PyJWT",
+        "SQLAlchemy",
+        "psycopg",
+        "msgspec",
+        "orjson",
+    ):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[pkg] = metadata.version(pkg)
     info["versions"] = versions
@@ -885,8 +1024,7 @@ def summarize(res: dict[str, Any]) -> None:
             m[f"drain_{kind}_{n}_per_s"] = med([r["reports_per_s"] for r in runs])
     steady = res.get("steady", {})
     if steady.get("runs"):
-        m["steady_highest_bounded_per_s"] = med([r["highest_bounded_per_s"]
-                                                 for r in steady["runs"]])
+        m["steady_highest_bounded_per_s"] = med([r["highest_bounded_per_s"] for r in steady["runs"]])
         best = [r["at_highest"] for r in steady["runs"] if r.get("at_highest")]
         if best:
             m["steady_commit_delay_p50_ms"] = med([b["commit_delay_ms"]["p50"] for b in best])
@@ -913,13 +1051,16 @@ def summarize(res: dict[str, Any]) -> None:
 
     res["targets"] = {
         "intake >= 85% of (a)": met(ratios["intake_vs_a"], TARGETS["intake_vs_a"]),
-        "p99 <= 25 ms at 50% load": met(m.get("ours_half_p99_ms") if intake.get("ours_half")
-                                        else None, TARGETS["p99_half_load_ms"], higher=False),
+        "p99 <= 25 ms at 50% load": met(
+            m.get("ours_half_p99_ms") if intake.get("ours_half") else None,
+            TARGETS["p99_half_load_ms"],
+            higher=False,
+        ),
         "drain >= 50% of (b), 2 workers": met(ratios["drain_vs_b_2w"], TARGETS["drain_vs_b_2w"]),
-        "drain >= 30,000/s, 2 workers": met(m.get("drain_ours_2_per_s"),
-                                            TARGETS["drain_2w_per_s"]),
-        "steady >= 3,500/s, bounded backlog": met(m.get("steady_highest_bounded_per_s"),
-                                                  TARGETS["steady_per_s"]),
+        "drain >= 30,000/s, 2 workers": met(m.get("drain_ours_2_per_s"), TARGETS["drain_2w_per_s"]),
+        "steady >= 3,500/s, bounded backlog": met(
+            m.get("steady_highest_bounded_per_s"), TARGETS["steady_per_s"]
+        ),
         "intake >= 10x (c)": met(ratios["intake_vs_c"], TARGETS["intake_vs_c"]),
     }
     res["all_correct"] = all(c.get("ok") for c in res.get("correctness", []))

@@ -155,8 +155,9 @@ def parse_output(path: Path) -> LoadResult:
             if parts[0] == "summary":
                 duration = int(parts[1]) / 1e6
                 requests = int(parts[2])
-                errors = dict(zip(("connect", "read", "write", "status", "timeout"),
-                                  map(int, parts[3:8]), strict=True))
+                errors = dict(
+                    zip(("connect", "read", "write", "status", "timeout"), map(int, parts[3:8]), strict=True)
+                )
             elif parts[0] == "latency":
                 name = "max" if parts[1] == "max" else f"p{parts[1]}"
                 latency[name] = int(parts[2]) / 1000.0
@@ -180,8 +181,16 @@ def wrk_available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def run(url: str, directory: Path, parts: int, duration: float, rate: float = 0.0,
-        engine: str = "auto", out: Path | None = None, timeout: float = 5.0) -> LoadResult:
+def run(
+    url: str,
+    directory: Path,
+    parts: int,
+    duration: float,
+    rate: float = 0.0,
+    engine: str = "auto",
+    out: Path | None = None,
+    timeout: float = 5.0,
+) -> LoadResult:
     """Run one bounded load in a separate process and return its parsed result."""
     _check_loopback(url)
     out = out or directory / "load.txt"
@@ -196,20 +205,51 @@ def run(url: str, directory: Path, parts: int, duration: float, rate: float = 0.
         script.write_text(LUA)
         split = urlsplit(url)
         base = f"{split.scheme}://{split.netloc}"
-        cmd = ["wrk", "-t", str(parts), "-c", str(parts), "-d", f"{secs}s",
-               "--timeout", f"{max(1, round(timeout))}s", "-s", str(script), base,
-               "--", str(directory), f"{interval_ms:.4f}", split.path]
+        cmd = [
+            "wrk",
+            "-t",
+            str(parts),
+            "-c",
+            str(parts),
+            "-d",
+            f"{secs}s",
+            "--timeout",
+            f"{max(1, round(timeout))}s",
+            "-s",
+            str(script),
+            base,
+            "--",
+            str(directory),
+            f"{interval_ms:.4f}",
+            split.path,
+        ]
         env = dict(os.environ, BENCH_WRK_OUT=str(out))
     else:
-        cmd = [sys.executable, "-m", "ingest.bench.loadgen", "--url", url, "--dir",
-               str(directory), "--parts", str(parts), "--duration", str(secs),
-               "--interval-ms", f"{interval_ms:.4f}", "--out", str(out),
-               "--timeout", str(timeout)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ingest.bench.loadgen",
+            "--url",
+            url,
+            "--dir",
+            str(directory),
+            "--parts",
+            str(parts),
+            "--duration",
+            str(secs),
+            "--interval-ms",
+            f"{interval_ms:.4f}",
+            "--out",
+            str(out),
+            "--timeout",
+            str(timeout),
+        ]
         env = dict(os.environ)
     proc = subprocess.run(cmd, env=env, capture_output=True, timeout=secs + timeout + 60)
     if proc.returncode != 0 or not out.exists():
-        raise RuntimeError(f"load generator failed ({proc.returncode}): "
-                           f"{proc.stderr.decode(errors='replace')[-2000:]}")
+        raise RuntimeError(
+            f"load generator failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-2000:]}"
+        )
     return parse_output(out)
 
 
@@ -270,12 +310,25 @@ class _Conn:
         return int(m.group(1)), body
 
 
-def _part(host: str, port: int, path: str, directory: str, part: int, interval: float,
-          deadline: float, timeout: float, out: list[object]) -> None:
+def _part(
+    host: str,
+    port: int,
+    path: str,
+    directory: str,
+    part: int,
+    interval: float,
+    deadline: float,
+    timeout: float,
+    out: list[object],
+) -> None:
     lines = [ln for ln in Path(directory, f"bodies-{part}.txt").read_bytes().split(b"\n") if ln]
     requests = [
-        (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-         f"Content-Length: {len(b)}\r\n\r\n").encode() + b for b in lines
+        (
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(b)}\r\n\r\n"
+        ).encode()
+        + b
+        for b in lines
     ]
     conn = _Conn(host, port, timeout)
     latencies: list[float] = []
@@ -313,11 +366,24 @@ def _part(host: str, port: int, path: str, directory: str, part: int, interval: 
     out.append((latencies, records, errors))
 
 
-def _process(host: str, port: int, path: str, directory: str, parts: list[int],
-             interval: float, deadline: float, timeout: float, queue: object) -> None:
+def _process(
+    host: str,
+    port: int,
+    path: str,
+    directory: str,
+    parts: list[int],
+    interval: float,
+    deadline: float,
+    timeout: float,
+    queue: object,
+) -> None:
     out: list[object] = []
-    threads = [threading.Thread(target=_part, args=(host, port, path, directory, p, interval,
-                                                    deadline, timeout, out)) for p in parts]
+    threads = [
+        threading.Thread(
+            target=_part, args=(host, port, path, directory, p, interval, deadline, timeout, out)
+        )
+        for p in parts
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -333,10 +399,23 @@ def python_main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     deadline = started + args.duration
     interval = args.interval_ms / 1000.0
-    workers = [ctx.Process(target=_process, args=(host, port, path, args.dir,
-                                                  list(range(k + 1, args.parts + 1, procs)),
-                                                  interval, deadline, args.timeout, queue))
-               for k in range(procs)]
+    workers = [
+        ctx.Process(
+            target=_process,
+            args=(
+                host,
+                port,
+                path,
+                args.dir,
+                list(range(k + 1, args.parts + 1, procs)),
+                interval,
+                deadline,
+                args.timeout,
+                queue,
+            ),
+        )
+        for k in range(procs)
+    ]
     for w in workers:
         w.start()
     results = [queue.get(timeout=args.duration + args.timeout + 30) for _ in workers]

@@ -8,9 +8,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-ISSUE_TARGETS_NOTE = ("Targets from issue 5: intake >= 85% of (a) with p99 <= 25 ms at 50% "
-                      "load; drain >= 50% of (b) and >= 30,000 reports/s with 2 workers; steady "
-                      "state >= 3,500 reports/s with no backlog growth; intake >= 10x (c).")
+ISSUE_TARGETS_NOTE = (
+    "Targets from issue 5: intake >= 85% of (a) with p99 <= 25 ms at 50% "
+    "load; drain >= 50% of (b) and >= 30,000 reports/s with 2 workers; steady "
+    "state >= 3,500 reports/s with no backlog growth; intake >= 10x (c)."
+)
 
 
 def write(results: dict[str, Any], output: Path, stamp: str) -> list[Path]:
@@ -46,71 +48,98 @@ def markdown(res: dict[str, Any], stamp: str) -> str:
     o = res.get("options", {})
     mach = res.get("machine", {})
     lines = [f"# ingest bench {stamp}", ""]
-    lines.append(f"Machine: {mach.get('cpus')} CPUs, Python {mach.get('python')}, load "
-                 f"generator {mach.get('loadgen')}, git {mach.get('git', '?')}; load average "
-                 f"{_la(mach.get('loadavg_start'))} at start, {_la(mach.get('loadavg_end'))} at "
-                 f"end. Catalog: {res.get('catalog', {}).get('size', '-')}. Each figure is the "
-                 f"median of {o.get('runs')} run(s) of {o.get('duration')} s"
-                 f"{' (--quick)' if o.get('quick') else ''}; web: gunicorn with "
-                 f"{o.get('web_workers')} workers (the product's gunicorn_conf: uvicorn workers; "
-                 f"(c) and the sync (a) on gunicorn's sync worker).")
+    lines.append(
+        f"Machine: {mach.get('cpus')} CPUs, Python {mach.get('python')}, load "
+        f"generator {mach.get('loadgen')}, git {mach.get('git', '?')}; load average "
+        f"{_la(mach.get('loadavg_start'))} at start, {_la(mach.get('loadavg_end'))} at "
+        f"end. Catalog: {res.get('catalog', {}).get('size', '-')}. Each figure is the "
+        f"median of {o.get('runs')} run(s) of {o.get('duration')} s"
+        f"{' (--quick)' if o.get('quick') else ''}; web: gunicorn with "
+        f"{o.get('web_workers')} workers (the product's gunicorn_conf: uvicorn workers; "
+        f"(c) and the sync (a) on gunicorn's sync worker)."
+    )
     lines.append("")
     if res.get("intake"):
-        lines += ["## Intake (web alone, no workers)", "",
-                  "| | accepted reports/s | p50 ms | p99 ms | ours as ratio |",
-                  "|---|---:|---:|---:|---:|",
-                  f"| **ours, max rate** | {_f(m.get('ours_max_per_s'))} | "
-                  f"{_f(m.get('ours_max_p50_ms'), 1)} | {_f(m.get('ours_max_p99_ms'), 1)} | |"]
+        lines += [
+            "## Intake (web alone, no workers)",
+            "",
+            "| | accepted reports/s | p50 ms | p99 ms | ours as ratio |",
+            "|---|---:|---:|---:|---:|",
+            f"| **ours, max rate** | {_f(m.get('ours_max_per_s'))} | "
+            f"{_f(m.get('ours_max_p50_ms'), 1)} | {_f(m.get('ours_max_p99_ms'), 1)} | |",
+        ]
         if res["intake"].get("ours_half"):
             offered = res["intake"]["ours_half"][0].get("offered", 0)
-            lines.append(f"| **ours, 50% of max** (offered ~{_f(offered)}/s) | "
-                         f"{_f(m.get('ours_half_per_s'))} | {_f(m.get('ours_half_p50_ms'), 1)} | "
-                         f"{_f(m.get('ours_half_p99_ms'), 1)} | |")
+            lines.append(
+                f"| **ours, 50% of max** (offered ~{_f(offered)}/s) | "
+                f"{_f(m.get('ours_half_per_s'))} | {_f(m.get('ours_half_p50_ms'), 1)} | "
+                f"{_f(m.get('ours_half_p99_ms'), 1)} | |"
+            )
         if "bare_max_per_s" in m:
-            lines.append(f"| (a) bare Falcon + PyJWT + one LPUSH | {_f(m['bare_max_per_s'])} | "
-                         f"{_f(m.get('bare_max_p50_ms'), 1)} | {_f(m.get('bare_max_p99_ms'), 1)}"
-                         f" | {_ratio(r.get('intake_vs_a'))} |")
+            lines.append(
+                f"| (a) bare Falcon + PyJWT + one LPUSH | {_f(m['bare_max_per_s'])} | "
+                f"{_f(m.get('bare_max_p50_ms'), 1)} | {_f(m.get('bare_max_p99_ms'), 1)}"
+                f" | {_ratio(r.get('intake_vs_a'))} |"
+            )
         if "bare_sync_max_per_s" in m:
-            lines.append(f"| (a) on gunicorn's sync worker (reference, not a ceiling) | "
-                         f"{_f(m['bare_sync_max_per_s'])} | {_f(m.get('bare_sync_max_p50_ms'), 1)} | "
-                         f"{_f(m.get('bare_sync_max_p99_ms'), 1)} | {_ratio(r.get('intake_vs_a_sync'))} |")
+            lines.append(
+                f"| (a) on gunicorn's sync worker (reference, not a ceiling) | "
+                f"{_f(m['bare_sync_max_per_s'])} | {_f(m.get('bare_sync_max_p50_ms'), 1)} | "
+                f"{_f(m.get('bare_sync_max_p99_ms'), 1)} | {_ratio(r.get('intake_vs_a_sync'))} |"
+            )
         if "waldur_max_per_s" in m:
-            lines.append(f"| (c) synchronous Waldur-style | {_f(m['waldur_max_per_s'])} | "
-                         f"{_f(m.get('waldur_max_p50_ms'), 1)} | "
-                         f"{_f(m.get('waldur_max_p99_ms'), 1)} | {_ratio(r.get('intake_vs_c'))} |")
+            lines.append(
+                f"| (c) synchronous Waldur-style | {_f(m['waldur_max_per_s'])} | "
+                f"{_f(m.get('waldur_max_p50_ms'), 1)} | "
+                f"{_f(m.get('waldur_max_p99_ms'), 1)} | {_ratio(r.get('intake_vs_c'))} |"
+            )
         before = [x.get("journal_entries_before") for x in res["intake"].get("ours_max", [])]
         if any(v is not None for v in before):
-            lines += ["", "No worker runs in this phase, so the journal only grows: our "
-                          "maximum-rate runs started with "
-                          f"{', '.join(_f(v) for v in before)} entries queued."]
+            lines += [
+                "",
+                "No worker runs in this phase, so the journal only grows: our "
+                "maximum-rate runs started with "
+                f"{', '.join(_f(v) for v in before)} entries queued.",
+            ]
         d = res.get("intake_backlog_drain")
         if d:
-            lines += ["", f"The {d['reports']:,} reports accepted above were then drained by 2 "
-                          f"workers in {d['seconds']} s ({_f(d['reports_per_s'])}/s)."]
+            lines += [
+                "",
+                f"The {d['reports']:,} reports accepted above were then drained by 2 "
+                f"workers in {d['seconds']} s ({_f(d['reports_per_s'])}/s).",
+            ]
         lines.append("")
     if res.get("drain"):
         d = res["drain"]
-        lines += [f"## Drain of a pre-filled backlog ({d['backlog']:,} reports, 3 usage lines "
-                  "each)", "",
-                  "| worker processes | ours reports/s | (b) raw COPY + merge reports/s | ratio |",
-                  "|---:|---:|---:|---:|"]
+        lines += [
+            f"## Drain of a pre-filled backlog ({d['backlog']:,} reports, 3 usage lines each)",
+            "",
+            "| worker processes | ours reports/s | (b) raw COPY + merge reports/s | ratio |",
+            "|---:|---:|---:|---:|",
+        ]
         for n in d.get("ours", {}):
             incomplete = any(not x["complete"] for x in d["ours"][n])
-            lines.append(f"| {n} | {_f(m.get(f'drain_ours_{n}_per_s'))}"
-                         f"{' (capped)' if incomplete else ''} | "
-                         f"{_f(m.get(f'drain_raw_{n}_per_s'))} | "
-                         f"{_ratio(r.get(f'drain_vs_b_{n}w'))} |")
+            lines.append(
+                f"| {n} | {_f(m.get(f'drain_ours_{n}_per_s'))}"
+                f"{' (capped)' if incomplete else ''} | "
+                f"{_f(m.get(f'drain_raw_{n}_per_s'))} | "
+                f"{_ratio(r.get(f'drain_vs_b_{n}w'))} |"
+            )
         lines.append("")
     if res.get("steady"):
         s = res["steady"]
-        lines += [f"## Steady state (web + {s['workers']} worker(s) + beat + load generator)", "",
-                  f"Highest offered rate with a bounded backlog: **"
-                  f"{_f(m.get('steady_highest_bounded_per_s'))} reports/s**; "
-                  f"acceptance-to-commit delay there p50 {_f(m.get('steady_commit_delay_p50_ms'))}"
-                  f" ms, p99 {_f(m.get('steady_commit_delay_p99_ms'))} ms.", "",
-                  "| run | offered/s | accepted/s | non-201 | HTTP p50 / p99 ms | backlog end / max "
-                  "| growth/s | commit delay p50 / p99 ms | bounded |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+        lines += [
+            f"## Steady state (web + {s['workers']} worker(s) + beat + load generator)",
+            "",
+            f"Highest offered rate with a bounded backlog: **"
+            f"{_f(m.get('steady_highest_bounded_per_s'))} reports/s**; "
+            f"acceptance-to-commit delay there p50 {_f(m.get('steady_commit_delay_p50_ms'))}"
+            f" ms, p99 {_f(m.get('steady_commit_delay_p99_ms'))} ms.",
+            "",
+            "| run | offered/s | accepted/s | non-201 | HTTP p50 / p99 ms | backlog end / max "
+            "| growth/s | commit delay p50 / p99 ms | bounded |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+        ]
         for i, run in enumerate(s["runs"], start=1):
             for st in run["steps"]:
                 lat = st["latency_ms"]
@@ -120,7 +149,8 @@ def markdown(res: dict[str, Any], stamp: str) -> str:
                     f"{st['backlog_end']} / {st['backlog_max']} | "
                     f"{_f(st['backlog_growth_per_s'])} | {_f(st['commit_delay_ms']['p50'])} / "
                     f"{_f(st['commit_delay_ms']['p99'])} | {_f(st['bounded'])}"
-                    f"{' (' + ', '.join(st['problems']) + ')' if st.get('problems') else ''} |")
+                    f"{' (' + ', '.join(st['problems']) + ')' if st.get('problems') else ''} |"
+                )
         lines.append("")
     mem = res.get("memory", {})
     if mem:
@@ -139,22 +169,36 @@ def markdown(res: dict[str, Any], stamp: str) -> str:
     lines += ["## Targets", "", ISSUE_TARGETS_NOTE, "", "| target | met |", "|---|:---:|"]
     for k, v in res.get("targets", {}).items():
         lines.append(f"| {k} | {'-' if v is None else 'yes' if v else '**no**'} |")
-    lines += ["", "## Correctness", "",
-              "| phase | ok | accepted | final states | not final | usage keys | mismatches |",
-              "|---|:---:|---:|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Correctness",
+        "",
+        "| phase | ok | accepted | final states | not final | usage keys | mismatches |",
+        "|---|:---:|---:|---|---:|---:|---:|",
+    ]
     for c in res.get("correctness", []):
         states = ", ".join(f"{k} {v:,}" for k, v in sorted(c.get("final_states", {}).items()))
-        lines.append(f"| {c['phase']} | {_f(c['ok'])} | {_f(c.get('accepted'))} | "
-                     f"{states or '-'} | {_f(c.get('accepted_not_final'))} | "
-                     f"{_f(c.get('usage_keys'))} | {_f(c.get('usage_mismatches'))} |")
-    for key, title in (("profile_web", "web worker at max intake"),
-                       ("profile_worker", "Celery worker draining")):
+        lines.append(
+            f"| {c['phase']} | {_f(c['ok'])} | {_f(c.get('accepted'))} | "
+            f"{states or '-'} | {_f(c.get('accepted_not_final'))} | "
+            f"{_f(c.get('usage_keys'))} | {_f(c.get('usage_mismatches'))} |"
+        )
+    for key, title in (
+        ("profile_web", "web worker at max intake"),
+        ("profile_worker", "Celery worker draining"),
+    ):
         prof = res.get(key)
         if prof and "top_inclusive" in prof:
-            lines += ["", f"## Profile: {title} (py-spy, {prof['samples']} samples"
-                          f"{', raw stacks in ' + prof['raw'] if prof.get('raw') else ''})", "",
-                      "Largest self time (where the CPU actually is):", "",
-                      "| function | self | inclusive |", "|---|---:|---:|"]
+            lines += [
+                "",
+                f"## Profile: {title} (py-spy, {prof['samples']} samples"
+                f"{', raw stacks in ' + prof['raw'] if prof.get('raw') else ''})",
+                "",
+                "Largest self time (where the CPU actually is):",
+                "",
+                "| function | self | inclusive |",
+                "|---|---:|---:|",
+            ]
             incl = dict(prof["top_inclusive"]) | dict(prof.get("ours", []))
             for name, share in prof["top_self"][:15]:
                 lines.append(f"| `{name}` | {share:.1f}% | {_pct(incl.get(name))} |")
@@ -189,11 +233,13 @@ def plot(res: dict[str, Any], output: Path, stamp: str) -> list[Path]:
     m = res.get("medians", {})
     if res.get("intake"):
         labels, rates, p50, p99, colors = [], [], [], [], []
-        for key, label, color in (("ours_max", "ours (max)", "#1f77b4"),
-                                  ("ours_half", "ours (50%)", "#6baed6"),
-                                  ("bare_max", "(a) bare", "#999999"),
-                                  ("bare_sync_max", "(a) on sync", "#cccccc"),
-                                  ("waldur_max", "(c) Waldur-style", "#d62728")):
+        for key, label, color in (
+            ("ours_max", "ours (max)", "#1f77b4"),
+            ("ours_half", "ours (50%)", "#6baed6"),
+            ("bare_max", "(a) bare", "#999999"),
+            ("bare_sync_max", "(a) on sync", "#cccccc"),
+            ("waldur_max", "(c) Waldur-style", "#d62728"),
+        ):
             if f"{key}_per_s" in m:
                 labels.append(label)
                 colors.append(color)
@@ -222,18 +268,32 @@ def plot(res: dict[str, Any], output: Path, stamp: str) -> list[Path]:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
         for i, run in enumerate(res["steady"]["runs"], start=1):
             off = [s["offered_per_s"] for s in run["steps"]]
-            ax1.plot(off, [s["accepted_per_s"] for s in run["steps"]], "o-",
-                     label=f"accepted, run {i}")
-            ax1.plot(off, [max(0, s["backlog_growth_per_s"]) for s in run["steps"]], "x--",
-                     label=f"backlog growth/s, run {i}")
-            ax2.plot(off, [max(0.1, s["latency_ms"].get("p50", 0)) for s in run["steps"]],
-                     "o-", label=f"HTTP p50, run {i}")
-            ax2.plot(off, [max(0.1, s["latency_ms"].get("p99", 0)) for s in run["steps"]],
-                     "s-", label=f"HTTP p99, run {i}")
-            ax2.plot(off, [max(0.1, s["commit_delay_ms"]["p99"]) for s in run["steps"]],
-                     "^--", label=f"accept-to-commit p99, run {i}")
-        top = max((s["offered_per_s"] for r in res["steady"]["runs"] for s in r["steps"]),
-                  default=1)
+            ax1.plot(off, [s["accepted_per_s"] for s in run["steps"]], "o-", label=f"accepted, run {i}")
+            ax1.plot(
+                off,
+                [max(0, s["backlog_growth_per_s"]) for s in run["steps"]],
+                "x--",
+                label=f"backlog growth/s, run {i}",
+            )
+            ax2.plot(
+                off,
+                [max(0.1, s["latency_ms"].get("p50", 0)) for s in run["steps"]],
+                "o-",
+                label=f"HTTP p50, run {i}",
+            )
+            ax2.plot(
+                off,
+                [max(0.1, s["latency_ms"].get("p99", 0)) for s in run["steps"]],
+                "s-",
+                label=f"HTTP p99, run {i}",
+            )
+            ax2.plot(
+                off,
+                [max(0.1, s["commit_delay_ms"]["p99"]) for s in run["steps"]],
+                "^--",
+                label=f"accept-to-commit p99, run {i}",
+            )
+        top = max((s["offered_per_s"] for r in res["steady"]["runs"] for s in r["steps"]), default=1)
         ax1.plot([0, top], [0, top], ":", color="grey", label="offered")
         ax1.set_xlabel("offered reports/s")
         ax1.set_ylabel("reports/s")
@@ -311,6 +371,7 @@ def profile_summary(raw: str, top: int = 25) -> dict[str, Any]:
         # the trunk every sample shares (gunicorn / Celery start-up frames) says nothing
         "top_inclusive": [(k, v) for k, v in share if v < 90][:top],
         "top_self": [(k, round(100 * v / total, 1)) for k, v in self_.most_common(top)],
-        "ours": [(k, v) for k, v in share
-                 if any(f"({p}/" in k for p in ("ingest", "api", "workers", "schemas"))][:top],
+        "ours": [
+            (k, v) for k, v in share if any(f"({p}/" in k for p in ("ingest", "api", "workers", "schemas"))
+        ][:top],
     }

@@ -37,8 +37,9 @@ class Proc:
         self.name = name
         self.log = log
         self._log = log.open("ab")
-        self.popen = subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=self._log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self.popen = subprocess.Popen(
+            cmd, env=env, cwd=str(REPO), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     @property
     def pid(self) -> int:
@@ -102,8 +103,7 @@ class Database:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
         admin.dispose()
-        self.url = sa.engine.make_url(admin_url).set(database=self.name).render_as_string(
-            hide_password=False)
+        self.url = sa.engine.make_url(admin_url).set(database=self.name).render_as_string(hide_password=False)
 
     @property
     def is_postgres(self) -> bool:
@@ -118,8 +118,13 @@ class Database:
             return
         admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": self.name})
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :n AND pid <> pg_backend_pid()"
+                ),
+                {"n": self.name},
+            )
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}"'))
         admin.dispose()
 
@@ -141,18 +146,36 @@ class RedisServer:
     """A private redis-server on a free loopback port, configured as embedded_redis.start
     configures it (AOF, appendfsync, noeviction), with a choice of binary."""
 
-    def __init__(self, workdir: Path, binary: str = "embedded", appendfsync: str = "everysec"
-                 ) -> None:
+    def __init__(self, workdir: Path, binary: str = "embedded", appendfsync: str = "everysec") -> None:
         self.port = free_port()
         directory = workdir / "redis"
         directory.mkdir(parents=True, exist_ok=True)
         self.binary = redis_binary(binary)
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(directory), "--appendonly", "yes", "--appendfsync", appendfsync, "--save", "",
-             "--maxmemory-policy", "noeviction", "--daemonize", "no",
-             "--logfile", str(directory / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                appendfsync,
+                "--save",
+                "",
+                "--maxmemory-policy",
+                "noeviction",
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(directory / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 15
@@ -185,8 +208,14 @@ class RedisServer:
 class Stack:
     """gunicorn web servers and Celery workers/beat sharing one environment."""
 
-    def __init__(self, workdir: Path, database_url: str, redis_url: str, web_workers: int,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        database_url: str,
+        redis_url: str,
+        web_workers: int,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.procs: list[Proc] = []
         prom = workdir / "prometheus"
@@ -207,17 +236,35 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def web(self, name: str, app: str, port: int | None = None, timeout: float = 60,
-            worker_class: str | None = None) -> tuple[Proc, int]:
+    def web(
+        self,
+        name: str,
+        app: str,
+        port: int | None = None,
+        timeout: float = 60,
+        worker_class: str | None = None,
+    ) -> tuple[Proc, int]:
         """gunicorn with the product's config file, bound to 127.0.0.1 only; ``worker_class``
         overrides the config's (``sync`` for the WSGI baselines)."""
         port = port or free_port()
         env = dict(self.env, PORT=str(port))
         override = ["-k", worker_class] if worker_class else []
-        proc = self._start(name, [sys.executable, "-m", "gunicorn", "-c",
-                                  "python:ingest.gunicorn_conf", "-b", f"127.0.0.1:{port}",
-                                  *override, "--no-control-socket", app],
-                           env)
+        proc = self._start(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "python:ingest.gunicorn_conf",
+                "-b",
+                f"127.0.0.1:{port}",
+                *override,
+                "--no-control-socket",
+                app,
+            ],
+            env,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not proc.alive():
@@ -232,10 +279,27 @@ class Stack:
 
     def worker(self, index: int, timeout: float = 60) -> Proc:
         """One Celery worker exactly as the Procfile's ``worker`` line (concurrency 1)."""
-        proc = self._start(f"worker{index}", [
-            sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--loglevel", "INFO",
-            "--concurrency", "1", "--pool", "prefork", "-Q", "celery",
-            "-n", f"bench{index}.{os.getpid()}@%h"])
+        proc = self._start(
+            f"worker{index}",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "1",
+                "--pool",
+                "prefork",
+                "-Q",
+                "celery",
+                "-n",
+                f"bench{index}.{os.getpid()}@%h",
+            ],
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not proc.alive():
@@ -246,9 +310,21 @@ class Stack:
         raise RuntimeError(f"worker{index} not ready within {timeout} s:\n{proc.tail()}")
 
     def beat(self) -> Proc:
-        return self._start("beat", [
-            sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "INFO",
-            "--schedule", str(self.workdir / "celerybeat-schedule")])
+        return self._start(
+            "beat",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(self.workdir / "celerybeat-schedule"),
+            ],
+        )
 
     def stop(self, procs: list[Proc] | None = None) -> None:
         for proc in list(procs if procs is not None else self.procs):

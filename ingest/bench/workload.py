@@ -60,15 +60,15 @@ def make_report(catalog: Catalog, resource: int, dry_run: bool = False) -> Repor
     amounts = _amounts_next()
     claims: dict[str, Any] = {
         "resource": ref.uuid,
-        "usages": [{"type": c, "amount": a} for (c, _), a in zip(COMPONENTS, amounts, strict=True)]}
+        "usages": [{"type": c, "amount": a} for (c, _), a in zip(COMPONENTS, amounts, strict=True)],
+    }
     body: dict[str, Any] = {"customer": provider.customer, "data": sign(claims, provider.secret)}
     if dry_run:
         body["dry_run"] = True
     return Report(resource, amounts, orjson.dumps(body))
 
 
-def make_reports(catalog: Catalog, count: int, rng: random.Random, dry_run: bool = False
-                 ) -> list[Report]:
+def make_reports(catalog: Catalog, count: int, rng: random.Random, dry_run: bool = False) -> list[Report]:
     n = len(catalog.resources)
     return [make_report(catalog, rng.randrange(n), dry_run) for _ in range(count)]
 
@@ -120,8 +120,10 @@ class Reference:
 
 # -- a pre-filled backlog: the envelopes the web process would have written --------------------
 
-def envelopes(catalog: Catalog, count: int, rng: random.Random, now: float | None = None
-              ) -> Iterator[tuple[Report, bytes, str, str]]:
+
+def envelopes(
+    catalog: Catalog, count: int, rng: random.Random, now: float | None = None
+) -> Iterator[tuple[Report, bytes, str, str]]:
     """Yield (report, v1 envelope, billing period, report id) as Intake.set_usage would."""
     accepted = time.time() if now is None else now
     moment = dt.datetime.fromtimestamp(accepted, dt.UTC)
@@ -133,18 +135,24 @@ def envelopes(catalog: Catalog, count: int, rng: random.Random, now: float | Non
         ref = catalog.resources[r]
         provider = catalog.providers[ref.provider]
         amounts = _amounts_next()
-        claims: dict[str, Any] = {"resource": ref.uuid,
-                  "usages": [{"type": c, "amount": a}
-                             for (c, _), a in zip(COMPONENTS, amounts, strict=True)]}
+        claims: dict[str, Any] = {
+            "resource": ref.uuid,
+            "usages": [{"type": c, "amount": a} for (c, _), a in zip(COMPONENTS, amounts, strict=True)],
+        }
         token = sign(claims, provider.secret)
         at = accepted + i * 1e-6
         report_id = f"{int(at * 1000):012x}{uuid.uuid4().hex[:20]}"
         queued = wire.QueuedReport(
-            id=report_id, customer=provider.customer, resource=ref.uuid,
-            plan_period=ref.plan_period, billing_period=period, date=date, accepted_at=at,
-            usages=tuple(wire.UsageLine(c, a) for (c, _), a in zip(COMPONENTS, amounts,
-                                                                     strict=True)),
-            token=token, claims=orjson.dumps(claims),
+            id=report_id,
+            customer=provider.customer,
+            resource=ref.uuid,
+            plan_period=ref.plan_period,
+            billing_period=period,
+            date=date,
+            accepted_at=at,
+            usages=tuple(wire.UsageLine(c, a) for (c, _), a in zip(COMPONENTS, amounts, strict=True)),
+            token=token,
+            claims=orjson.dumps(claims),
         )
         yield Report(r, amounts, b""), wire.encode(queued), period, report_id
 

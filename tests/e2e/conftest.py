@@ -110,13 +110,20 @@ class Stack:
         self.check_alive()
         for p in self.procs:
             text = p.log.read_text(errors="replace")
-            bad = [line for line in text.splitlines()
-                   if "Traceback" in line or '"level":"ERROR"' in line or "ERROR/" in line
-                   or "CRITICAL" in line]
+            bad = [
+                line
+                for line in text.splitlines()
+                if "Traceback" in line or '"level":"ERROR"' in line or "ERROR/" in line or "CRITICAL" in line
+            ]
             assert not bad, f"{p.name} logged errors: {bad[:5]}\n{self.tail()}"
 
-    def wait_for(self, what: str, probe: Callable[[], T | None], timeout: float = COMMIT_DEADLINE,
-                 interval: float = 0.05) -> T:
+    def wait_for(
+        self,
+        what: str,
+        probe: Callable[[], T | None],
+        timeout: float = COMMIT_DEADLINE,
+        interval: float = 0.05,
+    ) -> T:
         """Poll ``probe`` until it returns something truthy; fail with the process logs."""
         deadline = time.monotonic() + timeout
         while True:
@@ -126,8 +133,8 @@ class Stack:
             self.check_alive()
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"gave up after {timeout:.0f} s waiting for {what} (last: {value!r})\n"
-                    f"{self.tail()}")
+                    f"gave up after {timeout:.0f} s waiting for {what} (last: {value!r})\n{self.tail()}"
+                )
             time.sleep(interval)
 
     # -- requests --------------------------------------------------------------------------
@@ -135,8 +142,9 @@ class Stack:
     def body(self, claims: dict[str, Any], **extra: Any) -> dict[str, Any]:
         return self.demo.body(claims, **extra)
 
-    def set_usage(self, claims: dict[str, Any], client: httpx.Client | None = None,
-                  **extra: Any) -> dict[str, Any]:
+    def set_usage(
+        self, claims: dict[str, Any], client: httpx.Client | None = None, **extra: Any
+    ) -> dict[str, Any]:
         """POST one signed report; return the receipt of the 201."""
         resp = (client or self.http).post(SET_USAGE, json=self.body(claims, **extra))
         assert resp.status_code == 201, f"{resp.status_code} {resp.text}\n{self.tail()}"
@@ -150,7 +158,7 @@ class Stack:
         found: dict[str, str] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(wanted), 500):
-                chunk = wanted[i:i + 500]
+                chunk = wanted[i : i + 500]
                 found.update(conn.execute(select(r.id, r.state).where(r.id.in_(chunk))).all())
         return found
 
@@ -180,8 +188,14 @@ class Stack:
         self.wait_for("the journal backlog to drain", lambda: self.queue.backlog() == 0, timeout)
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "ingest"), *args], env=self.env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [str(BIN / "ingest"), *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
 def _environment(database_url: str, redis_url: str, prefix: str, port: int) -> dict[str, str]:
@@ -189,8 +203,14 @@ def _environment(database_url: str, redis_url: str, prefix: str, port: int) -> d
     ours = {name for name, *_ in config.VARIABLES} | {"PROMETHEUS_MULTIPROC_DIR"}
     env = {k: v for k, v in os.environ.items() if k not in ours}
     env.update(
-        PORT=str(port), WEB_CONCURRENCY="2", DATABASE_URL=database_url, REDIS_URL=redis_url,
-        REDIS_PREFIX=prefix, CATALOG_REFRESH="0.2", FLUSH_INTERVAL="0.05", LOG_LEVEL="INFO",
+        PORT=str(port),
+        WEB_CONCURRENCY="2",
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        REDIS_PREFIX=prefix,
+        CATALOG_REFRESH="0.2",
+        FLUSH_INTERVAL="0.05",
+        LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -199,8 +219,15 @@ def _environment(database_url: str, redis_url: str, prefix: str, port: int) -> d
 def _start(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Proc:
     log = logs / f"{name}.log"
     with log.open("wb") as sink:
-        popen = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        popen = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     return Proc(name, popen, log)
 
 
@@ -227,8 +254,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture
-def stack(database_url: str, redis_url: str, tmp_path: Path,
-          request: pytest.FixtureRequest) -> Iterator[Stack]:
+def stack(
+    database_url: str, redis_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
     demo = make_demo()
     engine = make_engine(database_url)
     SqlCatalog(engine).load(catalog_file.parse(demo.doc()))
@@ -243,19 +271,62 @@ def stack(database_url: str, redis_url: str, tmp_path: Path,
     logs = tmp_path / "logs"
     logs.mkdir()
     procs = [
-        _start("web", [str(BIN / "gunicorn"), "-c", "python:ingest.gunicorn_conf",
-                       "--no-control-socket", "api.asgi:app"], env, logs),
-        _start("worker", [str(BIN / "celery"), "-A", "workers.app", "worker", "--loglevel", "INFO",
-                          "--concurrency", "1", "--pool", "prefork", "-Q", "celery",
-                          "-n", f"e2e-{uuid.uuid4().hex[:8]}@%h"], env, logs),
-        _start("beat", [str(BIN / "celery"), "-A", "workers.app", "beat", "--loglevel", "INFO",
-                        "--schedule", str(tmp_path / "celerybeat-schedule")], env, logs),
+        _start(
+            "web",
+            [
+                str(BIN / "gunicorn"),
+                "-c",
+                "python:ingest.gunicorn_conf",
+                "--no-control-socket",
+                "api.asgi:app",
+            ],
+            env,
+            logs,
+        ),
+        _start(
+            "worker",
+            [
+                str(BIN / "celery"),
+                "-A",
+                "workers.app",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "1",
+                "--pool",
+                "prefork",
+                "-Q",
+                "celery",
+                "-n",
+                f"e2e-{uuid.uuid4().hex[:8]}@%h",
+            ],
+            env,
+            logs,
+        ),
+        _start(
+            "beat",
+            [
+                str(BIN / "celery"),
+                "-A",
+                "workers.app",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(tmp_path / "celerybeat-schedule"),
+            ],
+            env,
+            logs,
+        ),
     ]
     base = f"http://127.0.0.1:{port}"
     http = httpx.Client(base_url=base, timeout=30)
-    s = Stack(base, env, database_url, db_url, prefix, demo, engine, client,
-              RedisQueue(client, prefix), procs, http)
+    s = Stack(
+        base, env, database_url, db_url, prefix, demo, engine, client, RedisQueue(client, prefix), procs, http
+    )
     try:
+
         def ready() -> bool:
             try:
                 return http.get("/readyz").status_code == 200

@@ -13,8 +13,18 @@ pytestmark = pytest.mark.e2e
 
 def _push(stack: Stack, *args: str, secret: str | None = None) -> tuple[int, int, str]:
     demo = stack.demo
-    done = stack.cli("push", "--url", stack.url, "--customer", demo.provider,
-                     "--secret", secret or demo.secret, "--resource", demo.resource, *args)
+    done = stack.cli(
+        "push",
+        "--url",
+        stack.url,
+        "--customer",
+        demo.provider,
+        "--secret",
+        secret or demo.secret,
+        "--resource",
+        demo.resource,
+        *args,
+    )
     status, _, body = done.stdout.strip().partition(" ")
     assert status.isdigit(), f"rc={done.returncode} stdout={done.stdout!r} stderr={done.stderr!r}"
     return done.returncode, int(status), body
@@ -27,8 +37,7 @@ def test_ingest_push_round_trip(stack: Stack) -> None:
     receipt = json.loads(body)
     assert stack.wait_final([receipt["id"]]) == {receipt["id"]: "committed"}
     row = stack.usage(demo.resource)["cpu_hours"]
-    assert (row["amount"], row["sequence"], row["report_id"]) == (
-        "3.00", receipt["sequence"], receipt["id"])
+    assert (row["amount"], row["sequence"], row["report_id"]) == ("3.00", receipt["sequence"], receipt["id"])
 
     rc, status, body = _push(stack, "--dry-run", "ram_gb=9")
     assert (rc, status) == (0, 201), body

@@ -40,29 +40,36 @@ def test_last_accepted_value_wins(stack: Stack) -> None:
         assert stack.usage(demo.resource)["cpu_hours"]["amount"] == amount
 
     # back to back on one connection: one batch or several, the outcome must not depend on it
-    burst = [(stack.set_usage(_cpu(demo.resource, a)), {"cpu_hours": a})
-             for a in ("10.00", "11.00", "12.00", "13.00", "14.00")]
+    burst = [
+        (stack.set_usage(_cpu(demo.resource, a)), {"cpu_hours": a})
+        for a in ("10.00", "11.00", "12.00", "13.00", "14.00")
+    ]
     sent += burst
     stack.wait_final([r["id"] for r, _ in burst])
     assert stack.usage(demo.resource)["cpu_hours"]["amount"] == "14.00"
 
     # one set_usages request is one Redis round trip, hence certainly one batch
-    batch = [{"cpu_hours": "20.00", "ram_gb": "7.00"}, {"cpu_hours": "21.00"},
-             {"cpu_hours": "22.00"}, {"cpu_hours": "23.00"}]
-    tokens = [demo.sign({"resource": demo.resource,
-                         "usages": [{"type": c, "amount": a} for c, a in lines.items()]})
-              for lines in batch]
+    batch = [
+        {"cpu_hours": "20.00", "ram_gb": "7.00"},
+        {"cpu_hours": "21.00"},
+        {"cpu_hours": "22.00"},
+        {"cpu_hours": "23.00"},
+    ]
+    tokens = [
+        demo.sign({"resource": demo.resource, "usages": [{"type": c, "amount": a} for c, a in lines.items()]})
+        for lines in batch
+    ]
     resp = stack.http.post(SET_USAGES, json={"customer": demo.provider, "reports": tokens})
     assert resp.status_code == 207, resp.text
     results = resp.json()["results"]
     assert [r["status"] for r in results] == [201] * len(batch), results
-    in_batch = [({"id": r["id"], "sequence": r["sequence"]}, lines)
-                for r, lines in zip(results, batch, strict=True)]
+    in_batch = [
+        ({"id": r["id"], "sequence": r["sequence"]}, lines) for r, lines in zip(results, batch, strict=True)
+    ]
     sent += in_batch
     states = stack.wait_final([r["id"] for r, _ in in_batch])
     # c1 still set ram_gb, c2 and c3 lost cpu_hours to c4 inside the batch
-    assert [states[r["id"]] for r, _ in in_batch] == [
-        "committed", "superseded", "superseded", "committed"]
+    assert [states[r["id"]] for r, _ in in_batch] == ["committed", "superseded", "superseded", "committed"]
 
     # a smaller value last: usage is absolute, the last accepted wins, not the largest
     last = stack.set_usage(_cpu(demo.resource, "0.50"))
@@ -86,10 +93,15 @@ def test_last_accepted_value_wins(stack: Stack) -> None:
 
 def test_a_component_named_twice_in_one_report_keeps_its_last_line(stack: Stack) -> None:
     demo = stack.demo
-    receipt = stack.set_usage({"resource": demo.resource, "usages": [
-        {"type": "cpu_hours", "amount": "5", "description": "first"},
-        {"type": "cpu_hours", "amount": "6", "description": "second"},
-    ]})
+    receipt = stack.set_usage(
+        {
+            "resource": demo.resource,
+            "usages": [
+                {"type": "cpu_hours", "amount": "5", "description": "first"},
+                {"type": "cpu_hours", "amount": "6", "description": "second"},
+            ],
+        }
+    )
     assert stack.wait_final([receipt["id"]]) == {receipt["id"]: "committed"}
     row = stack.usage(demo.resource)["cpu_hours"]
     assert (row["amount"], row["description"]) == ("6.00", "second")
@@ -97,13 +109,26 @@ def test_a_component_named_twice_in_one_report_keeps_its_last_line(stack: Stack)
 
 # -- a lower sequence never wins ---------------------------------------------------------------
 
+
 def _usage_snapshot(stack: Stack, resource: str) -> list[tuple[Any, ...]]:
     u = t.ComponentUsage
     with stack.engine.connect() as conn:
-        return [tuple(row) for row in conn.execute(
-            select(u.component_type, u.billing_period, u.amount, u.report_id, u.report_seq,
-                   u.date, u.updated_at).where(u.resource_uuid == uuid.UUID(resource))
-            .order_by(u.component_type))]
+        return [
+            tuple(row)
+            for row in conn.execute(
+                select(
+                    u.component_type,
+                    u.billing_period,
+                    u.amount,
+                    u.report_id,
+                    u.report_seq,
+                    u.date,
+                    u.updated_at,
+                )
+                .where(u.resource_uuid == uuid.UUID(resource))
+                .order_by(u.component_type)
+            )
+        ]
 
 
 def _report_snapshot(stack: Stack, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -116,9 +141,13 @@ def _late_report(stack: Stack, template: Entry, amount: str) -> wire.QueuedRepor
     claims = {"resource": old.resource, "usages": [{"type": "cpu_hours", "amount": amount}]}
     accepted_at = old.accepted_at + 0.001
     return msgspec.structs.replace(
-        old, id=new_report_id(accepted_at), accepted_at=accepted_at,
-        usages=(wire.UsageLine("cpu_hours", amount),), token=stack.demo.sign(claims),
-        claims=orjson.dumps(claims))
+        old,
+        id=new_report_id(accepted_at),
+        accepted_at=accepted_at,
+        usages=(wire.UsageLine("cpu_hours", amount),),
+        token=stack.demo.sign(claims),
+        claims=orjson.dumps(claims),
+    )
 
 
 def test_a_lower_sequence_never_overwrites_a_higher_one(stack: Stack) -> None:
@@ -136,7 +165,9 @@ def test_a_lower_sequence_never_overwrites_a_higher_one(stack: Stack) -> None:
     assert str(usage_before[0][2]) == "200.00"
     reports_before = _report_snapshot(stack, [old["id"], new["id"]])
     assert {i: r["state"] for i, r in reports_before.items()} == {
-        old["id"]: "committed", new["id"]: "committed"}
+        old["id"]: "committed",
+        new["id"]: "committed",
+    }
 
     journal = {e.seq: e for e in stack.queue.read_journal()}
     old_entry, new_entry = journal[old["sequence"]], journal[new["sequence"]]
@@ -144,9 +175,11 @@ def test_a_lower_sequence_never_overwrites_a_higher_one(stack: Stack) -> None:
     # 1. through the real worker: both committed entries delivered again (duplicates), and a
     #    late report carrying a lower sequence than the committed value
     late = _late_report(stack, old_entry, "999.00")
-    for seq, report_id, raw in ((old_entry.seq, old["id"], old_entry.raw),
-                                (new_entry.seq, new["id"], new_entry.raw),
-                                (late_seqs[0], late.id, wire.encode(late))):
+    for seq, report_id, raw in (
+        (old_entry.seq, old["id"], old_entry.raw),
+        (new_entry.seq, new["id"], new_entry.raw),
+        (late_seqs[0], late.id, wire.encode(late)),
+    ):
         stack.redis.xadd(stack.queue.stream, {"s": seq, "i": report_id, "r": raw})
     assert stack.wait_final([late.id]) == {late.id: "superseded"}
     stack.wait_idle()
@@ -154,14 +187,17 @@ def test_a_lower_sequence_never_overwrites_a_higher_one(stack: Stack) -> None:
     assert _report_snapshot(stack, [old["id"], new["id"]]) == reports_before
 
     # 2. the same through a second committer (a replay, another worker) in this process
-    committer = Committer(lambda: SqlUnitOfWork(stack.engine),
-                          CatalogCache(SqlCatalog(stack.engine), 0.0).get, max_deliveries=5)
+    committer = Committer(
+        lambda: SqlUnitOfWork(stack.engine), CatalogCache(SqlCatalog(stack.engine), 0.0).get, max_deliveries=5
+    )
     late2 = _late_report(stack, old_entry, "555.00")
-    outcome = committer.commit([
-        Delivery(old_entry.entry_id, old_entry.seq, old_entry.raw, 2),
-        Delivery(new_entry.entry_id, new_entry.seq, new_entry.raw, 2),
-        Delivery("1-1", late_seqs[1], wire.encode(late2)),
-    ])
+    outcome = committer.commit(
+        [
+            Delivery(old_entry.entry_id, old_entry.seq, old_entry.raw, 2),
+            Delivery(new_entry.entry_id, new_entry.seq, new_entry.raw, 2),
+            Delivery("1-1", late_seqs[1], wire.encode(late2)),
+        ]
+    )
     assert sorted(outcome.skipped) == sorted([old["id"], new["id"]])
     assert outcome.superseded == [late2.id]
     assert outcome.committed == [] and outcome.quarantined == []

@@ -38,15 +38,26 @@ def _claims(resource: str, **extra: Any) -> dict[str, Any]:
     return {"resource": resource, "usages": [{"type": "cpu_hours", "amount": "2.50"}], **extra}
 
 
-def _fuzz(operation: Any, stack: Stack, session: requests.Session, mode: GenerationMode,
-          headers: dict[str, str] | None, counts: dict[str, int]) -> None:
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-              phases=[Phase.generate, Phase.target, Phase.shrink],
-              suppress_health_check=list(HealthCheck))
+def _fuzz(
+    operation: Any,
+    stack: Stack,
+    session: requests.Session,
+    mode: GenerationMode,
+    headers: dict[str, str] | None,
+    counts: dict[str, int],
+) -> None:
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate, Phase.target, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy(mode))
     def run(case: Any) -> None:
-        case.call_and_validate(base_url=stack.url, session=session, headers=headers,
-                               checks=CHECKS, timeout=30)
+        case.call_and_validate(
+            base_url=stack.url, session=session, headers=headers, checks=CHECKS, timeout=30
+        )
         counts[operation.label] = counts.get(operation.label, 0) + 1
 
     run()
@@ -56,24 +67,29 @@ def test_every_operation_conforms_to_the_served_document(stack: Stack) -> None:
     demo = stack.demo
     served = stack.http.get("/api/schema/")
     assert served.status_code == 200
-    assert stack.http.get("/api/schema/", params={"format": "json"}).json() == yaml.safe_load(
-        served.content)
+    assert stack.http.get("/api/schema/", params={"format": "json"}).json() == yaml.safe_load(served.content)
     # from_dict, not from_url: from_url leaves out the operation that served the document,
     # and GET /api/schema/ is one of ours to test
     schema = schemathesis.openapi.from_dict(yaml.safe_load(served.content))
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.label for op in operations} >= {
-        f"POST {CHECK_SIGNATURE}", f"POST {SET_USAGE}", f"POST {SET_USAGES}", f"GET {REPORT}",
-        "GET /healthz", "GET /readyz", "GET /metrics", "GET /api/schema/"}
+        f"POST {CHECK_SIGNATURE}",
+        f"POST {SET_USAGE}",
+        f"POST {SET_USAGES}",
+        f"GET {REPORT}",
+        "GET /healthz",
+        "GET /readyz",
+        "GET /metrics",
+        "GET /api/schema/",
+    }
 
-    provider = {"Authorization": f"Bearer {demo.sign({'purpose': 'status'})}",
-                "X-Customer": demo.provider}
+    provider = {"Authorization": f"Bearer {demo.sign({'purpose': 'status'})}", "X-Customer": demo.provider}
     counts: dict[str, int] = {}
     failures: dict[str, BaseException] = {}
     with requests.Session() as session:
         for op in operations:
             # the report status also with a provider's credentials, so ids are looked up
-            for headers in ([None, provider] if op.path == REPORT else [None]):
+            for headers in [None, provider] if op.path == REPORT else [None]:
                 for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                     try:
                         _fuzz(op, stack, session, mode, headers, counts)
@@ -86,8 +102,9 @@ def test_every_operation_conforms_to_the_served_document(stack: Stack) -> None:
                         failures[f"{op.label} {mode.value} auth={headers is not None}"] = exc
     assert not failures, "\n\n".join(f"{k}:\n{v}" for k, v in failures.items())
     # an operation without parameters or body has one possible request; the others get them all
-    assert all(counts.get(op.label, 0) >= (MAX_EXAMPLES if op.path.startswith("/api/") else 1)
-               for op in operations), counts
+    assert all(
+        counts.get(op.label, 0) >= (MAX_EXAMPLES if op.path.startswith("/api/") else 1) for op in operations
+    ), counts
     print(f"\nschemathesis requests per operation: {counts}")
 
     # the success paths, which generated data cannot reach without the provider's secret
@@ -101,26 +118,34 @@ def test_every_operation_conforms_to_the_served_document(stack: Stack) -> None:
 
     good = demo.body(_claims(demo.resource))
     call(f"POST {CHECK_SIGNATURE}", 200, body=good, media_type="application/json")
-    call(f"POST {CHECK_SIGNATURE}", 200, body=good,
-         media_type="application/x-www-form-urlencoded")
+    call(f"POST {CHECK_SIGNATURE}", 200, body=good, media_type="application/x-www-form-urlencoded")
     call(f"POST {SET_USAGE}", 201, body={**good, "dry_run": True}, media_type="application/json")
-    call(f"POST {SET_USAGE}", 403, body=demo.body(_claims(demo.other_resource)),
-         media_type="application/json")
+    call(
+        f"POST {SET_USAGE}", 403, body=demo.body(_claims(demo.other_resource)), media_type="application/json"
+    )
     receipt = call(f"POST {SET_USAGE}", 201, body=good, media_type="application/json").json()
-    batch = call(f"POST {SET_USAGES}", 207, media_type="application/json", body={
-        "customer": demo.provider,
-        "reports": [demo.sign(_claims(demo.resource2, jti=uuid.uuid4().hex)), "a.b.c",
-                    demo.sign(_claims(demo.other_resource))]}).json()
+    batch = call(
+        f"POST {SET_USAGES}",
+        207,
+        media_type="application/json",
+        body={
+            "customer": demo.provider,
+            "reports": [
+                demo.sign(_claims(demo.resource2, jti=uuid.uuid4().hex)),
+                "a.b.c",
+                demo.sign(_claims(demo.other_resource)),
+            ],
+        },
+    ).json()
     assert [r["status"] for r in batch["results"]] == [201, 400, 403]
     call(f"GET {REPORT}", 200, path_parameters={"report_id": receipt["id"]}, headers=provider)
     stack.wait_final([receipt["id"], batch["results"][0]["id"]])
-    committed = call(f"GET {REPORT}", 200, path_parameters={"report_id": receipt["id"]},
-                     headers=provider).json()
+    committed = call(
+        f"GET {REPORT}", 200, path_parameters={"report_id": receipt["id"]}, headers=provider
+    ).json()
     assert committed["state"] == "committed"
-    other = {"Authorization": f"Bearer {demo.sign({}, demo.other_secret)}",
-             "X-Customer": demo.other_provider}
+    other = {"Authorization": f"Bearer {demo.sign({}, demo.other_secret)}", "X-Customer": demo.other_provider}
     call(f"GET {REPORT}", 404, path_parameters={"report_id": receipt["id"]}, headers=other)
     call("GET /readyz", 200)
 
     stack.assert_healthy()  # no traceback, no ERROR line, every process still up
-

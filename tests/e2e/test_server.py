@@ -48,14 +48,17 @@ def _closed(sock: socket.socket) -> bool:
 
 
 def _post(path: str, body: bytes, extra: str = "") -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
 
 
 def _report(stack: Stack, amount: str) -> bytes:
     demo = stack.demo
-    return json.dumps(stack.body({"resource": demo.resource,
-                                  "usages": [{"type": "cpu_hours", "amount": amount}]})).encode()
+    return json.dumps(
+        stack.body({"resource": demo.resource, "usages": [{"type": "cpu_hours", "amount": amount}]})
+    ).encode()
 
 
 def test_one_connection_carries_many_reports(stack: Stack) -> None:
@@ -73,10 +76,15 @@ def test_one_connection_carries_many_reports(stack: Stack) -> None:
 
 def test_a_chunked_body_is_read_whole(stack: Stack) -> None:
     body = _report(stack, "7.5")
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part)
-                      for part in (body[:10], body[10:50], body[50:]))
-    request = (f"POST {SET_USAGE} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               "Transfer-Encoding: chunked\r\n\r\n").encode() + chunks + b"0\r\n\r\n"
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:10], body[10:50], body[50:]))
+    request = (
+        (
+            f"POST {SET_USAGE} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n"
+        ).encode()
+        + chunks
+        + b"0\r\n\r\n"
+    )
     with _connect(stack) as sock:
         sock.sendall(request)
         status, _, answer = _read_response(sock)
@@ -85,24 +93,31 @@ def test_a_chunked_body_is_read_whole(stack: Stack) -> None:
     assert stack.wait_final([receipt["id"]]) == {receipt["id"]: "committed"}
 
 
-@pytest.mark.parametrize("head", [
-    pytest.param(f"X-Big: {'a' * (MAX_LINE + 1)}\r\n", id="one-header-over-the-line-limit"),
-    pytest.param("".join(f"X-F{i}: v\r\n" for i in range(MAX_FIELDS + 1)), id="too-many-fields"),
-    pytest.param("".join(f"X-F{i}: {'b' * 8000}\r\n" for i in range(99)) + "X-L: " + "c" * 500_000
-                 + "\r\n", id="a-head-of-1.3-MB"),
-])
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(f"X-Big: {'a' * (MAX_LINE + 1)}\r\n", id="one-header-over-the-line-limit"),
+        pytest.param("".join(f"X-F{i}: v\r\n" for i in range(MAX_FIELDS + 1)), id="too-many-fields"),
+        pytest.param(
+            "".join(f"X-F{i}: {'b' * 8000}\r\n" for i in range(99)) + "X-L: " + "c" * 500_000 + "\r\n",
+            id="a-head-of-1.3-MB",
+        ),
+    ],
+)
 def test_an_oversized_head_gets_400_and_the_server_goes_on(stack: Stack, head: str) -> None:
     with _connect(stack) as sock:
         # the server may answer and close while we are still sending
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(f"POST {SET_USAGE} HTTP/1.1\r\nHost: x\r\n{head}".encode()
-                         + b"Content-Length: 2\r\n\r\n{}")
+            sock.sendall(
+                f"POST {SET_USAGE} HTTP/1.1\r\nHost: x\r\n{head}".encode() + b"Content-Length: 2\r\n\r\n{}"
+            )
         status, _, body = _read_response(sock)
         assert status == 400, body
         assert _closed(sock)
     before = stack.queue.journal_length()
-    receipt = stack.set_usage({"resource": stack.demo.resource,
-                               "usages": [{"type": "ram_gb", "amount": "2"}]})
+    receipt = stack.set_usage(
+        {"resource": stack.demo.resource, "usages": [{"type": "ram_gb", "amount": "2"}]}
+    )
     assert stack.queue.journal_length() >= before + 1 and receipt["status"] == "queued"
     stack.assert_healthy()
 
@@ -116,8 +131,11 @@ def test_a_long_request_line_gets_400(stack: Stack) -> None:
 
 def test_an_announced_huge_body_gets_413_and_the_connection_closes(stack: Stack) -> None:
     with _connect(stack) as sock:
-        sock.sendall(f"POST {SET_USAGE} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     f"Content-Length: {10 ** 9}\r\n\r\n".encode() + b"{" * 1000)
+        sock.sendall(
+            f"POST {SET_USAGE} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {10**9}\r\n\r\n".encode()
+            + b"{" * 1000
+        )
         status, headers, body = _read_response(sock)
         assert (status, json.loads(body)) == (413, {"detail": "Request body is too large."})
         assert headers.get("connection", "").lower() == "close"
@@ -127,9 +145,11 @@ def test_an_announced_huge_body_gets_413_and_the_connection_closes(stack: Stack)
 
 def test_a_websocket_upgrade_is_not_served_and_breaks_nothing(stack: Stack) -> None:
     with _connect(stack) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                     b"Sec-WebSocket-Version: 13\r\n\r\n")
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
         status, _, body = _read_response(sock)
     assert status == 200 and json.loads(body) == {"status": "ok"}  # plain HTTP, no upgrade
     stack.assert_healthy()
@@ -145,8 +165,10 @@ def test_a_client_that_never_finishes_its_head_is_cut_off(stack: Stack) -> None:
 
 def test_trailers_count_towards_the_request_limit(stack: Stack) -> None:
     body = _report(stack, "1")
-    start = (f"POST {SET_USAGE} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-             "Transfer-Encoding: chunked\r\n\r\n").encode()
+    start = (
+        f"POST {SET_USAGE} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
     chunk = b"%x\r\n%s\r\n0\r\nX-Trailer: " % (len(body), body)
     with _connect(stack) as sock:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):

@@ -78,21 +78,50 @@ class Stack:
         log = self.tmp / f"{name}.log"
         self.logs[name] = log
         self.procs[name] = subprocess.Popen(
-            argv, env=self.env, cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-            start_new_session=True)
+            argv,
+            env=self.env,
+            cwd=ROOT,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def start_web(self) -> None:
-        self._spawn("web", [str(BIN / "gunicorn"), "-c", "python:ingest.gunicorn_conf",
-                            "api.asgi:app"])
+        self._spawn("web", [str(BIN / "gunicorn"), "-c", "python:ingest.gunicorn_conf", "api.asgi:app"])
 
     def start_worker(self, name: str = "worker") -> None:
-        self._spawn(name, [str(BIN / "celery"), "-A", "workers.app", "worker", "--concurrency",
-                           "1", "--pool", "prefork", "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h",
-                           "--loglevel", "INFO"])
+        self._spawn(
+            name,
+            [
+                str(BIN / "celery"),
+                "-A",
+                "workers.app",
+                "worker",
+                "--concurrency",
+                "1",
+                "--pool",
+                "prefork",
+                "-n",
+                f"{name}-{uuid.uuid4().hex[:6]}@%h",
+                "--loglevel",
+                "INFO",
+            ],
+        )
 
     def start_beat(self) -> None:
-        self._spawn("beat", [str(BIN / "celery"), "-A", "workers.app", "beat", "--schedule",
-                             str(self.tmp / "beat-schedule"), "--loglevel", "INFO"])
+        self._spawn(
+            "beat",
+            [
+                str(BIN / "celery"),
+                "-A",
+                "workers.app",
+                "beat",
+                "--schedule",
+                str(self.tmp / "beat-schedule"),
+                "--loglevel",
+                "INFO",
+            ],
+        )
 
     def start(self) -> None:
         self.start_redis()
@@ -152,8 +181,7 @@ class Sent:
 class Load:
     """Bounded load from threads with keep-alive clients; keeps every 201 it received."""
 
-    def __init__(self, stack: Stack, resources: list[str], threads: int = 4,
-                 limit: int = 3000) -> None:
+    def __init__(self, stack: Stack, resources: list[str], threads: int = 4, limit: int = 3000) -> None:
         self.stack = stack
         self.resources = resources
         self.threads = threads
@@ -180,8 +208,9 @@ class Load:
                 component = ("cpu_hours", "ram_gb")[i % 2]
                 amount = Decimal(number) / 100
                 i += 1
-                body = demo.body({"resource": resource,
-                                  "usages": [{"type": component, "amount": str(amount)}]})
+                body = demo.body(
+                    {"resource": resource, "usages": [{"type": component, "amount": str(amount)}]}
+                )
                 try:
                     resp = client.post(url, json=body)
                 except httpx.HTTPError as exc:
@@ -191,8 +220,9 @@ class Load:
                 if resp.status_code == 201:
                     receipt = resp.json()
                     with self._lock:
-                        self.accepted.append(Sent(receipt["id"], receipt["sequence"],
-                                                  (resource, component), amount))
+                        self.accepted.append(
+                            Sent(receipt["id"], receipt["sequence"], (resource, component), amount)
+                        )
                 else:
                     self._count(resp.status_code)
                     if resp.status_code >= 500 and resp.status_code != 503:
@@ -204,8 +234,9 @@ class Load:
             self.refused[what] = self.refused.get(what, 0) + 1
 
     def start(self) -> Load:
-        self._workers = [threading.Thread(target=self._run, args=(n,), daemon=True)
-                         for n in range(self.threads)]
+        self._workers = [
+            threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(self.threads)
+        ]
         for t in self._workers:
             t.start()
         return self
@@ -233,10 +264,12 @@ class Verdict:
     stale_rows: int
 
     def line(self, scenario: str) -> str:
-        return (f"{scenario}: sent {self.sent}, accepted {self.accepted}, committed "
-                f"{self.committed}, superseded {self.superseded}, quarantined "
-                f"{self.quarantined}, lost {self.lost}, applied twice {self.applied_twice}, "
-                f"stale rows {self.stale_rows}")
+        return (
+            f"{scenario}: sent {self.sent}, accepted {self.accepted}, committed "
+            f"{self.committed}, superseded {self.superseded}, quarantined "
+            f"{self.quarantined}, lost {self.lost}, applied twice {self.applied_twice}, "
+            f"stale rows {self.stale_rows}"
+        )
 
 
 def settle(database_url: str, load: Load, timeout: float = 120) -> Verdict:
@@ -254,12 +287,15 @@ def settle(database_url: str, load: Load, timeout: float = 120) -> Verdict:
                 break
             time.sleep(0.5)
         with engine.connect() as conn:
-            rows = conn.execute(sa.text(
-                "SELECT resource_uuid, component_type, amount, report_seq, report_id "
-                "FROM component_usages")).all()
-            counts = conn.execute(sa.text(
-                "SELECT count(*), count(DISTINCT id), count(DISTINCT seq) FROM usage_reports"
-            )).one()
+            rows = conn.execute(
+                sa.text(
+                    "SELECT resource_uuid, component_type, amount, report_seq, report_id "
+                    "FROM component_usages"
+                )
+            ).all()
+            counts = conn.execute(
+                sa.text("SELECT count(*), count(DISTINCT id), count(DISTINCT seq) FROM usage_reports")
+            ).one()
     finally:
         engine.dispose()
     newest: dict[tuple[str, str], Sent] = {}
@@ -275,8 +311,10 @@ def settle(database_url: str, load: Load, timeout: float = 120) -> Verdict:
             stale += 1
     by_state = [states.get(i) for i in ids]
     return Verdict(
-        sent=load.sent, accepted=len(ids),
-        committed=by_state.count("committed"), superseded=by_state.count("superseded"),
+        sent=load.sent,
+        accepted=len(ids),
+        committed=by_state.count("committed"),
+        superseded=by_state.count("superseded"),
         quarantined=by_state.count("quarantined"),
         lost=sum(1 for s in by_state if s not in FINAL),
         applied_twice=(counts[0] - counts[1]) + (counts[0] - counts[2]),

@@ -83,9 +83,15 @@ def test_postgres_connections_terminated(stack, demo):
     for _ in range(5):
         load.wait_for(300 * (killed + 1))
         with engine.connect() as conn:
-            killed += conn.execute(sa.text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar() or 0
+            killed += (
+                conn.execute(
+                    sa.text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).scalar()
+                or 0
+            )
     engine.dispose()
     load.finish()
     check(stack, load, f"PostgreSQL connections terminated ({killed})")
@@ -112,8 +118,13 @@ def test_duplicate_delivery_and_replay_change_nothing(stack, demo):
     from pathlib import Path
 
     ingest = Path(sys.executable).parent / "ingest"
-    out = subprocess.run([str(ingest), "replay", "--since", "2000-01-01T00:00:00Z"],
-                         env=stack.env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(ingest), "replay", "--since", "2000-01-01T00:00:00Z"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert " 0 committed" in out.stdout
     check(stack, load, "after replay")

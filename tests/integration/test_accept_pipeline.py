@@ -118,8 +118,9 @@ def test_rate_limits_apply_per_request_inside_one_write(queue, redis_url):
 def test_a_lost_connection_fails_every_waiting_request_and_is_not_retried(queue):
     def unreachable() -> redis.asyncio.Connection:
         with socket_closed() as port:
-            return redis.asyncio.Connection(host="127.0.0.1", port=port, socket_timeout=1,
-                                            socket_connect_timeout=1)
+            return redis.asyncio.Connection(
+                host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1
+            )
 
     pipeline = AcceptPipeline(queue, unreachable)
 
@@ -182,6 +183,21 @@ def test_commands_are_packed_as_redis_py_packs_them():
     from ingest.adapters.redis_accept import _pack
 
     conn = redis.asyncio.Connection()
-    args = ["EVALSHA", "0" * 40, 5, "a:seq", "a:journal", "a:kick", "a:rate:c", "a:accepted", 200,
-            0.0, 2.5, "report-1", b"raw \x00\xff bytes", "caf\u00e9", -1]
+    args = [
+        "EVALSHA",
+        "0" * 40,
+        5,
+        "a:seq",
+        "a:journal",
+        "a:kick",
+        "a:rate:c",
+        "a:accepted",
+        200,
+        0.0,
+        2.5,
+        "report-1",
+        b"raw \x00\xff bytes",
+        "caf\u00e9",
+        -1,
+    ]
     assert _pack(args) == b"".join(conn.pack_command(*args))

@@ -30,8 +30,12 @@ def post(client, body, gz=False):
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_mixed_batch_keeps_every_valid_item(client, runtime, demo, gz):
-    good = lambda amount: demo.sign({"resource": demo.resource,  # noqa: E731
-                                     "usages": [{"type": "cpu_hours", "amount": amount}]})
+    good = lambda amount: demo.sign(
+        {
+            "resource": demo.resource,  # noqa: E731
+            "usages": [{"type": "cpu_hours", "amount": amount}],
+        }
+    )
     reports = [
         good("1"),
         demo.sign({"resource": demo.resource, "usages": []}, secret="wrong-secret-123"),
@@ -54,7 +58,8 @@ def test_mixed_batch_keeps_every_valid_item(client, runtime, demo, gz):
     drain(runtime.queue, runtime.committer, "t", 100, 0.01, 5)
     rows = usage_rows(runtime.engine, uuid.UUID(demo.resource))
     assert [(r["component"], r["amount"], r["report_id"]) for r in rows] == [
-        ("cpu_hours", "2.00", results[3]["id"])]
+        ("cpu_hours", "2.00", results[3]["id"])
+    ]
 
 
 def test_empty_batch_and_dry_run_write_nothing(client, runtime, demo):
@@ -73,13 +78,17 @@ def test_batch_over_the_report_limit_is_413(client, runtime, demo):
     assert journal(runtime) == 0
 
 
-@pytest.mark.parametrize("body,status", [
-    (b"\x1f\x8b\x08\x00garbage", 400),  # malformed gzip
-    (gzip.compress(b"\x00" * (9 * 1024 * 1024)), 413),  # decompresses past the byte limit
-])
+@pytest.mark.parametrize(
+    "body,status",
+    [
+        (b"\x1f\x8b\x08\x00garbage", 400),  # malformed gzip
+        (gzip.compress(b"\x00" * (9 * 1024 * 1024)), 413),  # decompresses past the byte limit
+    ],
+)
 def test_bad_gzip(client, runtime, body, status):
-    resp = client.simulate_post(URL, body=body, headers={"Content-Encoding": "gzip",
-                                                         "Content-Type": "application/json"})
+    resp = client.simulate_post(
+        URL, body=body, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    )
     assert resp.status_code == status
     assert journal(runtime) == 0
 
@@ -87,15 +96,18 @@ def test_bad_gzip(client, runtime, body, status):
 def test_envelope_errors_match_set_usage(client, runtime, demo):
     resp = post(client, {"reports": "nope"})
     assert resp.status_code == 400
-    assert resp.json == {"customer": ["This field is required."],
-                         "reports": ['Expected a list of items but got type "str".']}
+    assert resp.json == {
+        "customer": ["This field is required."],
+        "reports": ['Expected a list of items but got type "str".'],
+    }
 
 
 def test_gzip_on_the_single_endpoint(client, runtime, demo):
     body = demo.body({"resource": demo.resource, "usages": [{"type": "cpu_hours", "amount": 3}]})
-    resp = client.simulate_post("/api/marketplace-public-api/set_usage/",
-                                body=gzip.compress(orjson.dumps(body)),
-                                headers={"Content-Encoding": "gzip",
-                                         "Content-Type": "application/json"})
+    resp = client.simulate_post(
+        "/api/marketplace-public-api/set_usage/",
+        body=gzip.compress(orjson.dumps(body)),
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    )
     assert resp.status_code == 201, resp.text
     assert journal(runtime) == 1

@@ -16,12 +16,18 @@ INGEST = str(Path(sys.executable).parent / "ingest")
 
 @pytest.fixture
 def run(settings, runtime, tmp_path):
-    env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
-           "REDIS_PREFIX": settings.redis_prefix}
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "REDIS_PREFIX": settings.redis_prefix,
+    }
 
     def call(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([INGEST, *argv], env=env, capture_output=True, text=True,
-                              timeout=60, input=stdin, cwd=tmp_path)
+        return subprocess.run(
+            [INGEST, *argv], env=env, capture_output=True, text=True, timeout=60, input=stdin, cwd=tmp_path
+        )
+
     return call
 
 
@@ -40,8 +46,16 @@ BAD = [
     ["replay"],
     ["replay", "--since", "2026-11-01T00:00:00Z", "--until", "2026-10-01T00:00:00Z"],
     ["push", "--customer", "x", "cpu=1"],
-    ["push", "--customer", "7f3e2a10-0000-4000-8000-000000000001", "--resource",
-     "7f3e2a10-0000-4000-8000-0000000000a1", "--secret", "s", "cpu=abc"],
+    [
+        "push",
+        "--customer",
+        "7f3e2a10-0000-4000-8000-000000000001",
+        "--resource",
+        "7f3e2a10-0000-4000-8000-0000000000a1",
+        "--secret",
+        "s",
+        "cpu=abc",
+    ],
     ["sign", "--secret", "s", "cpu=1"],
     ["providers", "rotate-secret", "7f3e2a10-0000-4000-8000-0000000000ff"],
     ["providers", "rotate-secret", "7f3e2a10-0000-4000-8000-000000000001", "--grace", "soon"],

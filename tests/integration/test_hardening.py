@@ -50,16 +50,15 @@ def test_rate_limit_answers_429_with_headers_and_queues_nothing_more(settings, d
 def test_rotated_secret_keeps_working_during_grace_only(settings, demo):
     rt, client = make_client(settings, demo)
     old = demo.secret
-    rt.catalog_source.rotate_secret(uuid.UUID(demo.provider), "new-secret-0123456789",
-                                    dt.timedelta(hours=1))
+    rt.catalog_source.rotate_secret(uuid.UUID(demo.provider), "new-secret-0123456789", dt.timedelta(hours=1))
     rt.catalog.invalidate()
     body_old = {"customer": demo.provider, "data": demo.sign(claims(demo), old)}
-    body_new = {"customer": demo.provider,
-                "data": demo.sign(claims(demo), "new-secret-0123456789")}
+    body_new = {"customer": demo.provider, "data": demo.sign(claims(demo), "new-secret-0123456789")}
     assert client.simulate_post(URL, json=body_old).status_code == 201
     assert client.simulate_post(URL, json=body_new).status_code == 201
-    rt.catalog_source.rotate_secret(uuid.UUID(demo.provider), "newer-secret-0123456789",
-                                    dt.timedelta(seconds=-1))  # grace already over
+    rt.catalog_source.rotate_secret(
+        uuid.UUID(demo.provider), "newer-secret-0123456789", dt.timedelta(seconds=-1)
+    )  # grace already over
     rt.catalog.invalidate()
     resp = client.simulate_post(URL, json=body_old)
     assert resp.status_code == 400 and resp.json == FAILED
@@ -83,11 +82,14 @@ def test_token_replay_is_off_by_default(client, demo):
     assert [client.simulate_post(URL, json=body).status_code for _ in range(2)] == [201, 201]
 
 
-@pytest.mark.parametrize("age,status", [
-    (None, 400),  # no iat
-    (10, 201),
-    (3600, 400),  # older than MAX_TOKEN_AGE
-])
+@pytest.mark.parametrize(
+    "age,status",
+    [
+        (None, 400),  # no iat
+        (10, 201),
+        (3600, 400),  # older than MAX_TOKEN_AGE
+    ],
+)
 def test_iat_policy(settings, demo, age, status):
     _rt, client = make_client(settings, demo, require_iat=True, max_token_age=300.0)
     extra = {} if age is None else {"iat": int(time.time()) - age}
@@ -111,8 +113,7 @@ def test_secrets_are_sealed_at_rest(settings, demo):
 
 def test_backpressure_answers_503_with_retry_after_and_keeps_nothing(settings, demo):
     rt, client = make_client(settings, demo, max_backlog=2)
-    codes = [client.simulate_post(URL, json=demo.body(claims(demo))).status_code
-             for _ in range(3)]
+    codes = [client.simulate_post(URL, json=demo.body(claims(demo))).status_code for _ in range(3)]
     assert codes[:3] == [201, 201, 201]  # the backlog is sampled, at most every 0.5 s
     time.sleep(0.6)
     refused = client.simulate_post(URL, json=demo.body(claims(demo)))
@@ -131,8 +132,7 @@ def test_too_many_usage_lines_is_a_400_and_queues_nothing(settings, demo):
     lines = [{"type": "cpu_hours", "amount": str(i)} for i in range(4)]
     resp = client.simulate_post(URL, json=demo.body({"resource": demo.resource, "usages": lines}))
     assert resp.status_code == 400
-    assert resp.json == {"usages": {"non_field_errors": [
-        "Ensure this field has no more than 3 elements."]}}
+    assert resp.json == {"usages": {"non_field_errors": ["Ensure this field has no more than 3 elements."]}}
     assert journal(rt) == 0
     ok = client.simulate_post(URL, json=demo.body({"resource": demo.resource, "usages": lines[:3]}))
     assert ok.status_code == 201

@@ -33,8 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SPEC_FILE = ROOT / "schemas" / "openapi.yaml"
 DEMO_CATALOG = ROOT / "ingest" / "demo" / "catalog.json"
 PREFIX = "/api/marketplace-public-api"
-CHECK, SET_USAGE, SET_USAGES = (f"{PREFIX}/check_signature/", f"{PREFIX}/set_usage/",
-                                f"{PREFIX}/set_usages/")
+CHECK, SET_USAGE, SET_USAGES = (f"{PREFIX}/check_signature/", f"{PREFIX}/set_usage/", f"{PREFIX}/set_usages/")
 REPORT = "/api/usage-reports/{report_id}/"
 OPERATOR = "operator-token-0123456789"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -43,6 +42,7 @@ SPEC: dict[str, Any] = yaml.safe_load(SPEC_FILE.read_bytes())
 
 
 # -- helpers -------------------------------------------------------------------------------
+
 
 def resolve(node: Any) -> Any:
     """Follow local $refs (components), as often as they chain."""
@@ -56,14 +56,18 @@ def resolve(node: Any) -> Any:
 
 def validator(schema: dict[str, Any]) -> jsonschema_rs.Validator:
     """A 2020-12 validator of ``schema`` whose '#/components/...' refs resolve in SPEC."""
-    root = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema,
-            "components": SPEC["components"]}
+    root = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+        "components": SPEC["components"],
+    }
     return jsonschema_rs.validator_for(root, validate_formats=True)
 
 
 def errors(schema: dict[str, Any], value: Any) -> list[str]:
-    return [f"{'/'.join(map(str, e.instance_path))}: {e.message}"
-            for e in validator(schema).iter_errors(value)]
+    return [
+        f"{'/'.join(map(str, e.instance_path))}: {e.message}" for e in validator(schema).iter_errors(value)
+    ]
 
 
 def operations_of(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -78,7 +82,8 @@ def check_answer(path: str, method: str, result: falcon.testing.Result) -> None:
     operation = SPEC["paths"][path][method]
     status = str(result.status_code)
     assert status in operation["responses"], (
-        f"{method.upper()} {path} answered {status}, not documented: {result.text[:300]}")
+        f"{method.upper()} {path} answered {status}, not documented: {result.text[:300]}"
+    )
     response = resolve(operation["responses"][status])
     for name, header in response.get("headers", {}).items():
         header = resolve(header)
@@ -107,16 +112,21 @@ class Api:
     rt: bootstrap.Runtime
     client: falcon.testing.TestClient
 
-    def post(self, path: str, body: Any = None, *, raw: bytes | None = None,
-             content_type: str = "application/json", **headers: str) -> falcon.testing.Result:
+    def post(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+        **headers: str,
+    ) -> falcon.testing.Result:
         data = raw if raw is not None else json.dumps(body).encode()
-        result = self.client.simulate_post(
-            path, body=data, headers={"Content-Type": content_type, **headers})
+        result = self.client.simulate_post(path, body=data, headers={"Content-Type": content_type, **headers})
         check_answer(path, "post", result)
         return result
 
-    def get(self, template: str, path: str | None = None, **headers: str
-            ) -> falcon.testing.Result:
+    def get(self, template: str, path: str | None = None, **headers: str) -> falcon.testing.Result:
         result = self.client.simulate_get(path or template, headers=headers)
         check_answer(template, "get", result)
         return result
@@ -125,22 +135,26 @@ class Api:
         return int(self.rt.queue.client.xlen(self.rt.queue.stream))
 
 
-def wire(rt: bootstrap.Runtime,
-         ready: dict[str, Callable[[], object]] | None = None) -> falcon.App:
-    def report_status(report_id: str, authorization: str | None, customer: str | None
-                      ) -> dict[str, Any] | None:  # as api/asgi.py's _report_status
+def wire(rt: bootstrap.Runtime, ready: dict[str, Callable[[], object]] | None = None) -> falcon.App:
+    def report_status(
+        report_id: str, authorization: str | None, customer: str | None
+    ) -> dict[str, Any] | None:  # as api/asgi.py's _report_status
         who = access.authorize(rt.catalog, rt.settings.operator_token, authorization, customer)
         if len(report_id) > 64 or not report_id.isalnum():
             return None
         found = operations.report_status(rt, report_id)
-        if found is None or (not isinstance(who, access.Operator)
-                             and found["customer"] != str(who)):
+        if found is None or (not isinstance(who, access.Operator) and found["customer"] != str(who)):
             return None
         return found
 
-    return create_app(lambda: rt.intake, ready if ready is not None else {"redis": rt.queue.ping},
-                      rt.settings.max_body_bytes, report_status, rt.queue.backlog,
-                      rt.settings.batch_max_bytes)
+    return create_app(
+        lambda: rt.intake,
+        ready if ready is not None else {"redis": rt.queue.ping},
+        rt.settings.max_body_bytes,
+        report_status,
+        rt.queue.backlog,
+        rt.settings.batch_max_bytes,
+    )
 
 
 @pytest.fixture
@@ -166,6 +180,7 @@ def claims(resource: str, **extra: Any) -> dict[str, Any]:
 
 
 # -- the document --------------------------------------------------------------------------
+
 
 def test_document_is_valid_openapi_3_1_and_every_ref_resolves():
     assert SPEC["openapi"].startswith("3.1")
@@ -225,14 +240,17 @@ def test_every_served_route_is_documented_and_every_documented_route_is_served()
     documented = {(path, method) for path, method, _op in operations_of(SPEC)}
     assert served == documented, (
         f"served, not documented: {sorted(served - documented)}; "
-        f"documented, not served: {sorted(documented - served)}")
+        f"documented, not served: {sorted(documented - served)}"
+    )
     assert "report_status" in (ROOT / "api" / "asgi.py").read_text()  # the app serves the report route
 
 
 # -- examples ------------------------------------------------------------------------------
 
+
 def _examples() -> Iterator[tuple[str, dict[str, Any], Any]]:
     """(where, schema, example value) for every example in the document."""
+
     def media_examples(where: str, media: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], Any]]:
         for kind, m in media.items():
             schema = m.get("schema")
@@ -263,9 +281,15 @@ EXAMPLES = list(_examples())
 
 def test_the_document_has_examples_for_requests_and_answers():
     wheres = " | ".join(w for w, _s, _v in EXAMPLES)
-    for needle in ("set_usage/ request application/json", "application/x-www-form-urlencoded",
-                   "set_usages/ request", "set_usage/ 201", "set_usages/ 207", " 400 ",
-                   "usage-reports/{report_id}/ 200"):
+    for needle in (
+        "set_usage/ request application/json",
+        "application/x-www-form-urlencoded",
+        "set_usages/ request",
+        "set_usage/ 201",
+        "set_usages/ 207",
+        " 400 ",
+        "usage-reports/{report_id}/ 200",
+    ):
         assert needle in wheres, needle
 
 
@@ -286,8 +310,9 @@ def test_request_examples_are_accepted_by_the_app(make_api):
         for media, m in resolve(op["requestBody"])["content"].items():
             for name, ex in m.get("examples", {}).items():
                 value = resolve(ex)["value"]
-                raw = (urlencode(value).encode() if media.endswith("urlencoded")
-                       else json.dumps(value).encode())
+                raw = (
+                    urlencode(value).encode() if media.endswith("urlencoded") else json.dumps(value).encode()
+                )
                 result = api.post(path, raw=raw, content_type=media)
                 assert str(result.status_code) == success, (path, media, name, result.text)
                 if result.status_code == 207:
@@ -299,37 +324,43 @@ def test_request_examples_are_accepted_by_the_app(make_api):
 
 # -- what the app answers is what the document says ----------------------------------------
 
+
 def test_public_endpoints_answer_as_documented(make_api, demo):
     api = make_api()
     good = demo.body(claims(demo.resource))
     assert api.post(CHECK, good).status_code == 200
     form = urlencode(good).encode()
-    assert api.post(CHECK, raw=form, content_type="application/x-www-form-urlencoded"
-                    ).status_code == 200
-    assert api.post(CHECK, raw=gzip.compress(json.dumps(good).encode()),
-                    **{"Content-Encoding": "gzip"}).status_code == 200
+    assert api.post(CHECK, raw=form, content_type="application/x-www-form-urlencoded").status_code == 200
+    assert (
+        api.post(
+            CHECK, raw=gzip.compress(json.dumps(good).encode()), **{"Content-Encoding": "gzip"}
+        ).status_code
+        == 200
+    )
     for path in (CHECK, SET_USAGE):
         assert api.post(path, {}).status_code == 400
         assert api.post(path, raw=b"{nope").status_code == 400
         assert api.post(path, {**good, "data": "a.b.c"}).status_code == 400
-        assert api.post(path, raw=b"\x1f\x8b garbage", **{"Content-Encoding": "gzip"}
-                        ).status_code == 400
+        assert api.post(path, raw=b"\x1f\x8b garbage", **{"Content-Encoding": "gzip"}).status_code == 400
         assert api.post(path, raw=b"x" * (api.rt.settings.max_body_bytes + 1)).status_code == 413
         assert api.post(path, raw=b"x", content_type="text/plain").status_code == 415
         assert api.post(path, good, **{"Content-Encoding": "br"}).status_code == 415
     assert api.post(SET_USAGE, good).status_code == 201
     assert api.post(SET_USAGE, {**good, "dry_run": True}).json["dry_run"] is True
-    assert api.post(SET_USAGE, raw=form, content_type="application/x-www-form-urlencoded"
-                    ).status_code == 201
-    bad_line = demo.body({"resource": demo.resource,
-                          "usages": [{"type": "cpu_hours", "amount": "1"},
-                                     {"type": "cpu_hours", "amount": "0.001"}]})
+    assert api.post(SET_USAGE, raw=form, content_type="application/x-www-form-urlencoded").status_code == 201
+    bad_line = demo.body(
+        {
+            "resource": demo.resource,
+            "usages": [{"type": "cpu_hours", "amount": "1"}, {"type": "cpu_hours", "amount": "0.001"}],
+        }
+    )
     assert api.post(SET_USAGE, bad_line).json == {
-        "usages": [{}, {"amount": ["Ensure that there are no more than 2 decimal places."]}]}
-    too_many = demo.body({"resource": demo.resource,
-                          "usages": [{"type": "cpu_hours", "amount": "1"}] * 101})
+        "usages": [{}, {"amount": ["Ensure that there are no more than 2 decimal places."]}]
+    }
+    too_many = demo.body({"resource": demo.resource, "usages": [{"type": "cpu_hours", "amount": "1"}] * 101})
     assert api.post(SET_USAGE, too_many).json == {
-        "usages": {"non_field_errors": ["Ensure this field has no more than 100 elements."]}}
+        "usages": {"non_field_errors": ["Ensure this field has no more than 100 elements."]}
+    }
     assert api.post(SET_USAGE, demo.body(claims(demo.other_resource))).status_code == 403
     no_secret = {"customer": demo.no_secret_provider, "data": good["data"]}
     assert api.post(SET_USAGE, no_secret).status_code == 400
@@ -339,25 +370,35 @@ def test_public_endpoints_answer_as_documented(make_api, demo):
 def test_batch_answers_as_documented(make_api, demo):
     api = make_api(batch_max_reports=3)
     token = demo.sign(claims(demo.resource))
-    mixed = api.post(SET_USAGES, {"customer": demo.provider,
-                                  "reports": [token, "a.b.c", 7, "", demo.sign(
-                                      claims(demo.other_resource))]})
+    mixed = api.post(
+        SET_USAGES,
+        {
+            "customer": demo.provider,
+            "reports": [token, "a.b.c", 7, "", demo.sign(claims(demo.other_resource))],
+        },
+    )
     # 5 reports > BATCH_MAX_REPORTS=3: a 413 before anything else
     assert mixed.status_code == 413
-    mixed = api.post(SET_USAGES, {"customer": demo.provider,
-                                  "reports": [token, "a.b.c", demo.sign(claims(demo.other_resource))]})
+    mixed = api.post(
+        SET_USAGES,
+        {"customer": demo.provider, "reports": [token, "a.b.c", demo.sign(claims(demo.other_resource))]},
+    )
     assert mixed.status_code == 207
     assert [r["status"] for r in mixed.json["results"]] == [201, 400, 403]
-    dry = api.post(SET_USAGES, {"customer": demo.provider, "reports": [token, 7, ""],
-                                "dry_run": "yes"})
+    dry = api.post(SET_USAGES, {"customer": demo.provider, "reports": [token, 7, ""], "dry_run": "yes"})
     assert [r["status"] for r in dry.json["results"]] == [201, 400, 400]
     assert "id" not in dry.json["results"][0]
     assert api.post(SET_USAGES, {"customer": demo.provider, "reports": "x"}).status_code == 400
     assert api.post(SET_USAGES, {"reports": []}).status_code == 400
     assert api.post(SET_USAGES, raw=b"x", content_type="text/plain").status_code == 415
-    assert api.post(SET_USAGES, raw=urlencode({"customer": demo.provider, "reports": token}
-                                              ).encode(),
-                    content_type="application/x-www-form-urlencoded").status_code == 400
+    assert (
+        api.post(
+            SET_USAGES,
+            raw=urlencode({"customer": demo.provider, "reports": token}).encode(),
+            content_type="application/x-www-form-urlencoded",
+        ).status_code
+        == 400
+    )
     assert api.journal() == 1
 
 
@@ -398,14 +439,19 @@ def test_report_status_answers_as_documented(make_api, demo):
     assert api.get(REPORT, path, Authorization=bearer).status_code == 401  # no X-Customer
     queued = api.get(REPORT, path, Authorization=f"Token {OPERATOR}")
     assert queued.json["state"] == "queued"
-    assert api.get(REPORT, path, Authorization=bearer,
-                   **{"X-Customer": demo.provider}).json["id"] == receipt["id"]
+    assert (
+        api.get(REPORT, path, Authorization=bearer, **{"X-Customer": demo.provider}).json["id"]
+        == receipt["id"]
+    )
     other = f"Bearer {demo.sign({}, demo.other_secret)}"
-    assert api.get(REPORT, path, Authorization=other,
-                   **{"X-Customer": demo.other_provider}).status_code == 404
+    assert (
+        api.get(REPORT, path, Authorization=other, **{"X-Customer": demo.other_provider}).status_code == 404
+    )
     for missing in ("0" * 32, "not-hex!", "x" * 65):
-        assert api.get(REPORT, f"/api/usage-reports/{missing}/",
-                       Authorization=f"Token {OPERATOR}").status_code == 404
+        assert (
+            api.get(REPORT, f"/api/usage-reports/{missing}/", Authorization=f"Token {OPERATOR}").status_code
+            == 404
+        )
     drain(api.rt.queue, api.rt.committer, "t", 100, 0.01, 5)
     committed = api.get(REPORT, path, Authorization=f"Token {OPERATOR}").json
     assert committed["state"] == "committed" and committed["values"]
@@ -422,10 +468,13 @@ def test_unknown_paths_and_methods_answer_json_details(make_api):
 
 # -- batch answers under the rate limit and the replay guard (two defects these found) ----
 
+
 def test_a_batch_larger_than_the_bucket_succeeds_after_retry_after(make_api, demo):
     api = make_api(rate_limit=10.0, rate_burst=2.0)
-    batch = {"customer": demo.provider,
-             "reports": [demo.sign(claims(demo.resource, jti=str(i))) for i in range(3)]}
+    batch = {
+        "customer": demo.provider,
+        "reports": [demo.sign(claims(demo.resource, jti=str(i))) for i in range(3)],
+    }
     assert api.post(SET_USAGES, batch).status_code == 207  # a full bucket admits it, in debt
     batch["reports"] = [demo.sign(claims(demo.resource, jti=f"b{i}")) for i in range(3)]
     limited = api.post(SET_USAGES, batch)

@@ -30,9 +30,12 @@ def drain_all(rt):
 
 def usage_table(engine):
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT resource_uuid, component_type, billing_period, amount, report_seq "
-            "FROM component_usages ORDER BY resource_uuid, component_type")).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT resource_uuid, component_type, billing_period, amount, report_seq "
+                "FROM component_usages ORDER BY resource_uuid, component_type"
+            )
+        ).all()
     return [tuple(str(v) for v in row) for row in rows]
 
 
@@ -43,8 +46,9 @@ def test_status_follows_a_report_from_queued_to_committed(client, runtime, demo)
     drain_all(runtime)
     done = operations.report_status(runtime, receipt["id"])
     assert done["state"] == "committed"
-    assert done["values"] == [{"component": "cpu_hours", "amount": "5.00",
-                               "billing_period": receipt["billing_period"]}]
+    assert done["values"] == [
+        {"component": "cpu_hours", "amount": "5.00", "billing_period": receipt["billing_period"]}
+    ]
     assert operations.report_status(runtime, uuid.uuid4().hex) is None
 
 
@@ -95,13 +99,14 @@ def _backup(runtime, tmp_path):
 
     def restore():
         runtime.engine.dispose()
-        subprocess.run(["pg_restore", "--clean", "--if-exists", "--single-transaction",
-                        "-d", dsn, str(dump)], check=True)
+        subprocess.run(
+            ["pg_restore", "--clean", "--if-exists", "--single-transaction", "-d", dsn, str(dump)], check=True
+        )
+
     return restore
 
 
-def test_restore_from_backup_then_replay_gives_back_the_same_usage(client, runtime, demo,
-                                                                   tmp_path):
+def test_restore_from_backup_then_replay_gives_back_the_same_usage(client, runtime, demo, tmp_path):
     for i in range(5):
         post(client, demo, demo.resource, cpu_hours=str(i), ram_gb=str(10 + i))
     drain_all(runtime)

@@ -13,8 +13,12 @@ from ingest.drain import drain
 def test_accepted_report_is_committed(client, runtime, demo):
     resp = client.simulate_post(
         "/api/marketplace-public-api/set_usage/",
-        json=demo.body({"resource": demo.resource, "usages": [
-            {"type": "cpu_hours", "amount": "12.50"}, {"type": "ram_gb", "amount": 4}]}),
+        json=demo.body(
+            {
+                "resource": demo.resource,
+                "usages": [{"type": "cpu_hours", "amount": "12.50"}, {"type": "ram_gb", "amount": 4}],
+            }
+        ),
     )
     assert resp.status_code == 201, resp.text
     assert resp.json["sequence"] >= 1
@@ -28,8 +32,8 @@ def test_a_batch_commits_in_one_transaction_without_splitting(client, runtime, d
     for amount in ("1", "2", "3"):
         resp = client.simulate_post(
             "/api/marketplace-public-api/set_usage/",
-            json=demo.body({"resource": demo.resource2, "usages": [
-                {"type": "cpu_hours", "amount": amount}]}))
+            json=demo.body({"resource": demo.resource2, "usages": [{"type": "cpu_hours", "amount": amount}]}),
+        )
         assert resp.status_code == 201
     stats = drain(runtime.queue, runtime.committer, "t", 100, 0.01, 5)
     assert (stats.batches, stats.committed, stats.superseded) == (1, 1, 2)
@@ -40,8 +44,8 @@ def test_an_emptied_redis_never_hands_out_a_committed_sequence(client, runtime, 
     def send(amount):
         resp = client.simulate_post(
             "/api/marketplace-public-api/set_usage/",
-            json=demo.body({"resource": demo.resource, "usages": [
-                {"type": "cpu_hours", "amount": amount}]}))
+            json=demo.body({"resource": demo.resource, "usages": [{"type": "cpu_hours", "amount": amount}]}),
+        )
         assert resp.status_code == 201, resp.text
         return resp.json["sequence"]
 
@@ -64,21 +68,28 @@ def test_text_needing_escapes_reaches_sql_unchanged(client, runtime, demo):
 
     from ingest.adapters import tables as t
 
-    tricky = "a\tb\nc\rd\\e \\N \\x00 é ✓ \"q\""
+    tricky = 'a\tb\nc\rd\\e \\N \\x00 é ✓ "q"'
     resp = client.simulate_post(
         "/api/marketplace-public-api/set_usage/",
-        json=demo.body({"resource": demo.resource, "usages": [
-            {"type": "cpu_hours", "amount": "1.5", "description": tricky}]}))
+        json=demo.body(
+            {
+                "resource": demo.resource,
+                "usages": [{"type": "cpu_hours", "amount": "1.5", "description": tricky}],
+            }
+        ),
+    )
     assert resp.status_code == 201, resp.text
     stats = drain(runtime.queue, runtime.committer, "t", 100, 0.01, 5)
     assert stats.committed == 1
     with runtime.engine.connect() as conn:
         description, amount = conn.execute(
             select(t.ComponentUsage.description, t.ComponentUsage.amount).where(
-                t.ComponentUsage.resource_uuid == uuid.UUID(demo.resource))).one()
+                t.ComponentUsage.resource_uuid == uuid.UUID(demo.resource)
+            )
+        ).one()
         payload, state = conn.execute(
-            select(t.UsageReport.payload, t.UsageReport.state).where(
-                t.UsageReport.id == resp.json["id"])).one()
+            select(t.UsageReport.payload, t.UsageReport.state).where(t.UsageReport.id == resp.json["id"])
+        ).one()
     assert description == tricky
     assert amount == Decimal("1.5")
     assert state == "committed"

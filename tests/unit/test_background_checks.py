@@ -75,15 +75,15 @@ def test_pressure_in_the_background_is_decided_by_samples_only() -> None:
 def test_the_thread_picks_up_a_new_catalog_and_a_backlog() -> None:
     source = _Source()
     journal = _Journal()
-    intake = Intake(Settings(catalog_refresh=0.0, max_backlog=10), CatalogCache(source, 0.0),
-                    journal)  # type: ignore[arg-type]
+    intake = Intake(Settings(catalog_refresh=0.0, max_backlog=10), CatalogCache(source, 0.0), journal)  # type: ignore[arg-type]
     intake.catalog.get()
     intake.check_in_background(interval=0.01)
     source.current = 7
     journal.queued = 11
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and (intake.catalog.get().version != 7
-                                           or intake.pressure._reason is None):  # noqa: SLF001
+    while time.monotonic() < deadline and (
+        intake.catalog.get().version != 7 or intake.pressure._reason is None
+    ):  # noqa: SLF001
         time.sleep(0.01)
     assert intake.catalog.get().version == 7
     with pytest.raises(Backpressure):

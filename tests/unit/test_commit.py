@@ -21,27 +21,38 @@ PERIOD = dt.date(2026, 11, 1)
 
 
 def catalog(*resources: Resource) -> CatalogSnapshot:
-    res = resources or (Resource(R1, OFFERING, "OK", uuid.uuid4()),
-                        Resource(R2, OFFERING, "OK", uuid.uuid4()))
+    res = resources or (
+        Resource(R1, OFFERING, "OK", uuid.uuid4()),
+        Resource(R2, OFFERING, "OK", uuid.uuid4()),
+    )
     return CatalogSnapshot(
         {CUSTOMER: Provider(CUSTOMER, "p", "secret")},
         {OFFERING: Offering(OFFERING, CUSTOMER, {"cpu": "usage", "ram": "usage"})},
-        {r.uuid: r for r in res}, {}, 1)
+        {r.uuid: r for r in res},
+        {},
+        1,
+    )
 
 
 def delivery(seq: int, resource: uuid.UUID = R1, deliveries: int = 1, **amounts: str) -> Delivery:
     report = wire.QueuedReport(
-        id=uuid.uuid4().hex, customer=str(CUSTOMER), resource=str(resource), plan_period=None,
-        billing_period=PERIOD.isoformat(), date="2026-11-20T00:00:00+00:00",
-        accepted_at=1.0e9 + seq, usages=tuple(wire.UsageLine(k, v) for k, v in amounts.items()),
-        token="t", claims=b"{}")
+        id=uuid.uuid4().hex,
+        customer=str(CUSTOMER),
+        resource=str(resource),
+        plan_period=None,
+        billing_period=PERIOD.isoformat(),
+        date="2026-11-20T00:00:00+00:00",
+        accepted_at=1.0e9 + seq,
+        usages=tuple(wire.UsageLine(k, v) for k, v in amounts.items()),
+        token="t",
+        claims=b"{}",
+    )
     return Delivery(f"{seq}-0", seq, wire.encode(report), deliveries)
 
 
 def make(store: FakeStore, snap: CatalogSnapshot | None = None, **kw: object) -> Committer:
     snapshot = snap or catalog()
-    return Committer(store.unit_of_work, lambda: snapshot, max_deliveries=3,
-                     retry_wait_max=0.0, **kw)  # type: ignore[arg-type]
+    return Committer(store.unit_of_work, lambda: snapshot, max_deliveries=3, retry_wait_max=0.0, **kw)  # type: ignore[arg-type]
 
 
 def amount(store: FakeStore, component: str, resource: uuid.UUID = R1) -> Decimal:

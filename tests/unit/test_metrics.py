@@ -8,20 +8,23 @@ from ingest import metrics
 
 
 def _samples(h: Histogram) -> dict[tuple[str, str], float]:
-    return {(s.name, s.labels.get("le", "")): s.value
-            for family in h.collect() for s in family.samples if not s.name.endswith("_created")}
+    return {
+        (s.name, s.labels.get("le", "")): s.value
+        for family in h.collect()
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
 
 
 def test_observe_many_matches_one_observe_per_value():
     values = [0.0, 0.0004, 0.0005, 0.0006, 0.003, 0.003, 0.02, 0.7, 1.0, 5.0, 120.0]
-    buckets = (.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1)
+    buckets = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
     one = Histogram("one", "x", buckets=buckets, registry=CollectorRegistry())
     many = Histogram("many", "x", buckets=buckets, registry=CollectorRegistry())
     for v in values:
         one.observe(v)
     metrics.observe_many(many, values)
-    assert {(n.replace("one", "many"), le): v for (n, le), v in _samples(one).items()} == \
-        _samples(many)
+    assert {(n.replace("one", "many"), le): v for (n, le), v in _samples(one).items()} == _samples(many)
 
 
 def test_tally_writes_when_due_and_on_flush():

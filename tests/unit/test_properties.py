@@ -48,22 +48,29 @@ from ingest.validation import ValidReport, parse_envelope, validate_report
 
 UTC = dt.UTC
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FUZZ = settings(max_examples=2000, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=2000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 # JSON-like values: what json.loads can hand us (big integers, inf and NaN included).
-scalars = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
-           | st.sampled_from(["", " ", "true", "0", "1.5", "NaN", "-Infinity", "1e400"]))
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=40)
+    | st.sampled_from(["", " ", "true", "0", "1.5", "NaN", "-Infinity", "1e400"])
+)
 json_like = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
-                                                                max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
     max_leaves=12,
 )
 
 
-def mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any] = json_like
-           ) -> st.SearchStrategy[Any]:
+def mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any] = json_like) -> st.SearchStrategy[Any]:
     """``good`` three times in four, so the accepting paths are walked as much as the others."""
     return st.integers(min_value=0, max_value=3).flatmap(lambda n: good if n else bad)
 
@@ -96,8 +103,13 @@ DIGITS = "0123456789"
 signs = st.sampled_from(["", "-", "+"])
 pads = st.tuples(st.sampled_from(["", " ", "\t"]), st.sampled_from(["", " ", "\n"]))
 plain_literals = st.one_of(
-    st.builds(_literal, signs, st.text(DIGITS, min_size=1, max_size=21),
-              st.none() | st.text(DIGITS, max_size=4), pads),
+    st.builds(
+        _literal,
+        signs,
+        st.text(DIGITS, min_size=1, max_size=21),
+        st.none() | st.text(DIGITS, max_size=4),
+        pads,
+    ),
     st.builds(_literal, signs, st.just(""), st.text(DIGITS, min_size=1, max_size=4), pads),
 )
 
@@ -177,11 +189,15 @@ zones = st.timezones() | fixed_offsets
 SYSTEM_ZONES = "/usr/share/zoneinfo"  # what libc reads; zoneinfo reads the same files first
 libc_zones = fixed_offsets | (
     # "right/..." zones count leap seconds in libc and not in zoneinfo: no common reference
-    st.timezones().filter(lambda z: not z.key.startswith("right/")
-                          and os.path.exists(os.path.join(SYSTEM_ZONES, z.key)))
-    if os.path.isdir(SYSTEM_ZONES) else st.nothing())
-moments = st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(2099, 12, 31),
-                       timezones=st.just(UTC))
+    st.timezones().filter(
+        lambda z: not z.key.startswith("right/") and os.path.exists(os.path.join(SYSTEM_ZONES, z.key))
+    )
+    if os.path.isdir(SYSTEM_ZONES)
+    else st.nothing()
+)
+moments = st.datetimes(
+    min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(2099, 12, 31), timezones=st.just(UTC)
+)
 
 
 @contextlib.contextmanager
@@ -214,15 +230,16 @@ def reference_month(moment: dt.datetime, tz: dt.tzinfo) -> dt.date:
 
 @FAST
 @given(moments, libc_zones)
-def test_billing_period_is_the_local_month_of_the_moment(moment: dt.datetime,
-                                                         tz: dt.tzinfo) -> None:
+def test_billing_period_is_the_local_month_of_the_moment(moment: dt.datetime, tz: dt.tzinfo) -> None:
     assert month_start(moment, tz) == reference_month(moment, tz)  # type: ignore[arg-type]
 
 
 month_ends = st.builds(
-    lambda year, month, seconds: dt.datetime(year + month // 12, month % 12 + 1, 1)
-    - dt.timedelta(seconds=seconds),
-    st.integers(min_value=1971, max_value=2098), st.integers(min_value=0, max_value=11),
+    lambda year, month, seconds: (
+        dt.datetime(year + month // 12, month % 12 + 1, 1) - dt.timedelta(seconds=seconds)
+    ),
+    st.integers(min_value=1971, max_value=2098),
+    st.integers(min_value=0, max_value=11),
     st.sampled_from([1, 0.000001, 60, 3600]).map(float),
 )
 
@@ -230,13 +247,15 @@ month_ends = st.builds(
 @FAST
 @given(month_ends, zones)
 def test_the_last_instant_of_a_month_belongs_to_it_and_the_next_to_the_next(
-        wall: dt.datetime, tz: dt.tzinfo) -> None:
+    wall: dt.datetime, tz: dt.tzinfo
+) -> None:
     """A report accepted at 23:59:59.999999 on the last day of a month (local time) belongs to
     that month; one microsecond after midnight, to the next (zones without a transition
     around that midnight)."""
     before = wall.replace(tzinfo=tz)
     after = (wall + dt.timedelta(seconds=3600 * 2)).replace(
-        day=1, hour=0, minute=0, second=0, microsecond=1, tzinfo=tz)
+        day=1, hour=0, minute=0, second=0, microsecond=1, tzinfo=tz
+    )
     for local in (before, after):  # skip wall times that do not exist or exist twice
         utc = local.astimezone(UTC)
         assume(utc.astimezone(tz).replace(tzinfo=None) == local.replace(tzinfo=None))
@@ -294,21 +313,28 @@ def reference_envelope(body: Any) -> tuple[str, set[str]] | tuple[str, tuple[uui
     return "accept", (KNOWN, data.strip(), bool(dry_run))  # type: ignore[union-attr]
 
 
-envelopes = mostly(st.fixed_dictionaries(
-    {
-        "customer": mostly(st.sampled_from([str(KNOWN), KNOWN.hex, str(KNOWN).upper(),
-                                            f"{{{KNOWN}}}", f"urn:uuid:{KNOWN}"]),
-                           st.sampled_from([str(uuid.UUID(int=1)), "not-a-uuid", "", None])
-                           | json_like),
-        "data": mostly(st.text(min_size=1, max_size=20),
-                       st.sampled_from(["", "   ", "\n", None]) | json_like),
-    },
-    optional={
-        "dry_run": mostly(st.sampled_from(sorted(TRUE | FALSE) + [0, 1, True, False]),
-                          st.sampled_from([2, 1.0, 0.0, "maybe", None, "", [True]]) | json_like),
-        "extra": json_like,
-    },
-))
+envelopes = mostly(
+    st.fixed_dictionaries(
+        {
+            "customer": mostly(
+                st.sampled_from(
+                    [str(KNOWN), KNOWN.hex, str(KNOWN).upper(), f"{{{KNOWN}}}", f"urn:uuid:{KNOWN}"]
+                ),
+                st.sampled_from([str(uuid.UUID(int=1)), "not-a-uuid", "", None]) | json_like,
+            ),
+            "data": mostly(
+                st.text(min_size=1, max_size=20), st.sampled_from(["", "   ", "\n", None]) | json_like
+            ),
+        },
+        optional={
+            "dry_run": mostly(
+                st.sampled_from(sorted(TRUE | FALSE) + [0, 1, True, False]),
+                st.sampled_from([2, 1.0, 0.0, "maybe", None, "", [True]]) | json_like,
+            ),
+            "extra": json_like,
+        },
+    )
+)
 
 
 @FAST
@@ -344,8 +370,9 @@ def _u(n: int) -> uuid.UUID:
 OFFERING, OTHER_OFFERING, PLAN = _u(1), _u(2), _u(3)
 COMPONENTS = {"cpu_hours": "usage", "storage_tb": "limit", "licence": "one", "support": "fixed"}
 OPEN_PERIOD = PlanPeriod(_u(10), _u(20), dt.datetime(2020, 1, 1, tzinfo=UTC), None)
-CLOSED_PERIOD = PlanPeriod(_u(11), _u(21), dt.datetime(2020, 1, 1, tzinfo=UTC),
-                           dt.datetime(2021, 1, 1, tzinfo=UTC))
+CLOSED_PERIOD = PlanPeriod(
+    _u(11), _u(21), dt.datetime(2020, 1, 1, tzinfo=UTC), dt.datetime(2021, 1, 1, tzinfo=UTC)
+)
 ORPHAN_PERIOD = PlanPeriod(_u(12), _u(99), None, None)  # its resource is gone
 RESOURCES = [
     Resource(_u(20), OFFERING, "OK", PLAN, (OPEN_PERIOD,)),
@@ -357,8 +384,10 @@ RESOURCES = [
 ]
 CATALOG = CatalogSnapshot(
     providers={OWNER: Provider(OWNER, "owner", "s" * 16), OTHER: Provider(OTHER, "other", "o" * 16)},
-    offerings={OFFERING: Offering(OFFERING, OWNER, COMPONENTS),
-               OTHER_OFFERING: Offering(OTHER_OFFERING, OTHER, COMPONENTS)},
+    offerings={
+        OFFERING: Offering(OFFERING, OWNER, COMPONENTS),
+        OTHER_OFFERING: Offering(OTHER_OFFERING, OTHER, COMPONENTS),
+    },
     resources={r.uuid: r for r in RESOURCES},
     plan_periods={p.uuid: p for p in (OPEN_PERIOD, CLOSED_PERIOD, ORPHAN_PERIOD)},
 )
@@ -368,25 +397,45 @@ resource_refs = st.sampled_from([str(r.uuid) for r in RESOURCES] + [_u(20).hex])
 period_refs = st.sampled_from([str(p.uuid) for p in CATALOG.plan_periods.values()])
 unknown_refs = st.sampled_from([str(_u(77)), "x", "", _u(20).hex + "0"]) | json_like
 dates = mostly(
-    st.datetimes(min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2035, 1, 1),
-                 timezones=st.one_of(st.none(), zones)).map(dt.datetime.isoformat),
-    st.sampled_from(["2026-11-26", "2026-10-31T23:59:59+00:00", "0001-01-01T00:00:00+14:00",
-                     "9999-12-31T23:59:59-14:00", "2026-13-01", " 2026-11-01T00:00Z", None])
-    | json_like)
+    st.datetimes(
+        min_value=dt.datetime(2020, 1, 1),
+        max_value=dt.datetime(2035, 1, 1),
+        timezones=st.one_of(st.none(), zones),
+    ).map(dt.datetime.isoformat),
+    st.sampled_from(
+        [
+            "2026-11-26",
+            "2026-10-31T23:59:59+00:00",
+            "0001-01-01T00:00:00+14:00",
+            "9999-12-31T23:59:59-14:00",
+            "2026-13-01",
+            " 2026-11-01T00:00Z",
+            None,
+        ]
+    )
+    | json_like,
+)
 amounts = mostly(
     st.decimals(min_value=-(10**6), max_value=10**6, places=2).map(str) | st.integers(-99, 99),
-    plain_literals | st.floats() | st.sampled_from(["1e2", "NaN", "0E+19", None]) | json_like)
-lines = mostly(st.fixed_dictionaries(
-    {"type": mostly(st.sampled_from([*COMPONENTS, " cpu_hours "]),
-                    st.sampled_from(["", "gpu", None]) | json_like),
-     "amount": amounts},
-    optional={
-        "description": mostly(st.text(max_size=5), st.just("x" * 2001) | json_like),
-        "recurring": mostly(st.booleans(), st.sampled_from(["yes", 1, None, "x"]) | json_like),
-        "missing_usage_policy": mostly(st.sampled_from(["none", "reuse", "zero"]),
-                                       st.sampled_from(["bad", None]) | json_like),
-    },
-))
+    plain_literals | st.floats() | st.sampled_from(["1e2", "NaN", "0E+19", None]) | json_like,
+)
+lines = mostly(
+    st.fixed_dictionaries(
+        {
+            "type": mostly(
+                st.sampled_from([*COMPONENTS, " cpu_hours "]), st.sampled_from(["", "gpu", None]) | json_like
+            ),
+            "amount": amounts,
+        },
+        optional={
+            "description": mostly(st.text(max_size=5), st.just("x" * 2001) | json_like),
+            "recurring": mostly(st.booleans(), st.sampled_from(["yes", 1, None, "x"]) | json_like),
+            "missing_usage_policy": mostly(
+                st.sampled_from(["none", "reuse", "zero"]), st.sampled_from(["bad", None]) | json_like
+            ),
+        },
+    )
+)
 messy_claims = st.fixed_dictionaries(
     {"usages": mostly(st.lists(lines, max_size=3))},
     optional={
@@ -397,10 +446,15 @@ messy_claims = st.fixed_dictionaries(
     },
 )
 reportable_lines = st.fixed_dictionaries(
-    {"type": st.sampled_from(["cpu_hours", "storage_tb", "licence"]),
-     "amount": st.decimals(min_value=-(10**6), max_value=10**6, places=2).map(str)},
-    optional={"description": st.text(max_size=5), "recurring": st.booleans(),
-              "missing_usage_policy": st.sampled_from(["none", "reuse", "zero"])},
+    {
+        "type": st.sampled_from(["cpu_hours", "storage_tb", "licence"]),
+        "amount": st.decimals(min_value=-(10**6), max_value=10**6, places=2).map(str),
+    },
+    optional={
+        "description": st.text(max_size=5),
+        "recurring": st.booleans(),
+        "missing_usage_policy": st.sampled_from(["none", "reuse", "zero"]),
+    },
 )
 
 
@@ -408,11 +462,16 @@ reportable_lines = st.fixed_dictionaries(
 def claims_and_now(draw: st.DrawFn) -> tuple[dict[str, Any], dt.datetime]:
     """Claims, mostly plausible (an owned resource, reportable lines, a recent date), and the
     moment of acceptance they are judged at."""
-    now = draw(st.datetimes(min_value=dt.datetime(2021, 1, 1), max_value=dt.datetime(2035, 1, 1),
-                            timezones=st.just(UTC)))
-    recent = st.builds(lambda back, tz: (now - back).astimezone(tz).isoformat(),
-                       st.timedeltas(min_value=dt.timedelta(hours=-1),
-                                     max_value=dt.timedelta(days=120)), zones)
+    now = draw(
+        st.datetimes(
+            min_value=dt.datetime(2021, 1, 1), max_value=dt.datetime(2035, 1, 1), timezones=st.just(UTC)
+        )
+    )
+    recent = st.builds(
+        lambda back, tz: (now - back).astimezone(tz).isoformat(),
+        st.timedeltas(min_value=dt.timedelta(hours=-1), max_value=dt.timedelta(days=120)),
+        zones,
+    )
     plausible = st.fixed_dictionaries(
         {"resource": resource_refs, "usages": st.lists(reportable_lines, max_size=3)},
         optional={"date": recent, "plan_period": period_refs},
@@ -422,14 +481,14 @@ def claims_and_now(draw: st.DrawFn) -> tuple[dict[str, Any], dt.datetime]:
 
 @FAST
 @given(claims_and_now(), st.sampled_from([OWNER, OTHER]), zones, st.booleans())
-@example(({"resource": str(_u(20)), "usages": [{"type": "cpu_hours", "amount": "1.5"}]}, NOW),
-         OWNER, UTC, True)
+@example(
+    ({"resource": str(_u(20)), "usages": [{"type": "cpu_hours", "amount": "1.5"}]}, NOW), OWNER, UTC, True
+)
 @example(({"plan_period": str(_u(12)), "usages": []}, NOW), OWNER, UTC, True)
-@example(({"resource": str(_u(25)), "usages": [{"type": "cpu_hours", "amount": 1}]}, NOW),
-         OWNER, UTC, False)
+@example(({"resource": str(_u(25)), "usages": [{"type": "cpu_hours", "amount": 1}]}, NOW), OWNER, UTC, False)
 def test_validate_report_raises_only_rejected_and_keeps_its_invariants(
-        claims_now: tuple[dict[str, Any], dt.datetime], customer: uuid.UUID, tz: dt.tzinfo,
-        enforce: bool) -> None:
+    claims_now: tuple[dict[str, Any], dt.datetime], customer: uuid.UUID, tz: dt.tzinfo, enforce: bool
+) -> None:
     claims, now = claims_now
     try:
         report = validate_report(claims, CATALOG, customer, now, tz, enforce)  # type: ignore[arg-type]
@@ -481,23 +540,29 @@ def _json_bytes(value: Any) -> bytes:
 headers = mostly(
     st.fixed_dictionaries(
         {"alg": mostly(st.just("HS256"), st.sampled_from(["none", "HS512", "RS256", "hs256"]))},
-        optional={"typ": st.sampled_from(["JWT", "jwt"]) | json_like, "kid": json_like,
-                  "jku": json_like},
+        optional={"typ": st.sampled_from(["JWT", "jwt"]) | json_like, "kid": json_like, "jku": json_like},
     )
-    | st.fixed_dictionaries({"alg": st.just("HS256")},
-                            optional={"crit": json_like, "b64": json_like}),
+    | st.fixed_dictionaries({"alg": st.just("HS256")}, optional={"crit": json_like, "b64": json_like}),
     json_like,
 ).map(_json_bytes) | st.binary(max_size=40)
 around_now = st.floats(min_value=-3600, max_value=3600).map(lambda d: time.time() + d)
 registered = mostly(around_now | around_now.map(int), json_like)
 payloads = mostly(
-    st.fixed_dictionaries({}, optional={"exp": registered, "nbf": registered,
-                                        "iat": registered, "aud": json_like,
-                                        "usages": json_like}),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "exp": registered,
+            "nbf": registered,
+            "iat": registered,
+            "aud": json_like,
+            "usages": json_like,
+        },
+    ),
     json_like,
 ).map(_json_bytes) | st.binary(max_size=60)
-segment = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/.",
-                  max_size=30)
+segment = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/.", max_size=30
+)
 raw_tokens = st.one_of(
     st.text(max_size=80),
     st.lists(segment, min_size=1, max_size=5).map(".".join),
@@ -508,8 +573,7 @@ raw_tokens = st.one_of(
 
 def _verify_only_rejects(token: Any, require_iat: bool, max_age: float) -> None:
     try:
-        claims = signing.verify(token, [SECRET, "previous-secret-0"], time.time(), require_iat,
-                                max_age)
+        claims = signing.verify(token, [SECRET, "previous-secret-0"], time.time(), require_iat, max_age)
     except Rejected as exc:
         assert exc.status == 400 and exc.body == {"non_field_errors": [signing.SIGNATURE_FAILED]}
         event("rejected")
@@ -523,8 +587,7 @@ def _verify_only_rejects(token: Any, require_iat: bool, max_age: float) -> None:
 @example("..", False, 0.0)
 @example("a" * (signing.MAX_TOKEN_BYTES + 1), False, 0.0)
 @example("é.é.é", False, 0.0)
-def test_verify_fuzz_raw_tokens_only_rejected(token: Any, require_iat: bool,
-                                              max_age: float) -> None:
+def test_verify_fuzz_raw_tokens_only_rejected(token: Any, require_iat: bool, max_age: float) -> None:
     _verify_only_rejects(token, require_iat, max_age)
 
 
@@ -532,13 +595,14 @@ def test_verify_fuzz_raw_tokens_only_rejected(token: Any, require_iat: bool,
 @given(headers, payloads, st.booleans(), st.sampled_from([0.0, 300.0]))
 @example(b'{"alg":"HS256"}', b'{"exp": NaN}', False, 0.0)
 @example(b'{"alg":"HS256"}', b'{"iat": -Infinity}', True, 300.0)
-@example(b'{"alg":"HS256","b64":false}', b'{}', False, 0.0)
-@example(b'{"alg":"HS256","crit":["exp"]}', b'{}', False, 0.0)
-@example(b'["HS256"]', b'{}', False, 0.0)
+@example(b'{"alg":"HS256","b64":false}', b"{}", False, 0.0)
+@example(b'{"alg":"HS256","crit":["exp"]}', b"{}", False, 0.0)
+@example(b'["HS256"]', b"{}", False, 0.0)
 @example(b'{"alg":"HS256"}', b'{"a": ' * 5000 + b"1" + b"}" * 5000, False, 0.0)
 @example(b'{"alg":"HS256"}', b'{"exp": 1' + b"0" * 5000 + b"}", False, 0.0)
 def test_verify_fuzz_signed_headers_and_payloads_only_rejected(
-        header: bytes, payload: bytes, require_iat: bool, max_age: float) -> None:
+    header: bytes, payload: bytes, require_iat: bool, max_age: float
+) -> None:
     """Correctly signed, so the fuzz reaches header checks and the payload decoder."""
     token = forge(header, payload)
     _verify_only_rejects(token, require_iat, max_age)
@@ -551,8 +615,11 @@ def test_verify_fuzz_signed_headers_and_payloads_only_rejected(
 
 
 @FUZZ
-@given(st.binary(max_size=200) | json_like.map(_json_bytes)
-       | st.sampled_from([b'"\xff"', b"\xef\xbb\xbf{}", b"NaN", b"1e400", b"1" * 5000]))
+@given(
+    st.binary(max_size=200)
+    | json_like.map(_json_bytes)
+    | st.sampled_from([b'"\xff"', b"\xef\xbb\xbf{}", b"NaN", b"1e400", b"1" * 5000])
+)
 @example(b"[" * 100_000)
 def test_parse_json_only_rejected(raw: bytes) -> None:
     try:
@@ -562,9 +629,12 @@ def test_parse_json_only_rejected(raw: bytes) -> None:
 
 
 @FUZZ
-@given(st.binary(max_size=200) | st.binary(max_size=5000).map(gzip.compress)
-       | st.binary(max_size=300).map(lambda b: gzip.compress(b)[: len(b) // 2 + 10]),
-       st.integers(min_value=0, max_value=4000))
+@given(
+    st.binary(max_size=200)
+    | st.binary(max_size=5000).map(gzip.compress)
+    | st.binary(max_size=300).map(lambda b: gzip.compress(b)[: len(b) // 2 + 10]),
+    st.integers(min_value=0, max_value=4000),
+)
 @example(gzip.compress(b"\0" * 1_000_000), 65536)
 @example(gzip.compress(b"{}") + b"trailing", 100)
 def test_gunzip_only_rejected_and_bounded(raw: bytes, limit: int) -> None:
