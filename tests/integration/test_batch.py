@@ -30,12 +30,9 @@ def post(client, body, gz=False):
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_mixed_batch_keeps_every_valid_item(client, runtime, demo, gz):
-    good = lambda amount: demo.sign(
-        {
-            "resource": demo.resource,  # noqa: E731
-            "usages": [{"type": "cpu_hours", "amount": amount}],
-        }
-    )
+    def good(amount):
+        return demo.sign({"resource": demo.resource, "usages": [{"type": "cpu_hours", "amount": amount}]})
+
     reports = [
         good("1"),
         demo.sign({"resource": demo.resource, "usages": []}, secret="wrong-secret-123"),
