@@ -21,9 +21,9 @@ import yaml
 from falcon.asgi import Request, Response
 
 from api.body import read_body
-from ingest import metrics
-from ingest.errors import Backpressure, Rejected
-from ingest.intake import Intake
+from ingest.adapters import prometheus as metrics
+from ingest.domain.errors import Backpressure, Rejected
+from ingest.services.intake import Intake
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/marketplace-public-api"

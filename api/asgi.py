@@ -1,4 +1,4 @@
-"""gunicorn entry point: ``gunicorn -c python:ingest.gunicorn_conf api.asgi:app`` (an ASGI app
+"""gunicorn entry point: ``gunicorn -c python:api.gunicorn_conf api.asgi:app`` (an ASGI app
 served by uvicorn workers). Connections open lazily in each worker."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def _database() -> None:
 
 
 def _report_status(report_id: str, authorization: str | None, customer: str | None) -> dict[str, Any] | None:
-    from ingest import access, operations
+    from ingest.services import access, operations
 
     rt = bootstrap.runtime()
     who = access.authorize(rt.catalog, rt.settings.operator_token, authorization, customer)

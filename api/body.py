@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl
 
 import falcon.asgi
 
-from ingest.errors import Rejected
+from ingest.domain.errors import Rejected
 
 TOO_LARGE = {"detail": "Request body is too large."}
 

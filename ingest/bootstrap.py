@@ -17,14 +17,14 @@ import redis.asyncio
 from sqlalchemy import Engine
 
 from ingest import config, logs
-from ingest.adapters.redis_accept import AcceptPipeline
-from ingest.adapters.redis_queue import RedisQueue
-from ingest.adapters.sql import SqlUnitOfWork, make_engine
-from ingest.adapters.sql_catalog import SqlCatalog
-from ingest.catalog_cache import CatalogCache
-from ingest.commit import Committer
-from ingest.intake import Intake
-from ingest.secretbox import SecretBox
+from ingest.adapters.redis.accept import AcceptPipeline
+from ingest.adapters.redis.journal import RedisQueue
+from ingest.adapters.secretbox import SecretBox
+from ingest.adapters.sql.catalog import SqlCatalog
+from ingest.adapters.sql.unit_of_work import SqlUnitOfWork, make_engine
+from ingest.services.catalog_cache import CatalogCache
+from ingest.services.commit import Committer
+from ingest.services.intake import Intake
 
 DRAIN_TASK = "workers.tasks.drain"
 

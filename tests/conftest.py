@@ -15,8 +15,11 @@ import redis
 import sqlalchemy as sa
 
 from api.app import create_app
-from ingest import bootstrap, catalog_file, db, embedded_redis
+from ingest import bootstrap
+from ingest.adapters.sql import migrate as db
 from ingest.config import Settings
+from ingest.dev import embedded_redis
+from ingest.services import catalog_file
 from tests.helpers import Demo, make_demo
 
 

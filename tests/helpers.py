@@ -6,7 +6,7 @@ import dataclasses
 import uuid
 from typing import Any
 
-from ingest import signing
+from ingest.domain import signing
 
 
 @dataclasses.dataclass

@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import text
 
 from ingest import bootstrap
-from ingest.adapters.sql import SqlUnitOfWork
-from ingest.drain import drain as drain_journal
-from ingest.drain import reconcile as reconcile_journal
-from ingest.errors import Transient
+from ingest.adapters.sql.unit_of_work import SqlUnitOfWork
+from ingest.domain.errors import Transient
+from ingest.services.drain import drain as drain_journal
+from ingest.services.drain import reconcile as reconcile_journal
 from workers.app import app
 
 

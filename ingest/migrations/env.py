@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from ingest.adapters.sql import make_engine
-from ingest.adapters.tables import Base
+from ingest.adapters.sql.tables import Base
+from ingest.adapters.sql.unit_of_work import make_engine
 
 config = context.config
 target_metadata = Base.metadata

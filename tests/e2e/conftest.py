@@ -31,12 +31,13 @@ import pytest
 import redis
 from sqlalchemy import Engine, select
 
-from ingest import catalog_file, config
-from ingest.adapters import queries
-from ingest.adapters import tables as t
-from ingest.adapters.redis_queue import RedisQueue
-from ingest.adapters.sql import make_engine
-from ingest.adapters.sql_catalog import SqlCatalog
+from ingest import config
+from ingest.adapters.redis.journal import RedisQueue
+from ingest.adapters.sql.catalog import SqlCatalog
+from ingest.adapters.sql.unit_of_work import make_engine
+from ingest.adapters.sql import read_model as queries
+from ingest.adapters.sql import tables as t
+from ingest.services import catalog_file
 from tests.conftest import free_port
 from tests.helpers import Demo, make_demo
 
@@ -276,7 +277,7 @@ def stack(
             [
                 str(BIN / "gunicorn"),
                 "-c",
-                "python:ingest.gunicorn_conf",
+                "python:api.gunicorn_conf",
                 "--no-control-socket",
                 "api.asgi:app",
             ],

@@ -10,14 +10,14 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from ingest.adapters import queries
-from ingest.adapters import tables as t
-from ingest.adapters.redis_queue import Entry
-from ingest.adapters.sql import SqlUnitOfWork
-from ingest.adapters.sql_catalog import SqlCatalog
-from ingest.catalog_cache import CatalogCache
-from ingest.commit import Committer, Delivery
-from ingest.intake import new_report_id
+from ingest.adapters.redis.journal import Entry
+from ingest.adapters.sql.catalog import SqlCatalog
+from ingest.adapters.sql.unit_of_work import SqlUnitOfWork
+from ingest.adapters.sql import read_model as queries
+from ingest.adapters.sql import tables as t
+from ingest.services.catalog_cache import CatalogCache
+from ingest.services.commit import Committer, Delivery
+from ingest.services.intake import new_report_id
 from schemas import queue as wire
 from tests.e2e.conftest import SET_USAGES, Stack
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from ingest.web_server import HEAD_TIMEOUT, MAX_FIELDS, MAX_LINE
+from api.server import HEAD_TIMEOUT, MAX_FIELDS, MAX_LINE
 from tests.e2e.conftest import SET_USAGE, Stack
 
 pytestmark = pytest.mark.e2e

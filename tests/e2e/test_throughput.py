@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from ingest.adapters import tables as t
+from ingest.adapters.sql import tables as t
 from tests.e2e.conftest import FINAL_STATES, SET_USAGE, Stack
 
 pytestmark = pytest.mark.e2e

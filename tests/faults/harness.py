@@ -20,9 +20,10 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from ingest import catalog_file, embedded_redis
-from ingest.adapters.sql import make_engine
-from ingest.adapters.sql_catalog import SqlCatalog
+from ingest.adapters.sql.catalog import SqlCatalog
+from ingest.adapters.sql.unit_of_work import make_engine
+from ingest.dev import embedded_redis
+from ingest.services import catalog_file
 from tests.helpers import Demo
 
 BIN = Path(sys.executable).parent
@@ -87,7 +88,7 @@ class Stack:
         )
 
     def start_web(self) -> None:
-        self._spawn("web", [str(BIN / "gunicorn"), "-c", "python:ingest.gunicorn_conf", "api.asgi:app"])
+        self._spawn("web", [str(BIN / "gunicorn"), "-c", "python:api.gunicorn_conf", "api.asgi:app"])
 
     def start_worker(self, name: str = "worker") -> None:
         self._spawn(

@@ -12,7 +12,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from ingest.adapters.redis_queue import RedisQueue
+from ingest.adapters.redis.journal import RedisQueue
 from tests.faults.harness import Load, Stack, settle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]

@@ -11,8 +11,8 @@ import pytest
 import redis
 import redis.asyncio
 
-from ingest.adapters.redis_accept import AcceptPipeline
-from ingest.adapters.redis_queue import RedisQueue
+from ingest.adapters.redis.accept import AcceptPipeline
+from ingest.adapters.redis.journal import RedisQueue
 
 
 class _Counting:
@@ -180,7 +180,7 @@ def test_a_cancelled_write_leaves_no_request_waiting(queue, redis_url):
 
 
 def test_commands_are_packed_as_redis_py_packs_them():
-    from ingest.adapters.redis_accept import _pack
+    from ingest.adapters.redis.accept import _pack
 
     conn = redis.asyncio.Connection()
     args = [

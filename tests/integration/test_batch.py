@@ -8,8 +8,8 @@ import uuid
 import orjson
 import pytest
 
-from ingest.adapters.queries import usage_rows
-from ingest.drain import drain
+from ingest.adapters.sql.read_model import usage_rows
+from ingest.services.drain import drain
 
 URL = "/api/marketplace-public-api/set_usages/"
 BAD_SIGNATURE = {"non_field_errors": ["Signature verification failed."]}

@@ -47,11 +47,12 @@ from waldur_api_client.models.service_provider_signature_request import (
 )
 
 from api.app import create_app
-from ingest import bootstrap, catalog_file
-from ingest.adapters import tables as t
-from ingest.adapters.queries import usage_rows
+from ingest import bootstrap
+from ingest.adapters.sql.read_model import usage_rows
+from ingest.adapters.sql import tables as t
 from ingest.config import Settings
-from ingest.drain import drain
+from ingest.services import catalog_file
+from ingest.services.drain import drain
 from tests.conftest import migrated_database
 from tests.helpers import Demo, make_demo
 

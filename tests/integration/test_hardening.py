@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from api.app import create_app
-from ingest import bootstrap, catalog_file
+from ingest import bootstrap
+from ingest.services import catalog_file
 
 URL = "/api/marketplace-public-api/set_usage/"
 FAILED = {"non_field_errors": ["Signature verification failed."]}
@@ -120,7 +121,7 @@ def test_backpressure_answers_503_with_retry_after_and_keeps_nothing(settings, d
     assert refused.status_code == 503
     assert int(refused.headers["Retry-After"]) >= 1
     assert journal(rt) == 3
-    from ingest.drain import drain
+    from ingest.services.drain import drain
 
     drain(rt.queue, rt.committer, "t", 100, 0.01, 5)
     time.sleep(0.6)

@@ -26,12 +26,13 @@ import schemathesis
 import yaml
 
 from api.app import create_app
-from ingest import access, bootstrap, catalog_file, operations
-from ingest.drain import drain
+from ingest import bootstrap
+from ingest.services import access, catalog_file, operations
+from ingest.services.drain import drain
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_FILE = ROOT / "schemas" / "openapi.yaml"
-DEMO_CATALOG = ROOT / "ingest" / "demo" / "catalog.json"
+DEMO_CATALOG = ROOT / "ingest" / "dev" / "demo" / "catalog.json"
 PREFIX = "/api/marketplace-public-api"
 CHECK, SET_USAGE, SET_USAGES = (f"{PREFIX}/check_signature/", f"{PREFIX}/set_usage/", f"{PREFIX}/set_usages/")
 REPORT = "/api/usage-reports/{report_id}/"

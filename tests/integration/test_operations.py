@@ -10,9 +10,9 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from ingest import catalog_file, operations
-from ingest.adapters import queries
-from ingest.drain import drain
+from ingest.adapters.sql import read_model as queries
+from ingest.services import catalog_file, operations
+from ingest.services.drain import drain
 
 SET_USAGE = "/api/marketplace-public-api/set_usage/"
 

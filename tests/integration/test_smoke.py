@@ -6,8 +6,8 @@ import json
 import uuid
 from decimal import Decimal
 
-from ingest.adapters.queries import usage_rows
-from ingest.drain import drain
+from ingest.adapters.sql.read_model import usage_rows
+from ingest.services.drain import drain
 
 
 def test_accepted_report_is_committed(client, runtime, demo):
@@ -66,7 +66,7 @@ def test_text_needing_escapes_reaches_sql_unchanged(client, runtime, demo):
     backslashes and non-ASCII must arrive exactly as sent, in usage rows and report records."""
     from sqlalchemy import select
 
-    from ingest.adapters import tables as t
+    from ingest.adapters.sql import tables as t
 
     tricky = 'a\tb\nc\rd\\e \\N \\x00 é ✓ "q"'
     resp = client.simulate_post(

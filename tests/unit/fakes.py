@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 
-from ingest.errors import Transient
-from ingest.model import UsageKey
-from ingest.ports import ReportRecord, UsageRow
+from ingest.domain.errors import Transient
+from ingest.domain.model import UsageKey
+from ingest.services.ports import ReportRecord, UsageRow
 
 
 class FakeStore:

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from ingest.catalog_cache import CatalogCache
 from ingest.config import Settings
-from ingest.errors import Backpressure
-from ingest.intake import Intake, Pressure
-from ingest.model import CatalogSnapshot
+from ingest.domain.errors import Backpressure
+from ingest.domain.model import CatalogSnapshot
+from ingest.services.catalog_cache import CatalogCache
+from ingest.services.intake import Intake, Pressure
 
 
 class _Source:

@@ -8,9 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from ingest.commit import Committer, Delivery
-from ingest.errors import Transient
-from ingest.model import CatalogSnapshot, Offering, Provider, Resource, UsageKey
+from ingest.domain.errors import Transient
+from ingest.domain.model import CatalogSnapshot, Offering, Provider, Resource, UsageKey
+from ingest.services.commit import Committer, Delivery
 from schemas import queue as wire
 from tests.unit.fakes import FakeStore
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from ingest import metrics
+from ingest.adapters import prometheus as metrics
 
 
 def _samples(h: Histogram) -> dict[tuple[str, str], float]:

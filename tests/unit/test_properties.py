@@ -31,9 +31,9 @@ from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
 from api.body import gunzip, parse_json
-from ingest import signing
-from ingest.errors import Forbidden, Rejected
-from ingest.model import (
+from ingest.domain import signing
+from ingest.domain.errors import Forbidden, Rejected
+from ingest.domain.model import (
     AmountError,
     CatalogSnapshot,
     Offering,
@@ -44,7 +44,7 @@ from ingest.model import (
     month_start_instant,
     parse_amount,
 )
-from ingest.validation import ValidReport, parse_envelope, validate_report
+from ingest.domain.validation import ValidReport, parse_envelope, validate_report
 
 UTC = dt.UTC
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

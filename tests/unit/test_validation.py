@@ -1,4 +1,4 @@
-"""ingest.validation and ingest.model.parse_amount against a hand-built CatalogSnapshot, with a
+"""ingest.domain.validation and ingest.domain.model.parse_amount against a hand-built CatalogSnapshot, with a
 fixed clock: the contract's rules with exact bodies, the calendar edges, no I/O."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.errors import Forbidden, Rejected
-from ingest.model import (
+from ingest.domain.errors import Forbidden, Rejected
+from ingest.domain.model import (
     AmountError,
     CatalogSnapshot,
     Offering,
@@ -23,7 +23,7 @@ from ingest.model import (
     Resource,
     parse_amount,
 )
-from ingest.validation import parse_boolean, parse_envelope, validate_report
+from ingest.domain.validation import parse_boolean, parse_envelope, validate_report
 
 UTC = ZoneInfo("UTC")
 TALLINN = ZoneInfo("Europe/Tallinn")  # UTC+2 in November

@@ -7,7 +7,7 @@ Create Date: 2026-11-27 02:58:39.779055
 import sqlalchemy as sa
 from alembic import op
 
-import ingest.adapters.tables
+import ingest.adapters.sql.tables
 
 revision = '0001'
 down_revision = None
@@ -28,7 +28,7 @@ def upgrade() -> None:
     sa.Column('component_type', sa.String(length=255), nullable=False),
     sa.Column('billing_period', sa.Date(), nullable=False),
     sa.Column('plan_period_uuid', sa.Uuid(), nullable=True),
-    sa.Column('amount', sa.Numeric(precision=20, scale=2).with_variant(ingest.adapters.tables.DecimalText(length=32), 'sqlite'), nullable=False),
+    sa.Column('amount', sa.Numeric(precision=20, scale=2).with_variant(ingest.adapters.sql.tables.DecimalText(length=32), 'sqlite'), nullable=False),
     sa.Column('description', sa.Text(), nullable=False),
     sa.Column('recurring', sa.Boolean(), nullable=False),
     sa.Column('missing_usage_policy', sa.String(length=16), nullable=False),

@@ -1,0 +1,207 @@
+"""SQL engine and the usage store: the transaction in which a batch of reports is committed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, or_, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from ingest.adapters.sql import pg_copy
+from ingest.adapters.sql import tables as t
+from ingest.domain.errors import Transient
+from ingest.services.ports import ReportRecord, UsageRow
+
+
+def make_engine(url: str, pool_size: int = 5) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_size=pool_size, pool_pre_ping=True, pool_recycle=1800)
+
+
+def dialect_insert(session: Session, table: Any) -> Any:
+    name = session.get_bind().dialect.name
+    module = postgresql if name == "postgresql" else sqlite
+    return module.insert(table)
+
+
+def upsert(session: Session, model: Any, keys: list[str], values: dict[str, Any]) -> None:
+    stmt = dialect_insert(session, model).values(**values)
+    changes = {k: stmt.excluded[k] for k in values if k not in keys}
+    if changes:
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=changes)
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+    session.execute(stmt)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Connection loss, server shutdown, deadlock, serialization failure, SQLite busy."""
+    if isinstance(exc, OperationalError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return code in {"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08003", "08006"}
+
+
+def _uuid_or_none(text: str | None) -> uuid.UUID | None:
+    return uuid.UUID(text) if text else None
+
+
+class SqlUnitOfWork:
+    """One database transaction; ``commit`` makes every write of the batch visible at once."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.session = Session(engine, expire_on_commit=False)
+        self.is_postgres = engine.dialect.name == "postgresql"
+
+    def __enter__(self) -> SqlUnitOfWork:
+        self.session.begin()
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            if self.session.in_transaction():
+                self.session.rollback()
+            self.session.close()
+        except DBAPIError:
+            pass  # the connection is gone; the pool discards it
+        if exc is not None and not isinstance(exc, Transient) and is_transient(exc):
+            raise Transient(str(exc)) from exc
+
+    def commit(self) -> None:
+        try:
+            self.session.commit()
+        except DBAPIError as exc:
+            if is_transient(exc):
+                raise Transient(str(exc.orig)) from exc
+            raise
+
+    def final_report_ids(self, ids: Iterable[str]) -> set[str]:
+        wanted = list(ids)
+        if not wanted:
+            return set()
+        if self.is_postgres:  # one array parameter instead of a 500-item IN list
+            rows = self.session.execute(
+                text("SELECT id FROM usage_reports WHERE id = ANY(:ids) AND state <> 'queued'"),
+                {"ids": wanted},
+            )
+        else:
+            rows = self.session.execute(
+                select(t.UsageReport.id).where(t.UsageReport.id.in_(wanted), t.UsageReport.state != "queued")
+            )
+        return {row[0] for row in rows}
+
+    def upsert_usages(self, rows: list[UsageRow]) -> set[int]:
+        """Insert or overwrite rows whose stored sequence is lower; return the sequences of
+        the rows applied."""
+        if not rows:
+            return set()
+        now = dt.datetime.now(dt.UTC)
+        if self.is_postgres:  # the merge inserts in key order: no deadlock between batches
+            return pg_copy.upsert_usages(self._driver(), rows, now)
+        table = t.ComponentUsage.__table__
+        stmt = dialect_insert(self.session, table)
+        excluded = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["resource_uuid", "component_type", "billing_period"],
+            set_={
+                name: excluded[name]
+                for name in (
+                    "plan_period_uuid",
+                    "amount",
+                    "description",
+                    "recurring",
+                    "missing_usage_policy",
+                    "date",
+                    "report_id",
+                    "report_seq",
+                    "updated_at",
+                )
+            },
+            where=table.c.report_seq < excluded.report_seq,
+        ).returning(table.c.report_seq)
+        params = [
+            {
+                "resource_uuid": uuid.UUID(r.key.resource),
+                "component_type": r.key.component,
+                "billing_period": dt.date.fromisoformat(r.key.billing_period),
+                "plan_period_uuid": _uuid_or_none(r.plan_period),
+                "amount": Decimal(r.amount),
+                "description": r.description,
+                "recurring": r.recurring,
+                "missing_usage_policy": r.missing_usage_policy,
+                "date": dt.datetime.fromisoformat(r.date),
+                "report_id": r.report_id,
+                "report_seq": r.seq,
+                "updated_at": now,
+            }
+            for r in sorted(rows, key=lambda r: r.key)
+        ]
+        return {int(row.report_seq) for row in self.session.execute(stmt, params)}
+
+    def _driver(self) -> Any:
+        """The psycopg connection under this transaction (for COPY)."""
+        return self.session.connection().connection.driver_connection
+
+    def record_reports(self, records: list[ReportRecord]) -> None:
+        """Write each report's final state; a report already recorded keeps its first outcome
+        unless it was quarantined and is now being re-driven (replay)."""
+        if not records:
+            return
+        if self.is_postgres:
+            pg_copy.record_reports(self._driver(), records)
+            return
+        table = t.UsageReport.__table__
+        stmt = dialect_insert(self.session, table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                name: stmt.excluded[name]
+                for name in ("state", "reason_code", "reason", "deliveries", "committed_at")
+            },
+            # no IN (...) here: expanding parameters cannot be used with executemany
+            where=or_(table.c.state == "queued", table.c.state == "quarantined"),
+        )
+        params = [
+            {
+                "id": r.id,
+                "seq": r.seq,
+                "customer_uuid": uuid.UUID(r.customer),
+                "resource_uuid": _uuid_or_none(r.resource),
+                "billing_period": (dt.date.fromisoformat(r.billing_period) if r.billing_period else None),
+                "accepted_at": r.accepted_at,
+                "token": r.token,
+                "payload": r.payload,
+                "state": r.state,
+                "reason_code": r.reason_code,
+                "reason": r.reason,
+                "deliveries": r.deliveries,
+                "committed_at": r.committed_at,
+                "envelope": r.envelope,
+            }
+            for r in records
+        ]
+        self.session.execute(stmt, params)
+
+    def max_seq(self) -> int:
+        value = self.session.execute(select(func.max(t.UsageReport.seq))).scalar()
+        return int(value or 0)

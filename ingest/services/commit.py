@@ -1,0 +1,335 @@
+"""The worker-side service: commit a batch of journal entries in one transaction.
+
+Guarantees:
+- every entry handed in ends in exactly one final state (committed, superseded, quarantined)
+  in the same transaction that applies its usage, or the call raises and nothing changed;
+- a usage row is only overwritten by a higher acceptance sequence, so redelivery, retries
+  and replays never apply a report twice or roll a value back;
+- one bad report never takes its batch down: a batch that fails for a non-transient reason is
+  split until the culprit is alone, and that one is quarantined.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import logging
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import msgspec
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from ingest.domain.errors import Quarantine, Transient
+from ingest.domain.model import REPORTABLE_BILLING_TYPES, CatalogSnapshot, PlanPeriod, Resource, UsageKey
+from ingest.services.ports import ReportRecord, UnitOfWork, UsageRow
+from schemas import queue as wire
+
+log = logging.getLogger(__name__)
+NIL = uuid.UUID(int=0)
+
+
+class Delivery(NamedTuple):
+    """One journal entry as handed to a worker (a named tuple: one is built per report)."""
+
+    entry_id: str
+    seq: int
+    raw: bytes
+    deliveries: int = 1
+
+
+@dataclasses.dataclass
+class Outcome:
+    committed: list[str] = dataclasses.field(default_factory=list)
+    superseded: list[str] = dataclasses.field(default_factory=list)
+    quarantined: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)  # already final: redelivery
+    reasons: list[str] = dataclasses.field(default_factory=list)  # quarantine reason codes
+    delays: list[float] = dataclasses.field(default_factory=list)  # accept -> commit, seconds
+    done_entries: list[str] = dataclasses.field(default_factory=list)  # safe to XACK
+
+    def merge(self, other: Outcome) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).extend(getattr(other, f.name))
+
+
+class _Item(NamedTuple):
+    delivery: Delivery
+    report: wire.QueuedReport | None
+    problem: Quarantine | None
+
+
+# Parsing the same few thousand UUIDs and months again for every report was a tenth of a
+# worker's time; resources and periods repeat across a batch and across batches.
+as_uuid = functools.lru_cache(maxsize=65536)(uuid.UUID)
+as_month = functools.lru_cache(maxsize=1024)(dt.date.fromisoformat)
+
+
+def _decode(d: Delivery) -> _Item:
+    try:
+        return _Item(d, wire.decode(d.raw), None)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        return _Item(d, None, Quarantine("undecodable", f"journal entry is not a v1 report: {exc}"))
+
+
+class CatalogCheck:
+    """Re-check at commit what may have changed since acceptance; raise Quarantine.
+
+    Built once per catalog snapshot, and everything it works out is kept for that snapshot:
+    an index of the resources by their text form (the journal carries text, and parsing a
+    uuid per report was a tenth of a worker), the reportable components per offering, and the
+    verdict per (plan period, billing period).
+    """
+
+    def __init__(self, catalog: CatalogSnapshot) -> None:
+        self.catalog = catalog
+        self._by_text: dict[str, Resource] | None = None
+        self._periods_by_text: dict[str, PlanPeriod] | None = None
+        self._reportable: dict[uuid.UUID, frozenset[str]] = {}
+        self._periods: dict[tuple[str, str], tuple[str, str] | None] = {}
+
+    def _resource(self, text: str) -> Resource | None:
+        if self._by_text is None:
+            self._by_text = {str(k): v for k, v in self.catalog.resources.items()}
+        found = self._by_text.get(text)
+        return found if found is not None else self.catalog.resources.get(as_uuid(text))
+
+    def _components(self, resource: Resource) -> frozenset[str]:
+        found = self._reportable.get(resource.offering)
+        if found is None:
+            found = self._reportable[resource.offering] = frozenset(
+                name
+                for name, kind in self.catalog.components_of(resource).items()
+                if kind in REPORTABLE_BILLING_TYPES
+            )
+        return found
+
+    def __call__(self, report: wire.QueuedReport) -> None:
+        resource = self._resource(report.resource)
+        if resource is None:
+            raise Quarantine("resource_missing", f"resource {report.resource} no longer exists")
+        if not resource.state_is_valid:
+            raise Quarantine("resource_state", f"resource is in state {resource.state}")
+        reportable = self._components(resource)
+        for line in report.usages:
+            if line.type not in reportable:
+                invalid = sorted({u.type for u in report.usages} - reportable)
+                raise Quarantine("component_invalid", f"components no longer valid: {', '.join(invalid)}")
+        if report.plan_period is not None:
+            key = (report.plan_period, report.billing_period)
+            if key not in self._periods:
+                self._periods[key] = self._period_problem(*key)
+            problem = self._periods[key]
+            if problem is not None:
+                raise Quarantine(*problem)
+
+    def _period_problem(self, plan_period: str, billing_period: str) -> tuple[str, str] | None:
+        if self._periods_by_text is None:
+            self._periods_by_text = {str(k): v for k, v in self.catalog.plan_periods.items()}
+        period = self._periods_by_text.get(plan_period)
+        if period is None:
+            period = self.catalog.plan_periods.get(as_uuid(plan_period))
+        if period is None:
+            return "plan_period_missing", f"plan period {plan_period} is gone"
+        start = as_month(billing_period)
+        opened = dt.datetime(start.year, start.month, 1, tzinfo=dt.UTC)
+        if period.end is not None and period.end < opened:
+            return "period_closed", "the plan period closed before this billing period"
+        return None
+
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z").match
+
+
+def canonical_uuid(text: str) -> str:
+    """Dedupe keys must agree with the unique constraint, whatever spelling an envelope has
+    (the web writes the canonical form, so parsing is the rare path)."""
+    return text if _CANONICAL_UUID(text) else str(uuid.UUID(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def canonical_month(text: str) -> str:
+    return dt.date.fromisoformat(text).isoformat()
+
+
+def _record(item: _Item, state: str, now: dt.datetime, problem: Quarantine | None = None) -> ReportRecord:
+    r = item.report
+    if r is None:
+        return ReportRecord(
+            f"undecodable-{item.delivery.entry_id}"[:32],
+            item.delivery.seq,
+            str(NIL),
+            None,
+            None,
+            now,
+            "",
+            repr(item.delivery.raw[:2000]),
+            state,
+            problem.code if problem else None,
+            problem.message if problem else None,
+            item.delivery.deliveries,
+            now,
+            item.delivery.raw,
+        )
+    return ReportRecord(
+        r.id,
+        item.delivery.seq,
+        r.customer,
+        r.resource,
+        r.billing_period,
+        dt.datetime.fromtimestamp(r.accepted_at, dt.UTC),
+        r.token,
+        r.claims.decode("utf-8", "replace"),
+        state,
+        problem.code if problem else None,
+        problem.message if problem else None,
+        item.delivery.deliveries,
+        now,
+        # token and payload are the audit record; the envelope is only needed to re-drive a
+        # quarantined report, and storing it for every report cost a third of the bytes
+        item.delivery.raw if state == "quarantined" else b"",
+    )
+
+
+def _rows(report: wire.QueuedReport, seq: int) -> list[UsageRow]:
+    resource = canonical_uuid(report.resource)
+    period = canonical_month(report.billing_period)
+    plan_period = canonical_uuid(report.plan_period) if report.plan_period else None
+    return [
+        UsageRow(
+            UsageKey(resource, u.type, period),
+            plan_period,
+            u.amount,
+            u.description,
+            u.recurring,
+            u.missing_usage_policy,
+            report.date,
+            report.id,
+            seq,
+        )
+        for u in report.usages
+    ]
+
+
+class Committer:
+    def __init__(
+        self,
+        unit_of_work: Callable[[], UnitOfWork],
+        catalog: Callable[[], CatalogSnapshot],
+        max_deliveries: int,
+        retry_attempts: int = 5,
+        retry_wait_max: float = 8.0,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.unit_of_work = unit_of_work
+        self.catalog = catalog
+        self.max_deliveries = max_deliveries
+        self.retry_attempts = retry_attempts
+        self.retry_wait_max = retry_wait_max
+        self.clock = clock
+        self._check: CatalogCheck | None = None
+
+    def commit(self, deliveries: Sequence[Delivery], revive: bool = False, fresh: bool = False) -> Outcome:
+        """Commit a batch; transient failures are retried with back-off, then re-raised as
+        Transient (the entries then stay pending for the reconciler). ``revive`` lets a
+        quarantined report be committed again (replay from quarantine).
+
+        ``fresh``: the entries were never delivered before (XREADGROUP ``>``), so none can
+        have a final state yet and the lookup for redeliveries is skipped (6 us a report of
+        PostgreSQL time). Should Redis lose acknowledgements (an AOF rewound by a crash) and
+        hand a committed entry out as new, nothing changes in SQL: its usage has the same
+        sequence, which the upsert never re-applies, and its record keeps its first state.
+        Only that batch's outcome counts it as superseded instead of skipped."""
+        items = [_decode(d) for d in deliveries]
+        skip_final_check = revive or fresh
+        for attempt in Retrying(
+            retry=retry_if_exception_type(Transient),
+            stop=stop_after_attempt(self.retry_attempts),
+            wait=wait_exponential(multiplier=0.1, max=self.retry_wait_max),
+            reraise=True,
+        ):
+            with attempt:
+                return self._commit_isolating(items, skip_final_check)
+        raise AssertionError("unreachable")
+
+    def _commit_isolating(self, items: list[_Item], skip_final_check: bool) -> Outcome:
+        try:
+            return self._commit_once(items, skip_final_check)
+        except Transient:
+            raise
+        except Exception as exc:
+            if len(items) == 1:
+                log.error("report failed on its own, quarantining: %s", exc)
+                problem = Quarantine("commit_failed", f"{type(exc).__name__}: {exc}"[:2000])
+                return self._commit_once([items[0]._replace(problem=problem)], skip_final_check)
+            half = len(items) // 2
+            log.warning("batch of %d failed (%s); splitting", len(items), exc)
+            outcome = self._commit_isolating(items[:half], skip_final_check)
+            outcome.merge(self._commit_isolating(items[half:], skip_final_check))
+            return outcome
+
+    def _commit_once(self, items: list[_Item], skip_final_check: bool) -> Outcome:
+        now = self.clock()
+        catalog = self.catalog()
+        if self._check is None or self._check.catalog is not catalog:
+            self._check = CatalogCheck(catalog)
+        check = self._check
+        outcome = Outcome()
+        with self.unit_of_work() as uow:
+            final = (
+                set() if skip_final_check else uow.final_report_ids([i.report.id for i in items if i.report])
+            )
+            live: list[_Item] = []
+            records: list[ReportRecord] = []
+            seen: set[str] = set()
+            for item in items:
+                if item.report and (item.report.id in final or item.report.id in seen):
+                    outcome.skipped.append(item.report.id)
+                    continue
+                if item.report:
+                    seen.add(item.report.id)
+                problem = item.problem
+                if problem is None and item.delivery.deliveries > self.max_deliveries:
+                    problem = Quarantine(
+                        "poison", f"delivered {item.delivery.deliveries} times without commit"
+                    )
+                if problem is None and item.report is not None:
+                    try:
+                        check(item.report)
+                    except Quarantine as q:
+                        problem = q
+                if problem is not None:
+                    records.append(_record(item, "quarantined", now, problem))
+                    outcome.quarantined.append(records[-1].id)
+                    outcome.reasons.append(problem.code)
+                    log.warning(
+                        "quarantined report %s: %s",
+                        records[-1].id,
+                        problem,
+                        extra={"report_id": records[-1].id},
+                    )
+                else:
+                    live.append(item)
+            winners: dict[UsageKey, UsageRow] = {}
+            for item in live:
+                assert item.report is not None
+                for row in _rows(item.report, item.delivery.seq):
+                    best = winners.get(row.key)
+                    # >=: a report naming a component twice keeps its last line, as Waldur does
+                    if best is None or row.seq >= best.seq:
+                        winners[row.key] = row
+            applied_seqs = uow.upsert_usages(list(winners.values()))
+            for item in live:
+                assert item.report is not None
+                won = not item.report.usages or item.delivery.seq in applied_seqs
+                state = "committed" if won else "superseded"
+                records.append(_record(item, state, now))
+                getattr(outcome, state).append(item.report.id)
+                outcome.delays.append(now.timestamp() - item.report.accepted_at)
+            uow.record_reports(records)
+            uow.commit()
+        outcome.done_entries = [i.delivery.entry_id for i in items]
+        return outcome

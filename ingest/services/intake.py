@@ -1,0 +1,389 @@
+"""The request-path service: authenticate, validate, make durable, answer.
+
+Guarantee: when ``set_usage`` returns a Receipt, the report is in the Redis journal with its
+acceptance sequence and billing period fixed; before that nothing was written anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import orjson
+
+from ingest.config import Settings
+from ingest.domain import signing
+from ingest.domain.errors import Backpressure, RateLimited, Rejected, field_error, non_field_error
+from ingest.domain.model import Provider
+from ingest.domain.validation import Envelope, parse_batch_envelope, parse_envelope, validate_report
+from ingest.services.catalog_cache import CatalogCache
+from ingest.services.ports import Accepted, Kicker
+from schemas import queue as wire
+
+log = logging.getLogger(__name__)
+TOKEN_REUSED = "This token has already been used."
+
+
+class Journal(Protocol):
+    def accept(
+        self, reports: list[tuple[str, bytes]], customer: str, rate: float, burst: float
+    ) -> Accepted: ...
+
+    def claim_tokens(self, customer: str, digests: list[str], ttl: float) -> list[bool]: ...
+
+    def forget_tokens(self, customer: str, digests: list[str]) -> None: ...
+
+    def ensure_seq_at_least(self, floor: int) -> int: ...
+
+    def backlog(self, limit: int) -> int: ...
+
+    def memory(self) -> tuple[int, int]: ...
+
+
+# Journal.accept for an event loop: the same arguments and answer (adapters/redis_accept.py).
+AsyncAccept = Callable[[list[tuple[str, bytes]], str, float, float], Awaitable[Accepted]]
+
+
+class Pressure:
+    """Refuse what we cannot keep: the backlog and Redis memory, sampled at most every
+    ``interval`` seconds per process so the request path pays one round trip rarely."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        max_backlog: int,
+        high_water: float,
+        interval: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.journal = journal
+        self.max_backlog = max_backlog
+        self.high_water = high_water
+        self.interval = interval
+        self.clock = clock
+        self._checked = -interval
+        self._reason: str | None = None
+        self.background = False  # sampled by Intake.check_in_background's thread instead
+
+    def sample(self) -> None:
+        self._reason = self._sample()
+
+    def check(self) -> None:
+        if not self.background:
+            now = self.clock()
+            if now - self._checked >= self.interval:
+                self._checked = now
+                self._reason = self._sample()
+        if self._reason:
+            raise Backpressure(max(1, int(self.interval + 0.999)), self._reason)
+
+    def _sample(self) -> str | None:
+        try:
+            used, limit = self.journal.memory()
+            if limit and used > self.high_water * limit:
+                return f"Redis memory {used} of {limit} bytes"
+            backlog = self.journal.backlog(self.max_backlog)
+        except Exception as exc:
+            return f"journal unavailable: {type(exc).__name__}"
+        if backlog > self.max_backlog:
+            return f"backlog {backlog} over {self.max_backlog}"
+        return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Receipt:
+    id: str | None
+    seq: int | None
+    billing_period: str
+    dry_run: bool
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        if self.dry_run:
+            return {"dry_run": True, "billing_period": self.billing_period}
+        return {
+            "id": self.id,
+            "sequence": self.seq,
+            "billing_period": self.billing_period,
+            "status": "queued",
+            "status_url": f"/api/usage-reports/{self.id}/",
+        }
+
+
+class _Randomness:
+    """Random hex read from the OS 4 KiB at a time (a getrandom call per request was 2% of a
+    web worker), and dropped in a forked child so no two processes share a suffix."""
+
+    def __init__(self) -> None:
+        self._hex = ""
+        self._at = 0
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._drop)
+
+    def _drop(self) -> None:
+        self._hex, self._at = "", 0
+
+    def take(self, chars: int) -> str:
+        with self._lock:
+            if self._at + chars > len(self._hex):
+                self._hex, self._at = os.urandom(4096).hex(), 0
+            out = self._hex[self._at : self._at + chars]
+            self._at += chars
+            return out
+
+
+_RANDOM = _Randomness()
+
+
+def new_report_id(accepted_at: float) -> str:
+    """32 hex characters: acceptance time in ms (12) + randomness (20). The time prefix lets
+    a status lookup find a queued report in the journal by scanning a few milliseconds."""
+    return f"{int(accepted_at * 1000):012x}{_RANDOM.take(20)}"
+
+
+def accepted_ms(report_id: str) -> int | None:
+    try:
+        return int(report_id[:12], 16) if len(report_id) == 32 else None
+    except ValueError:
+        return None
+
+
+def _claims_json(claims: dict[str, Any]) -> bytes:
+    """The verified claims as JSON for the audit record. orjson refuses what Python's json
+    reads from a signed payload (integers past 64 bits, lone surrogates in keys or unknown
+    claims); the standard library writes those, escaped to ASCII."""
+    try:
+        return orjson.dumps(claims)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(claims, separators=(",", ":")).encode()
+
+
+class Intake:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: CatalogCache,
+        journal: Journal,
+        kick: Kicker | None = None,
+        clock: Callable[[], float] = time.time,
+        sequence_floor: Callable[[], int] = lambda: 0,
+        accept: AsyncAccept | None = None,
+    ) -> None:
+        self.settings = settings
+        self.tz = settings.tz
+        self.catalog = catalog
+        self.journal = journal
+        self.kick = kick
+        self.clock = clock
+        self.sequence_floor = sequence_floor  # the highest sequence SQL has committed
+        self.accept = accept or self._accept_now
+        self.pressure = Pressure(journal, settings.max_backlog, settings.redis_memory_high_water)
+
+    def check_in_background(self, interval: float = 0.5) -> threading.Thread:
+        """Sample back-pressure and check the catalog's version from a daemon thread, so the
+        request path (an event loop) never waits on SQL or on a blocking Redis call for them.
+        The catalog is checked every CATALOG_REFRESH seconds as before; a reload holds the
+        GIL while it builds the snapshot, but the loop keeps running between its slices."""
+        self.catalog.background = self.pressure.background = True
+
+        def run() -> None:
+            while True:
+                self.pressure.sample()  # first: it decides 503s; it catches its own errors
+                try:
+                    self.catalog.check()
+                except Exception as exc:  # the last snapshot keeps serving
+                    log.warning("catalog check failed: %s", exc)
+                time.sleep(interval)
+
+        thread = threading.Thread(target=run, name="intake-checks", daemon=True)
+        thread.start()
+        return thread
+
+    def _authenticate(self, body: object) -> tuple[Envelope, Provider, dict[str, Any]]:
+        snapshot = self.catalog.get()
+        try:
+            envelope = parse_envelope(body, snapshot.providers)
+        except Rejected as exc:
+            if "customer" in exc.body and isinstance(body, dict):
+                # an unknown customer costs what a known one does: no oracle for valid UUIDs
+                signing.burn(body.get("data"))
+            raise
+        provider = snapshot.providers[envelope.customer]
+        return envelope, provider, self._verify(provider, envelope.data, self.clock())
+
+    def _verify(self, provider: Provider, token: str, now: float) -> dict[str, Any]:
+        keys = provider.secrets(dt.datetime.fromtimestamp(now, dt.UTC))
+        if not keys:
+            raise non_field_error(signing.SECRET_NOT_SET)
+        return signing.verify(token, keys, now, self.settings.require_iat, self.settings.max_token_age)
+
+    def check_signature(self, body: object) -> None:
+        """Raise Rejected unless the envelope is valid and the token verifies."""
+        self._authenticate(body)
+
+    def _prepare(
+        self, customer: uuid.UUID, token: str, claims: dict[str, Any], accepted_at: float
+    ) -> wire.QueuedReport:
+        """Validate verified claims against the catalog; the envelope to queue."""
+        now = dt.datetime.fromtimestamp(accepted_at, dt.UTC)
+        report = validate_report(
+            claims,
+            self.catalog.get(),
+            customer,
+            now,
+            self.tz,
+            self.settings.enforce_ownership,
+            self.settings.max_usage_lines,
+        )
+        return wire.QueuedReport(
+            id=new_report_id(accepted_at),
+            customer=str(customer),
+            resource=str(report.resource.uuid),
+            plan_period=str(report.plan_period.uuid) if report.plan_period else None,
+            billing_period=report.billing_period.isoformat(),
+            date=report.date.isoformat(),
+            accepted_at=accepted_at,
+            usages=tuple(
+                wire.UsageLine(
+                    line.type, str(line.amount), line.description, line.recurring, line.missing_usage_policy
+                )
+                for line in report.lines
+            ),
+            token=token,
+            claims=_claims_json(claims),
+        )
+
+    async def _accept_now(
+        self, reports: list[tuple[str, bytes]], customer: str, rate: float, burst: float
+    ) -> Accepted:
+        return self.journal.accept(reports, customer, rate, burst)
+
+    async def _enqueue(
+        self, provider: Provider, reports: list[wire.QueuedReport], seen: list[str] | None = None
+    ) -> tuple[int, dict[str, str]]:
+        """Make reports durable in one round trip; the first sequence and rate headers.
+
+        ``seen``: replay-guard digests the caller already claimed for these reports. The rare
+        round trips (back-pressure sample, replay guard, sequence floor, kick) are blocking
+        calls: only the accept itself is awaited, and shared with concurrent requests.
+        """
+        self.pressure.check()
+        rate = provider.rate_limit if provider.rate_limit is not None else self.settings.rate_limit
+        burst = self.settings.rate_burst or 2 * rate
+        if seen is None:
+            seen = self._claim_tokens(provider, reports)
+        entries = [(r.id, wire.encode(r)) for r in reports]
+        try:
+            result = await self.accept(entries, str(provider.customer), rate, burst)
+            if result.first == -2:  # a new or emptied Redis: continue after SQL's sequence
+                self.journal.ensure_seq_at_least(self.sequence_floor())
+                result = await self.accept(entries, str(provider.customer), rate, burst)
+        except Exception as exc:  # Redis unreachable: we cannot keep it, so do not accept it
+            log.warning("journal unavailable: %s", exc)
+            self._forget_tokens(provider, seen)
+            raise Backpressure(1, "journal unavailable") from exc
+        if result.first == -2:
+            self._forget_tokens(provider, seen)
+            raise Backpressure(1, "sequence not initialised")
+        if result.first < 0:
+            self._forget_tokens(provider, seen)
+            raise RateLimited(rate, max(1, result.reset_seconds))
+        headers = {}
+        if result.tokens_left >= 0:
+            headers = {
+                "X-RateLimit-Limit": f"{rate:g}",
+                "X-RateLimit-Remaining": str(result.tokens_left),
+                "X-RateLimit-Reset": str(result.reset_seconds),
+            }
+        kick = result.kick
+        if kick and self.kick is not None:
+            try:
+                self.kick()
+            except Exception as exc:  # best effort: beat drains on its own schedule
+                log.warning("kick failed: %s", exc)
+        return result.first, headers
+
+    def _claim_tokens(self, provider: Provider, reports: list[wire.QueuedReport]) -> list[str]:
+        """The replay guard (TOKEN_REPLAY_WINDOW): refuse a token already accepted."""
+        digests = self._claim_each(provider, reports)
+        claimed = [d for d in digests if d]
+        if any(d is None for d in digests):
+            self._forget_tokens(provider, claimed)
+            raise non_field_error(TOKEN_REUSED)
+        return claimed
+
+    def _claim_each(self, provider: Provider, reports: list[wire.QueuedReport]) -> list[str | None]:
+        """Per report, in one round trip: the digest claimed ('' when the guard is off), or
+        None when the token was already used."""
+        window = self.settings.token_replay_window
+        if window <= 0:
+            return [""] * len(reports)
+        digests = [signing.token_digest(r.token, r.claims) for r in reports]
+        fresh = self.journal.claim_tokens(str(provider.customer), digests, window)
+        return [d if ok else None for d, ok in zip(digests, fresh, strict=True)]
+
+    def _forget_tokens(self, provider: Provider, digests: list[str]) -> None:
+        self.journal.forget_tokens(str(provider.customer), digests)
+
+    async def set_usage(self, body: object) -> Receipt:
+        envelope, provider, claims = self._authenticate(body)
+        queued = self._prepare(envelope.customer, envelope.data, claims, self.clock())
+        if envelope.dry_run:
+            return Receipt(None, None, queued.billing_period, True)
+        seq, headers = await self._enqueue(provider, [queued])
+        return Receipt(queued.id, seq, queued.billing_period, False, headers)
+
+    async def set_usages(self, body: object) -> list[dict[str, Any]]:
+        """Batch intake: each token verified and validated as by set_usage; every valid item
+        is accepted (all in one Redis round trip) even when others fail. Results in order."""
+        snapshot = self.catalog.get()
+        batch = parse_batch_envelope(body, snapshot.providers, self.settings.batch_max_reports)
+        provider = snapshot.providers[batch.customer]
+        if not provider.secrets(dt.datetime.fromtimestamp(self.clock(), dt.UTC)):
+            raise non_field_error(signing.SECRET_NOT_SET)
+        results: list[dict[str, Any]] = []
+        accepted: list[tuple[int, wire.QueuedReport]] = []
+        now = self.clock()
+        for index, token in enumerate(batch.reports):
+            try:
+                if not isinstance(token, str) or not token.strip():
+                    raise field_error(
+                        "data",
+                        "This field may not be blank." if isinstance(token, str) else "Not a valid string.",
+                    )
+                claims = self._verify(provider, token.strip(), now)
+                queued = self._prepare(batch.customer, token.strip(), claims, now)
+            except Rejected as exc:
+                results.append({"index": index, "status": exc.status, "errors": exc.body})
+                continue
+            accepted.append((len(results), queued))
+            results.append({"index": index, "status": 201, "billing_period": queued.billing_period})
+        if accepted and not batch.dry_run:
+            seen: list[str] = []
+            fresh: list[tuple[int, wire.QueuedReport]] = []
+            digests = self._claim_each(provider, [q for _p, q in accepted])
+            for (position, queued), digest in zip(accepted, digests, strict=True):
+                if digest is None:  # a reused token fails its own item only
+                    results[position] = {
+                        "index": results[position]["index"],
+                        "status": 400,
+                        "errors": {"non_field_errors": [TOKEN_REUSED]},
+                    }
+                    continue
+                if digest:
+                    seen.append(digest)
+                fresh.append((position, queued))
+            accepted = fresh
+        if accepted and not batch.dry_run:
+            first, _headers = await self._enqueue(provider, [q for _i, q in accepted], seen)
+            for offset, (position, queued) in enumerate(accepted):
+                results[position].update(id=queued.id, sequence=first + offset)
+        return results

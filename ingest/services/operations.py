@@ -1,0 +1,189 @@
+"""Operator services: report status, quarantine replay, journal replay, queue statistics.
+
+Replay guarantees: it is idempotent and sequence-guarded. Reports already in a final state in
+SQL are skipped; everything else is committed through the same Committer as the workers, in
+acceptance order, so replaying twice -- or replaying old reports after newer ones -- changes
+nothing that should not change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgspec
+
+from ingest.adapters.redis.journal import Entry
+from ingest.adapters.sql import read_model as queries
+from ingest.bootstrap import Runtime
+from ingest.services.commit import Delivery, Outcome
+from ingest.services.intake import accepted_ms
+from schemas import queue as wire
+
+
+def report_status(rt: Runtime, report_id: str) -> dict[str, Any] | None:
+    """Where a report is: committed/superseded/quarantined (SQL) or queued (journal only)."""
+    row = queries.report(rt.engine, report_id)
+    if row is not None:
+        row.pop("token", None)
+        row["values"] = queries.committed_values(rt.engine, report_id)
+        return row
+    ms = accepted_ms(report_id)
+    if ms is None:
+        return None
+    entry = rt.queue.find(report_id, ms)
+    if entry is None:
+        return None
+    report = wire.decode(entry.raw)
+    pending = rt.queue.is_pending_or_new(entry.entry_id)
+    return {
+        "id": report.id,
+        "seq": entry.seq,
+        "customer": report.customer,
+        "resource": report.resource,
+        "billing_period": report.billing_period,
+        "accepted_at": dt.datetime.fromtimestamp(report.accepted_at, dt.UTC).isoformat(),
+        "state": "queued" if pending else "unrecorded",
+        "reason_code": None if pending else "acknowledged_without_sql_row",
+        "reason": None if pending else "in the journal, missing from SQL: run `ingest replay`",
+        "deliveries": entry.deliveries,
+        "committed_at": None,
+        "values": [],
+    }
+
+
+def replay_quarantined(rt: Runtime, rows: list[dict[str, Any]]) -> Outcome:
+    """Commit quarantined reports again (after the catalog was fixed)."""
+    deliveries = [Delivery(f"quarantine-{r['id']}", int(r["seq"]), r["envelope"] or b"", 1) for r in rows]
+    return rt.committer.commit(deliveries, revive=True)
+
+
+@dataclasses.dataclass
+class ReplayPlan:
+    entries: int = 0
+    skipped_final: int = 0
+    changes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def _stream_id(moment: dt.datetime | None, default: str) -> str:
+    return default if moment is None else f"{int(moment.timestamp() * 1000)}-0"
+
+
+def journal_window(
+    rt: Runtime,
+    since: dt.datetime,
+    until: dt.datetime | None,
+    customer: uuid.UUID | None,
+    resource: uuid.UUID | None,
+    start_after: str | None = None,
+) -> Iterator[tuple[Entry, wire.QueuedReport]]:
+    start = "(" + start_after if start_after else _stream_id(since, "-")
+    for entry in rt.queue.read_journal(start, _stream_id(until, "+")):
+        try:
+            report = wire.decode(entry.raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if customer and report.customer != str(customer):
+            continue
+        if resource and report.resource != str(resource):
+            continue
+        yield entry, report
+
+
+def replay(
+    rt: Runtime,
+    since: dt.datetime,
+    until: dt.datetime | None = None,
+    customer: uuid.UUID | None = None,
+    resource: uuid.UUID | None = None,
+    start_after: str | None = None,
+    batch_size: int = 500,
+    progress: Callable[[int, str], None] | None = None,
+) -> Outcome:
+    """Re-apply every journal report accepted in [since, until], in acceptance order."""
+    total = Outcome()
+    batch: list[Delivery] = []
+
+    def flush() -> None:
+        if batch:
+            total.merge(rt.committer.commit(batch))
+            if progress:
+                progress(len(batch), batch[-1].entry_id)
+            batch.clear()
+
+    for entry, _report in journal_window(rt, since, until, customer, resource, start_after):
+        batch.append(Delivery(entry.entry_id, entry.seq, entry.raw, 1))
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    return total
+
+
+def plan_replay(
+    rt: Runtime,
+    since: dt.datetime,
+    until: dt.datetime | None = None,
+    customer: uuid.UUID | None = None,
+    resource: uuid.UUID | None = None,
+) -> ReplayPlan:
+    """What ``replay`` would change, per usage key: current value vs replayed value."""
+    plan = ReplayPlan()
+    newest: dict[tuple[uuid.UUID, str, dt.date], tuple[str, int]] = {}
+    pairs = list(journal_window(rt, since, until, customer, resource))
+    plan.entries = len(pairs)
+    from ingest.adapters.sql.unit_of_work import SqlUnitOfWork
+
+    with SqlUnitOfWork(rt.engine) as uow:
+        final = uow.final_report_ids([r.id for _e, r in pairs])
+    for entry, report in pairs:
+        if report.id in final:
+            plan.skipped_final += 1
+            continue
+        for line in report.usages:
+            key = (uuid.UUID(report.resource), line.type, dt.date.fromisoformat(report.billing_period))
+            if key not in newest or newest[key][1] < entry.seq:
+                newest[key] = (line.amount, entry.seq)
+    current = queries.current_usage(rt.engine, list(newest))
+    for key, (amount, seq) in sorted(newest.items(), key=lambda kv: kv[1][1]):
+        now_amount, now_seq = current.get(key, (None, 0))
+        if seq > now_seq:
+            plan.changes.append(
+                {
+                    "resource": str(key[0]),
+                    "component": key[1],
+                    "billing_period": key[2].isoformat(),
+                    "current": now_amount,
+                    "current_seq": now_seq or None,
+                    "replayed": amount,
+                    "replayed_seq": seq,
+                }
+            )
+    return plan
+
+
+def stats(rt: Runtime) -> dict[str, Any]:
+    sql = queries.state_counts(rt.engine)
+    queue = rt.queue
+    backlog = queue.backlog()
+    oldest = queue.oldest_pending_id()
+    age = None
+    if oldest:
+        age = max(0.0, time.time() - int(oldest.split("-")[0]) / 1000)
+    counts = sql["counts"]
+    return {
+        "accepted": int(queue.client.get(queue.seq_key) or 0),  # the sequence counts them
+        "committed": counts.get("committed", 0),
+        "superseded": counts.get("superseded", 0),
+        "quarantined": counts.get("quarantined", 0),
+        "per_second_last_minute": sql["per_second"],
+        "backlog": backlog,
+        "pending_claimed": queue.pending_count(),
+        "oldest_pending_age_s": None if age is None else round(age, 1),
+        "journal_entries": queue.journal_length(),
+        "workers_seen": queue.workers_seen(),
+        "last_reconcile": queue.last_reconcile(),
+    }
