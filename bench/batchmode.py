@@ -29,8 +29,8 @@ from bench import workload
 from bench.harness import slope, steady_problems
 from bench.stack import Database, RedisServer, Stack
 from ingest.adapters.redis.journal import RedisQueue
-from ingest.adapters.sql.unit_of_work import make_engine
 from ingest.adapters.sql import migrate as db
+from ingest.adapters.sql.unit_of_work import make_engine
 
 PATH = "/api/marketplace-public-api/set_usages/"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 from uuid import UUID
@@ -117,21 +116,6 @@ def month_start(moment: dt.datetime, tz: ZoneInfo) -> dt.date:
 def month_start_instant(moment: dt.datetime, tz: ZoneInfo) -> dt.datetime:
     day = month_start(moment, tz)
     return dt.datetime(day.year, day.month, 1, tzinfo=tz)
-
-
-def parse_uuid(value: object) -> UUID | None:
-    """Hyphenated or 32-hex strings; anything else is None."""
-    if not isinstance(value, str) or len(value) > 64:
-        return None
-    return _uuid_from_text(value)
-
-
-@functools.lru_cache(maxsize=65536)  # the same customers and resources, request after request
-def _uuid_from_text(value: str) -> UUID | None:
-    try:
-        return UUID(value)
-    except ValueError:
-        return None
 
 
 class AmountError(ValueError):

@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ingest.domain.errors import Forbidden, Rejected, field_error, non_field_error
+from ingest.domain.ids import parse_uuid
 from ingest.domain.model import (
     BACKFILL_BILLING_TYPES,
     MISSING_USAGE_POLICIES,
@@ -29,7 +30,6 @@ from ingest.domain.model import (
     month_start,
     month_start_instant,
     parse_amount,
-    parse_uuid,
 )
 
 REQUIRED = "This field is required."

@@ -12,7 +12,7 @@ import uuid
 
 from ingest.domain import signing
 from ingest.domain.errors import Rejected
-from ingest.domain.model import parse_uuid
+from ingest.domain.ids import parse_uuid
 from ingest.services.catalog_cache import CatalogCache
 
 NOT_AUTHENTICATED = {"detail": "Authentication credentials were not provided."}

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from ingest.domain.ids import parse_uuid
 from ingest.domain.model import BILLING_TYPES
 
 
@@ -18,10 +19,10 @@ class CatalogFileError(ValueError):
 
 
 def _uuid(value: Any, where: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise CatalogFileError(f"{where}: {value!r} is not a UUID") from None
+    found = parse_uuid(str(value))
+    if found is None:
+        raise CatalogFileError(f"{where}: {value!r} is not a UUID")
+    return found
 
 
 def _instant(value: Any, where: str) -> dt.datetime | None:

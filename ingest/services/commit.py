@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import logging
-import re
 import uuid
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -24,21 +22,12 @@ import msgspec
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from ingest.domain.errors import Quarantine, Transient
+from ingest.domain.ids import NIL, as_month, as_uuid, canonical_month, canonical_uuid
 from ingest.domain.model import REPORTABLE_BILLING_TYPES, CatalogSnapshot, PlanPeriod, Resource, UsageKey
-from ingest.services.ports import ReportRecord, UnitOfWork, UsageRow
+from ingest.services.ports import Delivery, ReportRecord, UnitOfWork, UsageRow
 from schemas import queue as wire
 
 log = logging.getLogger(__name__)
-NIL = uuid.UUID(int=0)
-
-
-class Delivery(NamedTuple):
-    """One journal entry as handed to a worker (a named tuple: one is built per report)."""
-
-    entry_id: str
-    seq: int
-    raw: bytes
-    deliveries: int = 1
 
 
 @dataclasses.dataclass
@@ -60,12 +49,6 @@ class _Item(NamedTuple):
     delivery: Delivery
     report: wire.QueuedReport | None
     problem: Quarantine | None
-
-
-# Parsing the same few thousand UUIDs and months again for every report was a tenth of a
-# worker's time; resources and periods repeat across a batch and across batches.
-as_uuid = functools.lru_cache(maxsize=65536)(uuid.UUID)
-as_month = functools.lru_cache(maxsize=1024)(dt.date.fromisoformat)
 
 
 def _decode(d: Delivery) -> _Item:
@@ -139,20 +122,6 @@ class CatalogCheck:
         if period.end is not None and period.end < opened:
             return "period_closed", "the plan period closed before this billing period"
         return None
-
-
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z").match
-
-
-def canonical_uuid(text: str) -> str:
-    """Dedupe keys must agree with the unique constraint, whatever spelling an envelope has
-    (the web writes the canonical form, so parsing is the rare path)."""
-    return text if _CANONICAL_UUID(text) else str(uuid.UUID(text))
-
-
-@functools.lru_cache(maxsize=1024)
-def canonical_month(text: str) -> str:
-    return dt.date.fromisoformat(text).isoformat()
 
 
 def _record(item: _Item, state: str, now: dt.datetime, problem: Quarantine | None = None) -> ReportRecord:

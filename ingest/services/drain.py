@@ -14,9 +14,10 @@ import logging
 import time
 
 from ingest.adapters import prometheus as metrics
-from ingest.adapters.redis.journal import Entry, RedisQueue
+from ingest.adapters.redis.journal import RedisQueue
 from ingest.domain.errors import Transient
-from ingest.services.commit import Committer, Delivery, Outcome
+from ingest.services.commit import Committer, Outcome
+from ingest.services.ports import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,11 @@ class DrainStats:
         self.skipped += len(outcome.skipped)
 
 
-def _deliveries(entries: list[Entry]) -> list[Delivery]:
-    return [Delivery(e.entry_id, e.seq, e.raw, e.deliveries) for e in entries]
-
-
 def commit_and_ack(
-    queue: RedisQueue, committer: Committer, entries: list[Entry], fresh: bool = False
+    queue: RedisQueue, committer: Committer, entries: list[Delivery], fresh: bool = False
 ) -> Outcome:
     started = time.perf_counter()
-    outcome = committer.commit(_deliveries(entries), fresh=fresh)
+    outcome = committer.commit(entries, fresh=fresh)
     queue.ack(outcome.done_entries)
     _observe(outcome, len(entries), time.perf_counter() - started)
     return outcome

@@ -10,7 +10,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ import orjson
 from ingest.config import Settings
 from ingest.domain import signing
 from ingest.domain.errors import Backpressure, RateLimited, Rejected, field_error, non_field_error
+from ingest.domain.ids import new_report_id
 from ingest.domain.model import Provider
 from ingest.domain.validation import Envelope, parse_batch_envelope, parse_envelope, validate_report
 from ingest.services.catalog_cache import CatalogCache
@@ -116,44 +116,6 @@ class Receipt:
             "status": "queued",
             "status_url": f"/api/usage-reports/{self.id}/",
         }
-
-
-class _Randomness:
-    """Random hex read from the OS 4 KiB at a time (a getrandom call per request was 2% of a
-    web worker), and dropped in a forked child so no two processes share a suffix."""
-
-    def __init__(self) -> None:
-        self._hex = ""
-        self._at = 0
-        self._lock = threading.Lock()
-        os.register_at_fork(after_in_child=self._drop)
-
-    def _drop(self) -> None:
-        self._hex, self._at = "", 0
-
-    def take(self, chars: int) -> str:
-        with self._lock:
-            if self._at + chars > len(self._hex):
-                self._hex, self._at = os.urandom(4096).hex(), 0
-            out = self._hex[self._at : self._at + chars]
-            self._at += chars
-            return out
-
-
-_RANDOM = _Randomness()
-
-
-def new_report_id(accepted_at: float) -> str:
-    """32 hex characters: acceptance time in ms (12) + randomness (20). The time prefix lets
-    a status lookup find a queued report in the journal by scanning a few milliseconds."""
-    return f"{int(accepted_at * 1000):012x}{_RANDOM.take(20)}"
-
-
-def accepted_ms(report_id: str) -> int | None:
-    try:
-        return int(report_id[:12], 16) if len(report_id) == 32 else None
-    except ValueError:
-        return None
 
 
 def _claims_json(claims: dict[str, Any]) -> bytes:

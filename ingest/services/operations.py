@@ -17,11 +17,11 @@ from typing import Any
 
 import msgspec
 
-from ingest.adapters.redis.journal import Entry
 from ingest.adapters.sql import read_model as queries
 from ingest.bootstrap import Runtime
-from ingest.services.commit import Delivery, Outcome
-from ingest.services.intake import accepted_ms
+from ingest.domain.ids import accepted_ms
+from ingest.services.commit import Outcome
+from ingest.services.ports import Delivery
 from schemas import queue as wire
 
 
@@ -80,7 +80,7 @@ def journal_window(
     customer: uuid.UUID | None,
     resource: uuid.UUID | None,
     start_after: str | None = None,
-) -> Iterator[tuple[Entry, wire.QueuedReport]]:
+) -> Iterator[tuple[Delivery, wire.QueuedReport]]:
     start = "(" + start_after if start_after else _stream_id(since, "-")
     for entry in rt.queue.read_journal(start, _stream_id(until, "+")):
         try:
@@ -116,7 +116,7 @@ def replay(
             batch.clear()
 
     for entry, _report in journal_window(rt, since, until, customer, resource, start_after):
-        batch.append(Delivery(entry.entry_id, entry.seq, entry.raw, 1))
+        batch.append(entry._replace(deliveries=1))
         if len(batch) >= batch_size:
             flush()
     flush()

@@ -28,6 +28,16 @@ class UsageRow(NamedTuple):
     seq: int
 
 
+class Delivery(NamedTuple):
+    """One journal entry as handed to a worker: its stream id, acceptance sequence, the v1
+    queue envelope and how many times it has been delivered (a named tuple: one per report)."""
+
+    entry_id: str
+    seq: int
+    raw: bytes
+    deliveries: int = 1
+
+
 class ReportRecord(NamedTuple):
     id: str
     seq: int

@@ -33,10 +33,10 @@ from sqlalchemy import Engine, select
 
 from ingest import config
 from ingest.adapters.redis.journal import RedisQueue
-from ingest.adapters.sql.catalog import SqlCatalog
-from ingest.adapters.sql.unit_of_work import make_engine
 from ingest.adapters.sql import read_model as queries
 from ingest.adapters.sql import tables as t
+from ingest.adapters.sql.catalog import SqlCatalog
+from ingest.adapters.sql.unit_of_work import make_engine
 from ingest.services import catalog_file
 from tests.conftest import free_port
 from tests.helpers import Demo, make_demo

@@ -10,14 +10,14 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from ingest.adapters.redis.journal import Entry
-from ingest.adapters.sql.catalog import SqlCatalog
-from ingest.adapters.sql.unit_of_work import SqlUnitOfWork
 from ingest.adapters.sql import read_model as queries
 from ingest.adapters.sql import tables as t
+from ingest.adapters.sql.catalog import SqlCatalog
+from ingest.adapters.sql.unit_of_work import SqlUnitOfWork
+from ingest.domain.ids import new_report_id
 from ingest.services.catalog_cache import CatalogCache
-from ingest.services.commit import Committer, Delivery
-from ingest.services.intake import new_report_id
+from ingest.services.commit import Committer
+from ingest.services.ports import Delivery
 from schemas import queue as wire
 from tests.e2e.conftest import SET_USAGES, Stack
 
@@ -135,7 +135,7 @@ def _report_snapshot(stack: Stack, ids: list[str]) -> dict[str, dict[str, Any]]:
     return {i: queries.report(stack.engine, i) or {} for i in ids}
 
 
-def _late_report(stack: Stack, template: Entry, amount: str) -> wire.QueuedReport:
+def _late_report(stack: Stack, template: Delivery, amount: str) -> wire.QueuedReport:
     """A report accepted just after ``template`` whose delivery was delayed: new id, own value."""
     old = wire.decode(template.raw)
     claims = {"resource": old.resource, "usages": [{"type": "cpu_hours", "amount": amount}]}

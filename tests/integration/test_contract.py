@@ -48,8 +48,8 @@ from waldur_api_client.models.service_provider_signature_request import (
 
 from api.app import create_app
 from ingest import bootstrap
-from ingest.adapters.sql.read_model import usage_rows
 from ingest.adapters.sql import tables as t
+from ingest.adapters.sql.read_model import usage_rows
 from ingest.config import Settings
 from ingest.services import catalog_file
 from ingest.services.drain import drain

@@ -10,7 +10,8 @@ import pytest
 
 from ingest.domain.errors import Transient
 from ingest.domain.model import CatalogSnapshot, Offering, Provider, Resource, UsageKey
-from ingest.services.commit import Committer, Delivery
+from ingest.services.commit import Committer
+from ingest.services.ports import Delivery
 from schemas import queue as wire
 from tests.unit.fakes import FakeStore
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ingest.services.intake import new_report_id
+from ingest.domain.ids import new_report_id
 
 
 def test_ids_are_distinct_and_well_formed():

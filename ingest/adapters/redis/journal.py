@@ -16,11 +16,11 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import redis
 
-from ingest.services.ports import Accepted
+from ingest.services.ports import Accepted, Delivery
 
 GROUP = "commit"
 
@@ -80,16 +80,9 @@ return math.max(current, floor)
 """
 
 
-class Entry(NamedTuple):
-    entry_id: str
-    seq: int
-    raw: bytes
-    deliveries: int = 1
-
-
-def _entry(entry_id: bytes | str, fields: dict[bytes, bytes], deliveries: int = 1) -> Entry:
+def _entry(entry_id: bytes | str, fields: dict[bytes, bytes], deliveries: int = 1) -> Delivery:
     eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return Entry(eid, int(fields.get(b"s", b"0")), fields.get(b"r", b""), deliveries)
+    return Delivery(eid, int(fields.get(b"s", b"0")), fields.get(b"r", b""), deliveries)
 
 
 class RedisQueue:
@@ -201,7 +194,7 @@ class RedisQueue:
         if digests:
             self.client.delete(*[f"{self.stream}:seen:{customer}:{d}" for d in digests])
 
-    def claim(self, consumer: str, count: int, block_ms: int) -> list[Entry]:
+    def claim(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
         """Claim up to ``count`` never-delivered entries for this consumer."""
         self.ensure_group()
         try:
@@ -225,10 +218,10 @@ class RedisQueue:
             done += int(self._ack(keys=[self.stream, self.acked_key], args=[GROUP, *entry_ids[i : i + 1000]]))
         return done
 
-    def reclaim(self, consumer: str, min_idle_ms: int, count: int = 500) -> list[Entry]:
+    def reclaim(self, consumer: str, min_idle_ms: int, count: int = 500) -> list[Delivery]:
         """Take over entries pending longer than ``min_idle_ms`` (crashed or stuck workers)."""
         self.ensure_group()
-        claimed: list[Entry] = []
+        claimed: list[Delivery] = []
         cursor = "0-0"
         while len(claimed) < count:
             answer = self.client.xautoclaim(
@@ -292,7 +285,7 @@ class RedisQueue:
             cutoff = min(cutoff, oldest, key=_id_key)
         return int(self.client.xtrim(self.stream, minid=cutoff, approximate=False))
 
-    def read_journal(self, start: str = "-", end: str = "+", page: int = 1000) -> Iterator[Entry]:
+    def read_journal(self, start: str = "-", end: str = "+", page: int = 1000) -> Iterator[Delivery]:
         """Every journal entry in acceptance order, between two stream ids (inclusive)."""
         for eid, fields in self._scan(start, end, page):
             yield _entry(eid, fields)
@@ -300,7 +293,7 @@ class RedisQueue:
     def journal_length(self) -> int:
         return int(self.client.xlen(self.stream))
 
-    def find(self, report_id: str, accepted_ms: int, window_ms: int = 5000) -> Entry | None:
+    def find(self, report_id: str, accepted_ms: int, window_ms: int = 5000) -> Delivery | None:
         """The journal entry of a report, looked up around its acceptance time."""
         start = f"{max(0, accepted_ms - window_ms)}-0"
         end = f"{accepted_ms + window_ms}-0"

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from ingest.adapters.sql import pg_copy
 from ingest.adapters.sql import tables as t
 from ingest.domain.errors import Transient
+from ingest.domain.ids import uuid_or_none
 from ingest.services.ports import ReportRecord, UsageRow
 
 
@@ -60,10 +61,6 @@ def is_transient(exc: BaseException) -> bool:
         return True
     code = getattr(getattr(exc, "orig", None), "sqlstate", None)
     return code in {"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08003", "08006"}
-
-
-def _uuid_or_none(text: str | None) -> uuid.UUID | None:
-    return uuid.UUID(text) if text else None
 
 
 class SqlUnitOfWork:
@@ -144,7 +141,7 @@ class SqlUnitOfWork:
                 "resource_uuid": uuid.UUID(r.key.resource),
                 "component_type": r.key.component,
                 "billing_period": dt.date.fromisoformat(r.key.billing_period),
-                "plan_period_uuid": _uuid_or_none(r.plan_period),
+                "plan_period_uuid": uuid_or_none(r.plan_period),
                 "amount": Decimal(r.amount),
                 "description": r.description,
                 "recurring": r.recurring,
@@ -186,7 +183,7 @@ class SqlUnitOfWork:
                 "id": r.id,
                 "seq": r.seq,
                 "customer_uuid": uuid.UUID(r.customer),
-                "resource_uuid": _uuid_or_none(r.resource),
+                "resource_uuid": uuid_or_none(r.resource),
                 "billing_period": (dt.date.fromisoformat(r.billing_period) if r.billing_period else None),
                 "accepted_at": r.accepted_at,
                 "token": r.token,
