@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CODE := ingest api workers schemas tests bench
 
-.PHONY: run test test-unit test-integration test-e2e test-faults lint typecheck bench clean
+.PHONY: run test test-unit test-integration test-e2e test-faults lint typecheck format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +35,19 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench $(ARGS)
 
+# The gates: the same commands locally, in pre-commit and in CI (.ci/run).
 lint: $(STAMP)
-	$(BIN)/ruff check ingest api workers schemas tests
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format $(CODE)
+	$(BIN)/ruff check --fix $(CODE)
 
 clean:
 	rm -rf $(VENV) var/redis ingest.db ingest.db-wal ingest.db-shm
