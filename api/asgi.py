@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
-
 from api.app import create_app
 from ingest import bootstrap
 
 
 def _database() -> None:
-    with bootstrap.runtime().engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
+    bootstrap.runtime().check_database()
 
 
 def _report_status(report_id: str, authorization: str | None, customer: str | None) -> dict[str, Any] | None:

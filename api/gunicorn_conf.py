@@ -20,15 +20,15 @@ control_socket_disable = True  # gunicorn 25+: one shared ~/.gunicorn socket wou
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
-    from ingest.adapters import prometheus as metrics
+    from ingest import bootstrap
 
-    metrics.process_exited(worker.pid)
+    bootstrap.metrics_process_exited(worker.pid)
 
 
 def worker_exit(server, worker):  # type: ignore[no-untyped-def]
-    from ingest.adapters import prometheus as metrics
+    from ingest import bootstrap
 
-    metrics.TALLY.flush()  # counts still held in the process
+    bootstrap.flush_metrics()  # counts still held in the process
 
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]

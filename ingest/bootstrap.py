@@ -6,25 +6,35 @@ from inside the process that will use the connections.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import gc
 import os
 import socket
+import uuid
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import redis
 import redis.asyncio
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from ingest import config, logs
+from ingest.adapters import prometheus
 from ingest.adapters.redis.accept import AcceptPipeline
 from ingest.adapters.redis.journal import RedisQueue
 from ingest.adapters.secretbox import SecretBox
+from ingest.adapters.sql import migrate
+from ingest.adapters.sql import read_model as queries
 from ingest.adapters.sql.catalog import SqlCatalog
 from ingest.adapters.sql.unit_of_work import SqlUnitOfWork, make_engine
+from ingest.domain.errors import Transient
+from ingest.domain.model import UsageKey
 from ingest.services.catalog_cache import CatalogCache
 from ingest.services.commit import Committer
 from ingest.services.intake import Intake
+from ingest.services.ports import Metrics
 
 DRAIN_TASK = "workers.tasks.drain"
 
@@ -39,6 +49,89 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+
+
+def upgrade_database(database_url: str, revision: str = "head") -> None:
+    """Apply the Alembic migrations up to ``revision``."""
+    migrate.upgrade(database_url, revision)
+
+
+def sql_catalog(engine: Engine, settings: config.Settings) -> SqlCatalog:
+    """The one builder of the SQL catalog: provider secrets are sealed with
+    SECRET_ENCRYPTION_KEY when it is set."""
+    return SqlCatalog(engine, SecretBox(settings.secret_encryption_key or None))
+
+
+def load_catalog(settings: config.Settings, doc: dict[str, Any]) -> dict[str, int]:
+    """Upsert a parsed catalog document with a short-lived engine (``ingest run``)."""
+    engine = make_engine(settings.database_url)
+    try:
+        return sql_catalog(engine, settings).load(doc)
+    finally:
+        engine.dispose()
+
+
+def metrics() -> ModuleType:
+    """The metrics the web writes (REJECTED, TALLY, render, ...): the Prometheus adapter."""
+    return prometheus
+
+
+def metrics_exposition(backlog: Callable[[], int] | None = None, flush: bool = True) -> tuple[bytes, str]:
+    """The Prometheus exposition (body, content type), aggregated over this host's processes
+    in multiprocess mode. ``flush=False`` from any thread but the one that tallies."""
+    return prometheus.render(backlog, flush)
+
+
+def flush_metrics() -> None:
+    """Write the counts this process still holds (before it exits)."""
+    prometheus.TALLY.flush()
+
+
+def metrics_process_exited(pid: int) -> None:
+    """Drop a dead process's live gauges from the shared metrics directory."""
+    prometheus.process_exited(pid)
+
+
+class SqlReadModel:
+    """The services' ReadModel port, plus the command line's queries, over one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def report(self, report_id: str) -> dict[str, Any] | None:
+        return queries.report(self.engine, report_id)
+
+    def committed_values(self, report_id: str) -> list[dict[str, Any]]:
+        return queries.committed_values(self.engine, report_id)
+
+    def final_report_ids(self, ids: list[str]) -> set[str]:
+        with SqlUnitOfWork(self.engine) as uow:
+            return uow.final_report_ids(ids)
+
+    def current_usage(self, keys: list[UsageKey]) -> dict[UsageKey, tuple[str, int]]:
+        parsed = [(uuid.UUID(k.resource), k.component, dt.date.fromisoformat(k.billing_period)) for k in keys]
+        found = queries.current_usage(self.engine, parsed)
+        return {UsageKey(str(r), c, p.isoformat()): value for (r, c, p), value in found.items()}
+
+    def state_counts(self) -> dict[str, Any]:
+        return queries.state_counts(self.engine)
+
+    def usage_rows(self, resource: uuid.UUID, period: dt.date | None = None) -> list[dict[str, Any]]:
+        return queries.usage_rows(self.engine, resource, period)
+
+    def quarantined(
+        self,
+        customer: uuid.UUID | None = None,
+        resource: uuid.UUID | None = None,
+        reason: str | None = None,
+        since: dt.datetime | None = None,
+        ids: list[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        return queries.quarantined(self.engine, customer, resource, reason, since, ids)
+
+    def delete_reports(self, ids: list[str]) -> int:
+        """Delete quarantined reports for good; returns how many went."""
+        return queries.delete_reports(self.engine, ids)
 
 
 class Runtime:
@@ -75,9 +168,39 @@ class Runtime:
         )
         return AcceptPipeline(self.queue, pool.make_connection)
 
+    @property
+    def journal(self) -> RedisQueue:
+        """The journal port (the same object as ``queue``)."""
+        return self.queue
+
+    @functools.cached_property
+    def read_model(self) -> SqlReadModel:
+        return SqlReadModel(self.engine)
+
+    @functools.cached_property
+    def metrics(self) -> Metrics:
+        """The services' Metrics port, written to Prometheus."""
+        return prometheus.PrometheusMetrics()
+
+    def accepted_count(self) -> int:
+        """Reports the journal ever accepted: its sequence (0 when Redis holds none)."""
+        return int(self.queue.client.get(self.queue.seq_key) or 0)
+
+    def check_database(self) -> None:
+        """Raise unless the database answers (a readiness check)."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def reachable_committed_sequence(self) -> int | None:
+        """``committed_sequence()``, or None while the database is transiently unavailable."""
+        try:
+            return self.committed_sequence()
+        except Transient:
+            return None
+
     @functools.cached_property
     def catalog_source(self) -> SqlCatalog:
-        return SqlCatalog(self.engine, SecretBox(self.settings.secret_encryption_key or None))
+        return sql_catalog(self.engine, self.settings)
 
     @functools.cached_property
     def catalog(self) -> CatalogCache:

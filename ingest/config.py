@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -58,10 +57,6 @@ class Settings:
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.billing_timezone)
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
 
 
 # (environment variable, field, parser, description) -- the README table is generated from this.
@@ -302,7 +297,29 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
-def default_sqlite_path(settings: Settings) -> Path | None:
-    if settings.database_url.startswith("sqlite:///"):
-        return Path(settings.database_url[len("sqlite:///") :])
-    return None
+# Process-level facts that are not Settings: they say how this process was started (by
+# ``ingest run``, by a platform) rather than how the service behaves.
+
+
+def redis_url_given(environ: Mapping[str, str] | None = None) -> bool:
+    """True when REDIS_URL is set: ``ingest run`` then starts no embedded Redis."""
+    env = os.environ if environ is None else environ
+    return bool(env.get("REDIS_URL"))
+
+
+def port_text(environ: Mapping[str, str] | None = None) -> str:
+    """PORT as given (unparsed, for a command-line default), else 8000."""
+    env = os.environ if environ is None else environ
+    return env.get("PORT", "8000")
+
+
+def prometheus_multiproc_dir(environ: Mapping[str, str] | None = None) -> str | None:
+    """Where processes on this host share metric samples (PROMETHEUS_MULTIPROC_DIR; the
+    prometheus client reads the same variable), or None in single-process mode."""
+    env = os.environ if environ is None else environ
+    return env.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def child_environment() -> dict[str, str]:
+    """A copy of this process's environment, for a child process to start from."""
+    return dict(os.environ)

@@ -3,51 +3,41 @@ workers, commits nothing twice (consumer-group claims + sequence-guarded upserts
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from sqlalchemy import text
-
 from ingest import bootstrap
-from ingest.adapters.sql.unit_of_work import SqlUnitOfWork
-from ingest.domain.errors import Transient
-from ingest.services.drain import drain as drain_journal
+from ingest.services.drain import drain_or_defer
 from ingest.services.drain import reconcile as reconcile_journal
 from workers.app import app
 
 
 @app.task(name="workers.tasks.drain", acks_late=True, ignore_result=True)
 def drain() -> dict[str, Any]:
+    """Commit what the journal holds, for up to DRAIN_BUDGET seconds. A database outage is
+    logged and counted (ingest_transient_failures_total{task="drain"}); the claimed entries
+    stay pending for the reconciler."""
     rt = bootstrap.runtime()
     s = rt.settings
-    try:
-        stats = drain_journal(
-            rt.queue, rt.committer, rt.consumer_name, s.batch_size, s.flush_interval, s.drain_budget
-        )
-    except Transient as exc:
-        return {"error": str(exc)}
-    return dataclasses.asdict(stats)
+    return drain_or_defer(
+        rt.journal, rt.committer, rt.consumer_name, s.batch_size, s.flush_interval, s.drain_budget, rt.metrics
+    )
 
 
 @app.task(name="workers.tasks.reconcile", acks_late=True, ignore_result=True)
 def reconcile() -> dict[str, int]:
+    """Re-drive stale pending entries (only while SQL answers), keep the sequence ahead of
+    SQL and trim the journal."""
     rt = bootstrap.runtime()
     s = rt.settings
-    database_ok = True
-    max_seq = 0
-    try:
-        with SqlUnitOfWork(rt.engine) as uow:
-            uow.session.execute(text("SELECT 1"))
-            max_seq = uow.max_seq()
-    except Exception:
-        database_ok = False
+    max_seq = rt.reachable_committed_sequence()
     return reconcile_journal(
-        rt.queue,
+        rt.journal,
         rt.committer,
         rt.consumer_name,
         s.reconcile_after,
         s.batch_size,
         s.journal_retention_hours * 3600,
-        max_seq,
-        database_ok,
+        max_seq or 0,
+        max_seq is not None,
+        rt.metrics,
     )

@@ -8,10 +8,9 @@ the web endpoint also shows what the workers on the same host did.
 from __future__ import annotations
 
 import bisect
-import os
 import time
 from collections import Counter as Counter_
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,6 +22,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from ingest import config
 
 ACCEPTED = Counter("ingest_reports_accepted_total", "Reports accepted (201, not dry runs)")
 REJECTED = Counter("ingest_reports_rejected_total", "Requests answered 4xx/503", ["reason"])
@@ -49,6 +50,11 @@ COMMIT_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 RECONCILED = Gauge("ingest_reconcile_last_run_timestamp", "Last reconciler run", multiprocess_mode="max")
+TRANSIENT = Counter(
+    "ingest_transient_failures_total",
+    "Tasks stopped by a transient failure (database down); their entries stay pending",
+    ["task"],
+)
 
 
 def observe_many(histogram: Histogram, values: list[float]) -> None:
@@ -114,7 +120,7 @@ def render(backlog: Callable[[], int] | None = None, flush: bool = True) -> tupl
     if flush:
         TALLY.flush()
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if config.prometheus_multiproc_dir():
         from prometheus_client import multiprocess
 
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
@@ -130,7 +136,39 @@ def render(backlog: Callable[[], int] | None = None, flush: bool = True) -> tupl
 
 
 def process_exited(pid: int) -> None:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if config.prometheus_multiproc_dir():
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+class PrometheusMetrics:
+    """The services' Metrics port (ingest.services.ports.Metrics), written to the counters
+    and histograms above."""
+
+    def observe_batch(
+        self,
+        size: int,
+        seconds: float,
+        committed: int,
+        superseded: int,
+        quarantine_reasons: Sequence[str],
+        delays: Sequence[float],
+    ) -> None:
+        BATCH_SIZE.observe(size)
+        COMMIT_SECONDS.observe(seconds)
+        COMMITTED.inc(committed)
+        SUPERSEDED.inc(superseded)
+        for reason in quarantine_reasons:
+            QUARANTINED.labels(reason).inc()
+        for delay in delays:
+            COMMIT_DELAY.observe(delay)
+
+    def redelivered(self, count: int) -> None:
+        REDELIVERED.inc(count)
+
+    def reconciled(self) -> None:
+        RECONCILED.set(time.time())
+
+    def transient_failure(self, task: str) -> None:
+        TRANSIENT.labels(task).inc()

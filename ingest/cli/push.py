@@ -18,13 +18,10 @@ from typing import Any
 import httpx
 import orjson
 
+from ingest.cli.context import CliError
 from ingest.domain import signing
 
 BATCH_PATH = "/api/marketplace-public-api/set_usages/"
-
-
-class PushError(Exception):
-    pass
 
 
 def load_tokens(path: Path, secret: str | None) -> list[str]:
@@ -32,22 +29,22 @@ def load_tokens(path: Path, secret: str | None) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise PushError(f"cannot read {path}: {exc.strerror}") from None
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
         except ValueError:
-            raise PushError(f"{path}:{number}: not JSON") from None
+            raise CliError(f"{path}:{number}: not JSON") from None
         if isinstance(item, str):
             tokens.append(item)
         elif isinstance(item, dict):
             if not secret:
-                raise PushError(f"{path}:{number}: unsigned claims need --secret")
+                raise CliError(f"{path}:{number}: unsigned claims need --secret")
             tokens.append(signing.sign(item, secret))
         else:
-            raise PushError(f"{path}:{number}: expected a token string or a claims object")
+            raise CliError(f"{path}:{number}: expected a token string or a claims object")
     return tokens
 
 
@@ -62,7 +59,7 @@ def send_chunk(
             resp = client.post(url, content=body, headers=headers)
         except httpx.TransportError as exc:
             if attempt == attempts - 1:
-                raise PushError(f"cannot reach {url}: {exc}") from None
+                raise CliError(f"cannot reach {url}: {exc}") from None
             time.sleep(delay)
             delay = min(delay * 2, 30)
             continue
@@ -72,10 +69,10 @@ def send_chunk(
             delay = min(delay * 2, 30)
             continue
         if resp.status_code != 207:
-            raise PushError(f"{resp.status_code} from {url}: {resp.text[:300]}")
+            raise CliError(f"{resp.status_code} from {url}: {resp.text[:300]}")
         results: list[dict[str, Any]] = resp.json()["results"]
         return results
-    raise PushError(f"gave up on {url} after {attempts} attempts")
+    raise CliError(f"gave up on {url} after {attempts} attempts")
 
 
 def push(

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ingest.adapters.sql import migrate as db
+from ingest import bootstrap, config
 from ingest.config import EMBEDDED_REDIS_PORT, Settings
 from ingest.services import catalog_file
 
@@ -20,7 +20,7 @@ DEMO = Path(__file__).parent / "demo" / "catalog.json"
 
 
 def run(settings: Settings, embedded: bool, demo: bool, procfile: str, formation: str) -> int:
-    env = dict(os.environ)
+    env = config.child_environment()
     redis_proc = None
     if embedded:
         from ingest.dev import embedded_redis
@@ -30,14 +30,8 @@ def run(settings: Settings, embedded: bool, demo: bool, procfile: str, formation
         env["REDIS_URL"] = settings.redis_url
         print(f"embedded Redis on 127.0.0.1:{EMBEDDED_REDIS_PORT} (AOF in {data})")
     try:
-        db.upgrade(settings.database_url)
+        prepare_database(settings, demo)
         if demo:
-            from ingest.adapters.sql.catalog import SqlCatalog
-            from ingest.adapters.sql.unit_of_work import make_engine
-
-            engine = make_engine(settings.database_url)
-            SqlCatalog(engine).load(catalog_file.read(DEMO))
-            engine.dispose()
             print(example(settings.port))
         env.setdefault("PORT", str(settings.port))
         prom = Path("var/prometheus").resolve()
@@ -67,6 +61,14 @@ def run(settings: Settings, embedded: bool, demo: bool, procfile: str, formation
         if redis_proc is not None:
             redis_proc.terminate()
             redis_proc.wait(timeout=10)
+
+
+def prepare_database(settings: Settings, demo: bool) -> None:
+    """Migrate the database and, with ``demo``, load the demo catalog -- through bootstrap,
+    so its secrets are sealed with SECRET_ENCRYPTION_KEY like any other catalog's."""
+    bootstrap.upgrade_database(settings.database_url)
+    if demo:
+        bootstrap.load_catalog(settings, catalog_file.read(DEMO))
 
 
 def example(port: int) -> str:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from typing import Any
 
-from ingest.adapters import prometheus as metrics
-from ingest.adapters.redis.journal import RedisQueue
 from ingest.domain.errors import Transient
 from ingest.services.commit import Committer, Outcome
-from ingest.services.ports import Delivery
+from ingest.services.ports import Delivery, Journal, Metrics, NoMetrics
 
 log = logging.getLogger(__name__)
 
@@ -38,34 +37,40 @@ class DrainStats:
         self.skipped += len(outcome.skipped)
 
 
+NO_METRICS: Metrics = NoMetrics()
+
+
 def commit_and_ack(
-    queue: RedisQueue, committer: Committer, entries: list[Delivery], fresh: bool = False
+    queue: Journal,
+    committer: Committer,
+    entries: list[Delivery],
+    fresh: bool = False,
+    metrics: Metrics = NO_METRICS,
 ) -> Outcome:
+    """Commit one batch, then acknowledge the entries that reached a final state. An
+    exception leaves every entry of the batch pending (unacknowledged)."""
     started = time.perf_counter()
     outcome = committer.commit(entries, fresh=fresh)
     queue.ack(outcome.done_entries)
-    _observe(outcome, len(entries), time.perf_counter() - started)
+    metrics.observe_batch(
+        len(entries),
+        time.perf_counter() - started,
+        len(outcome.committed),
+        len(outcome.superseded),
+        outcome.reasons,
+        outcome.delays,
+    )
     return outcome
 
 
-def _observe(outcome: Outcome, size: int, seconds: float) -> None:
-    metrics.BATCH_SIZE.observe(size)
-    metrics.COMMIT_SECONDS.observe(seconds)
-    metrics.COMMITTED.inc(len(outcome.committed))
-    metrics.SUPERSEDED.inc(len(outcome.superseded))
-    for reason in outcome.reasons:
-        metrics.QUARANTINED.labels(reason).inc()
-    for delay in outcome.delays:
-        metrics.COMMIT_DELAY.observe(delay)
-
-
 def drain(
-    queue: RedisQueue,
+    queue: Journal,
     committer: Committer,
     consumer: str,
     batch_size: int,
     flush_interval: float,
     budget: float,
+    metrics: Metrics = NO_METRICS,
 ) -> DrainStats:
     """Claim and commit batches until the journal is empty or ``budget`` seconds passed.
 
@@ -86,12 +91,32 @@ def drain(
             # load, and their fixed cost took the CPU the web needed.
             time.sleep(flush_interval)
             entries += queue.claim(consumer, batch_size - len(entries), 0)
-        stats.add(commit_and_ack(queue, committer, entries, fresh=True))
+        stats.add(commit_and_ack(queue, committer, entries, fresh=True, metrics=metrics))
     return stats
 
 
+def drain_or_defer(
+    queue: Journal,
+    committer: Committer,
+    consumer: str,
+    batch_size: int,
+    flush_interval: float,
+    budget: float,
+    metrics: Metrics = NO_METRICS,
+) -> dict[str, Any]:
+    """``drain`` for the drain task: a Transient (the database stays down) is logged and
+    counted, and the claimed entries stay pending for the reconciler; returns what was done."""
+    try:
+        stats = drain(queue, committer, consumer, batch_size, flush_interval, budget, metrics)
+    except Transient as exc:
+        log.warning("drain: database unavailable; claimed entries stay pending for the reconciler: %s", exc)
+        metrics.transient_failure("drain")
+        return {"error": str(exc)}
+    return dataclasses.asdict(stats)
+
+
 def reconcile(
-    queue: RedisQueue,
+    queue: Journal,
     committer: Committer,
     consumer: str,
     stale_after: float,
@@ -99,6 +124,7 @@ def reconcile(
     retention_seconds: float,
     max_seq_committed: int,
     database_ok: bool,
+    metrics: Metrics = NO_METRICS,
 ) -> dict[str, int]:
     """One reconciler pass; returns what it did (also logged)."""
     report = {
@@ -117,11 +143,12 @@ def reconcile(
             if not entries:
                 break
             report["reclaimed"] += len(entries)
-            metrics.REDELIVERED.inc(len(entries))
+            metrics.redelivered(len(entries))
             try:
-                outcome = commit_and_ack(queue, committer, entries)
+                outcome = commit_and_ack(queue, committer, entries, metrics=metrics)
             except Transient as exc:
                 log.warning("reconcile: database unavailable, will retry: %s", exc)
+                metrics.transient_failure("reconcile")
                 break
             report["committed"] += len(outcome.committed)
             report["superseded"] += len(outcome.superseded)
@@ -129,6 +156,6 @@ def reconcile(
             report["skipped"] += len(outcome.skipped)
     report["trimmed"] = queue.trim(retention_seconds)
     queue.record_reconcile(report)
-    metrics.RECONCILED.set(time.time())
+    metrics.reconciled()
     log.info("reconcile %s", report)
     return report

@@ -13,33 +13,49 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
-from ingest.adapters.sql import read_model as queries
-from ingest.bootstrap import Runtime
-from ingest.domain.ids import accepted_ms
-from ingest.services.commit import Outcome
-from ingest.services.ports import Delivery
+from ingest.domain.ids import accepted_ms, canonical_month, canonical_uuid
+from ingest.domain.model import UsageKey
+from ingest.services.commit import Committer, Outcome
+from ingest.services.ports import Delivery, OperatorJournal, ReadModel
 from schemas import queue as wire
 
 
-def report_status(rt: Runtime, report_id: str) -> dict[str, Any] | None:
+class OperatorPorts(Protocol):
+    """What the operator services use; ``ingest.bootstrap.Runtime`` provides it, unit tests
+    a small fake."""
+
+    @property
+    def journal(self) -> OperatorJournal: ...
+
+    @property
+    def read_model(self) -> ReadModel: ...
+
+    @property
+    def committer(self) -> Committer: ...
+
+    def accepted_count(self) -> int:
+        """Reports the journal ever accepted (its sequence)."""
+
+
+def report_status(ports: OperatorPorts, report_id: str) -> dict[str, Any] | None:
     """Where a report is: committed/superseded/quarantined (SQL) or queued (journal only)."""
-    row = queries.report(rt.engine, report_id)
+    row = ports.read_model.report(report_id)
     if row is not None:
         row.pop("token", None)
-        row["values"] = queries.committed_values(rt.engine, report_id)
+        row["values"] = ports.read_model.committed_values(report_id)
         return row
     ms = accepted_ms(report_id)
     if ms is None:
         return None
-    entry = rt.queue.find(report_id, ms)
+    entry = ports.journal.find(report_id, ms)
     if entry is None:
         return None
     report = wire.decode(entry.raw)
-    pending = rt.queue.is_pending_or_new(entry.entry_id)
+    pending = ports.journal.is_pending_or_new(entry.entry_id)
     return {
         "id": report.id,
         "seq": entry.seq,
@@ -56,10 +72,10 @@ def report_status(rt: Runtime, report_id: str) -> dict[str, Any] | None:
     }
 
 
-def replay_quarantined(rt: Runtime, rows: list[dict[str, Any]]) -> Outcome:
+def replay_quarantined(ports: OperatorPorts, rows: list[dict[str, Any]]) -> Outcome:
     """Commit quarantined reports again (after the catalog was fixed)."""
     deliveries = [Delivery(f"quarantine-{r['id']}", int(r["seq"]), r["envelope"] or b"", 1) for r in rows]
-    return rt.committer.commit(deliveries, revive=True)
+    return ports.committer.commit(deliveries, revive=True)
 
 
 @dataclasses.dataclass
@@ -74,7 +90,7 @@ def _stream_id(moment: dt.datetime | None, default: str) -> str:
 
 
 def journal_window(
-    rt: Runtime,
+    ports: OperatorPorts,
     since: dt.datetime,
     until: dt.datetime | None,
     customer: uuid.UUID | None,
@@ -82,7 +98,7 @@ def journal_window(
     start_after: str | None = None,
 ) -> Iterator[tuple[Delivery, wire.QueuedReport]]:
     start = "(" + start_after if start_after else _stream_id(since, "-")
-    for entry in rt.queue.read_journal(start, _stream_id(until, "+")):
+    for entry in ports.journal.read_journal(start, _stream_id(until, "+")):
         try:
             report = wire.decode(entry.raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -95,7 +111,7 @@ def journal_window(
 
 
 def replay(
-    rt: Runtime,
+    ports: OperatorPorts,
     since: dt.datetime,
     until: dt.datetime | None = None,
     customer: uuid.UUID | None = None,
@@ -110,12 +126,12 @@ def replay(
 
     def flush() -> None:
         if batch:
-            total.merge(rt.committer.commit(batch))
+            total.merge(ports.committer.commit(batch))
             if progress:
                 progress(len(batch), batch[-1].entry_id)
             batch.clear()
 
-    for entry, _report in journal_window(rt, since, until, customer, resource, start_after):
+    for entry, _report in journal_window(ports, since, until, customer, resource, start_after):
         batch.append(entry._replace(deliveries=1))
         if len(batch) >= batch_size:
             flush()
@@ -124,7 +140,7 @@ def replay(
 
 
 def plan_replay(
-    rt: Runtime,
+    ports: OperatorPorts,
     since: dt.datetime,
     until: dt.datetime | None = None,
     customer: uuid.UUID | None = None,
@@ -132,30 +148,29 @@ def plan_replay(
 ) -> ReplayPlan:
     """What ``replay`` would change, per usage key: current value vs replayed value."""
     plan = ReplayPlan()
-    newest: dict[tuple[uuid.UUID, str, dt.date], tuple[str, int]] = {}
-    pairs = list(journal_window(rt, since, until, customer, resource))
+    newest: dict[UsageKey, tuple[str, int]] = {}
+    pairs = list(journal_window(ports, since, until, customer, resource))
     plan.entries = len(pairs)
-    from ingest.adapters.sql.unit_of_work import SqlUnitOfWork
-
-    with SqlUnitOfWork(rt.engine) as uow:
-        final = uow.final_report_ids([r.id for _e, r in pairs])
+    final = ports.read_model.final_report_ids([r.id for _e, r in pairs])
     for entry, report in pairs:
         if report.id in final:
             plan.skipped_final += 1
             continue
+        resource_text = canonical_uuid(report.resource)
+        month = canonical_month(report.billing_period)
         for line in report.usages:
-            key = (uuid.UUID(report.resource), line.type, dt.date.fromisoformat(report.billing_period))
+            key = UsageKey(resource_text, line.type, month)
             if key not in newest or newest[key][1] < entry.seq:
                 newest[key] = (line.amount, entry.seq)
-    current = queries.current_usage(rt.engine, list(newest))
+    current = ports.read_model.current_usage(list(newest))
     for key, (amount, seq) in sorted(newest.items(), key=lambda kv: kv[1][1]):
         now_amount, now_seq = current.get(key, (None, 0))
         if seq > now_seq:
             plan.changes.append(
                 {
-                    "resource": str(key[0]),
-                    "component": key[1],
-                    "billing_period": key[2].isoformat(),
+                    "resource": key.resource,
+                    "component": key.component,
+                    "billing_period": key.billing_period,
                     "current": now_amount,
                     "current_seq": now_seq or None,
                     "replayed": amount,
@@ -165,9 +180,10 @@ def plan_replay(
     return plan
 
 
-def stats(rt: Runtime) -> dict[str, Any]:
-    sql = queries.state_counts(rt.engine)
-    queue = rt.queue
+def stats(ports: OperatorPorts) -> dict[str, Any]:
+    """Counts from SQL and from the journal, for ``ingest stats``."""
+    sql = ports.read_model.state_counts()
+    queue = ports.journal
     backlog = queue.backlog()
     oldest = queue.oldest_pending_id()
     age = None
@@ -175,7 +191,7 @@ def stats(rt: Runtime) -> dict[str, Any]:
         age = max(0.0, time.time() - int(oldest.split("-")[0]) / 1000)
     counts = sql["counts"]
     return {
-        "accepted": int(queue.client.get(queue.seq_key) or 0),  # the sequence counts them
+        "accepted": ports.accepted_count(),  # the sequence counts them
         "committed": counts.get("committed", 0),
         "superseded": counts.get("superseded", 0),
         "quarantined": counts.get("quarantined", 0),

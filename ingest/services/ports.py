@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import NamedTuple, Protocol, Self
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple, Protocol, Self
 
 from ingest.domain.model import CatalogSnapshot, UsageKey
 
@@ -95,3 +96,118 @@ class UnitOfWork(Protocol):
 class Kicker(Protocol):
     def __call__(self) -> None:
         """Ask a worker to drain the journal soon (best effort; beat drains regardless)."""
+
+
+class Journal(Protocol):
+    """The accepted-report journal as drain and reconcile use it. Entries stay pending after
+    a claim until ``ack``; an entry never acknowledged is re-driven by ``reclaim``."""
+
+    def claim(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
+        """Claim up to ``count`` never-delivered entries for ``consumer``."""
+
+    def reclaim(self, consumer: str, min_idle_ms: int, count: int = 500) -> list[Delivery]:
+        """Take over entries pending longer than ``min_idle_ms`` (crashed or stuck workers)."""
+
+    def ack(self, entry_ids: list[str]) -> int:
+        """Acknowledge entries whose batch committed; returns how many were still pending."""
+
+    def heartbeat(self, consumer: str, ttl: int = 60) -> None:
+        """Record that ``consumer`` is alive (shown by ``ingest stats``)."""
+
+    def trim(self, retention_seconds: float) -> int:
+        """Drop entries older than the retention window and behind every consumer."""
+
+    def ensure_seq_at_least(self, floor: int) -> int:
+        """Never hand out a sequence at or below ``floor``; returns the current sequence."""
+
+    def record_reconcile(self, summary: dict[str, int]) -> None:
+        """Keep the last reconciler pass's summary for operators."""
+
+
+class OperatorJournal(Protocol):
+    """The journal as the operator services read it: lookups, windows and counts."""
+
+    def find(self, report_id: str, accepted_ms: int, window_ms: int = 5000) -> Delivery | None: ...
+
+    def is_pending_or_new(self, entry_id: str) -> bool: ...
+
+    def read_journal(self, start: str = "-", end: str = "+", page: int = 1000) -> Iterator[Delivery]: ...
+
+    def backlog(self, limit: int = 0) -> int: ...
+
+    def oldest_pending_id(self) -> str | None: ...
+
+    def pending_count(self) -> int: ...
+
+    def journal_length(self) -> int: ...
+
+    def workers_seen(self) -> list[str]: ...
+
+    def last_reconcile(self) -> dict[str, Any] | None: ...
+
+
+class ReadModel(Protocol):
+    """Read-only queries over committed state (SQL), for operators. Values are JSON-ready."""
+
+    def report(self, report_id: str) -> dict[str, Any] | None:
+        """A report's row (any state), or None."""
+
+    def committed_values(self, report_id: str) -> list[dict[str, Any]]:
+        """The usage values a report currently holds."""
+
+    def final_report_ids(self, ids: list[str]) -> set[str]:
+        """Ids among ``ids`` that reached a final state."""
+
+    def current_usage(self, keys: list[UsageKey]) -> dict[UsageKey, tuple[str, int]]:
+        """(amount, sequence) of the committed value of each key that has one."""
+
+    def state_counts(self) -> dict[str, Any]:
+        """Reports per state, and per second over the last minute."""
+
+
+class Metrics(Protocol):
+    """What drain and reconcile report; best effort, never raises into a commit."""
+
+    def observe_batch(
+        self,
+        size: int,
+        seconds: float,
+        committed: int,
+        superseded: int,
+        quarantine_reasons: Sequence[str],
+        delays: Sequence[float],
+    ) -> None:
+        """One committed batch: its size, transaction time and what became of its reports."""
+
+    def redelivered(self, count: int) -> None:
+        """Entries the reconciler re-drove."""
+
+    def reconciled(self) -> None:
+        """A reconciler pass finished (now)."""
+
+    def transient_failure(self, task: str) -> None:
+        """A task stopped on a transient failure; its entries stay pending."""
+
+
+class NoMetrics:
+    """A Metrics that records nothing (tests and tools that drain by hand)."""
+
+    def observe_batch(
+        self,
+        size: int,
+        seconds: float,
+        committed: int,
+        superseded: int,
+        quarantine_reasons: Sequence[str],
+        delays: Sequence[float],
+    ) -> None:
+        return None
+
+    def redelivered(self, count: int) -> None:
+        return None
+
+    def reconciled(self) -> None:
+        return None
+
+    def transient_failure(self, task: str) -> None:
+        return None

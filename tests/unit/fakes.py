@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 from ingest.domain.errors import Transient
 from ingest.domain.model import UsageKey
-from ingest.services.ports import ReportRecord, UsageRow
+from ingest.services.ports import Delivery, ReportRecord, UsageRow
 
 
 class FakeStore:
@@ -62,3 +63,71 @@ class FakeUnitOfWork:
             existing = self.reports.get(r.id)
             if existing is None or existing.state in ("queued", "quarantined"):
                 self.reports[r.id] = r
+
+
+class FakeJournal:
+    """The Journal port in memory: entries are new until claimed, pending until acked."""
+
+    def __init__(self, entries: list[Delivery] | None = None) -> None:
+        self.new: list[Delivery] = list(entries or [])
+        self.pending: dict[str, Delivery] = {}
+        self.acked: list[str] = []
+        self.seq = 0
+        self.heartbeats: list[str] = []
+        self.reconciles: list[dict[str, int]] = []
+
+    def claim(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
+        taken, self.new = self.new[:count], self.new[count:]
+        self.pending.update({d.entry_id: d for d in taken})
+        return taken
+
+    def reclaim(self, consumer: str, min_idle_ms: int, count: int = 500) -> list[Delivery]:
+        return [d._replace(deliveries=d.deliveries + 1) for d in list(self.pending.values())[:count]]
+
+    def ack(self, entry_ids: list[str]) -> int:
+        done = [i for i in entry_ids if self.pending.pop(i, None) is not None]
+        self.acked += done
+        return len(done)
+
+    def heartbeat(self, consumer: str, ttl: int = 60) -> None:
+        self.heartbeats.append(consumer)
+
+    def trim(self, retention_seconds: float) -> int:
+        return 0
+
+    def ensure_seq_at_least(self, floor: int) -> int:
+        self.seq = max(self.seq, floor)
+        return self.seq
+
+    def record_reconcile(self, summary: dict[str, int]) -> None:
+        self.reconciles.append(summary)
+
+
+class FakeMetrics:
+    """The Metrics port, keeping what it was told."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int, int]] = []  # (size, committed, superseded)
+        self.redelivered_total = 0
+        self.reconciles = 0
+        self.transient: list[str] = []
+
+    def observe_batch(
+        self,
+        size: int,
+        seconds: float,
+        committed: int,
+        superseded: int,
+        quarantine_reasons: Sequence[str],
+        delays: Sequence[float],
+    ) -> None:
+        self.batches.append((size, committed, superseded))
+
+    def redelivered(self, count: int) -> None:
+        self.redelivered_total += count
+
+    def reconciled(self) -> None:
+        self.reconciles += 1
+
+    def transient_failure(self, task: str) -> None:
+        self.transient.append(task)

@@ -40,3 +40,23 @@ def test_tally_writes_when_due_and_on_flush():
     tally.accepted(3)
     tally.flush()
     assert metrics.ACCEPTED._value.get() == before + 7
+
+
+def test_the_metrics_port_counts_transient_failures_per_task():
+    from ingest import bootstrap
+
+    port = metrics.PrometheusMetrics()
+    before = metrics.TRANSIENT.labels("drain")._value.get()
+    port.transient_failure("drain")
+    assert metrics.TRANSIENT.labels("drain")._value.get() == before + 1
+    body, content_type = bootstrap.metrics_exposition()
+    assert b"ingest_transient_failures_total" in body and content_type.startswith("text/plain")
+    assert bootstrap.metrics() is metrics  # the web writes the same metrics
+
+
+def test_the_metrics_port_observes_a_batch():
+    port = metrics.PrometheusMetrics()
+    before = metrics.COMMITTED._value.get(), metrics.QUARANTINED.labels("resource_missing")._value.get()
+    port.observe_batch(3, 0.01, 2, 0, ["resource_missing"], [0.5, 0.6])
+    after = metrics.COMMITTED._value.get(), metrics.QUARANTINED.labels("resource_missing")._value.get()
+    assert after == (before[0] + 2, before[1] + 1)

@@ -1,82 +1,37 @@
-"""Operator commands: reports, quarantine, replay, stats (registered by ingest.cli.main)."""
+"""Operator commands: ``ingest reports``, ``ingest quarantine``, ``ingest replay`` and
+``ingest stats`` (status, quarantine handling, journal replay, queue statistics)."""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import time
-import uuid
-from collections.abc import Callable
 from typing import Any
 
 from ingest import config
-
-Add = Callable[..., Any]
-
-
-class OpsError(Exception):
-    """Printed as one line by ingest.cli.main."""
-
-
-def _instant(value: str) -> dt.datetime:
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not an ISO 8601 time like 2026-11-27T10:00:00Z"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-
-
-def _uuid(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a UUID") from None
-
-
-def _rt() -> Any:
-    from ingest import bootstrap
-
-    return bootstrap.runtime()
-
-
-def _print_json(doc: Any) -> None:
-    print(json.dumps(doc, indent=2, default=str))
+from ingest.cli import arguments
+from ingest.cli.context import Add, CliError, print_json, runtime, table
 
 
 def cmd_reports_show(args: argparse.Namespace, settings: config.Settings) -> int:
     from ingest.services import operations
 
-    status = operations.report_status(_rt(), args.id)
+    status = operations.report_status(runtime(), args.id)
     if status is None:
-        raise OpsError(f"no report {args.id} in SQL or in the journal")
-    _print_json(status)
+        raise CliError(f"no report {args.id} in SQL or in the journal")
+    print_json(status)
     return 0
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*columns)
-    for r in rows:
-        table.add_row(*[str(r.get(c) if r.get(c) is not None else "-") for c in columns])
-    Console().print(table)
-
-
 def _quarantine_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from ingest.adapters.sql import read_model as queries
-
     ids = getattr(args, "ids", None) or None
     filtered = any(getattr(args, n, None) for n in ("customer", "resource", "reason", "since"))
     if hasattr(args, "all") and not (ids or args.all or filtered):
-        raise OpsError(
+        raise CliError(
             "name report ids, or give --all or a filter (--customer, --resource, --reason, --since)"
         )
-    return queries.quarantined(_rt().engine, args.customer, args.resource, args.reason, args.since, ids)
+    return runtime().read_model.quarantined(args.customer, args.resource, args.reason, args.since, ids)
 
 
 def cmd_quarantine_list(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -85,22 +40,20 @@ def cmd_quarantine_list(args: argparse.Namespace, settings: config.Settings) -> 
         r.pop("envelope", None)
         r.pop("token", None)
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
-    _table(rows, ["id", "seq", "customer", "resource", "accepted_at", "reason_code", "reason", "deliveries"])
+    table(rows, ["id", "seq", "customer", "resource", "accepted_at", "reason_code", "reason", "deliveries"])
     print(f"{len(rows)} quarantined report(s)")
     return 0
 
 
 def cmd_quarantine_show(args: argparse.Namespace, settings: config.Settings) -> int:
-    from ingest.adapters.sql import read_model as queries
-
-    rows = queries.quarantined(_rt().engine, ids=[args.id])
+    rows = runtime().read_model.quarantined(ids=[args.id])
     if not rows:
-        raise OpsError(f"no quarantined report {args.id}")
+        raise CliError(f"no quarantined report {args.id}")
     row = rows[0]
     row["envelope_bytes"] = len(row.pop("envelope") or b"")
-    _print_json(row)
+    print_json(row)
     return 0
 
 
@@ -112,10 +65,10 @@ def cmd_quarantine_replay(args: argparse.Namespace, settings: config.Settings) -
         print("nothing to replay")
         return 0
     if args.dry_run:
-        _table(rows, ["id", "seq", "resource", "reason_code"])
+        table(rows, ["id", "seq", "resource", "reason_code"])
         print(f"would replay {len(rows)} report(s)")
         return 0
-    outcome = operations.replay_quarantined(_rt(), rows)
+    outcome = operations.replay_quarantined(runtime(), rows)
     print(
         f"replayed {len(rows)}: {len(outcome.committed)} committed, "
         f"{len(outcome.superseded)} superseded, {len(outcome.quarantined)} still quarantined"
@@ -124,20 +77,18 @@ def cmd_quarantine_replay(args: argparse.Namespace, settings: config.Settings) -
 
 
 def cmd_quarantine_purge(args: argparse.Namespace, settings: config.Settings) -> int:
-    from ingest.adapters.sql import read_model as queries
-
     rows = _quarantine_rows(args)
     if not rows:
         print("nothing to purge")
         return 0
     if not args.yes:
         if not sys.stdin.isatty():
-            raise OpsError("refusing to purge without confirmation: add --yes")
+            raise CliError("refusing to purge without confirmation: add --yes")
         answer = input(f"purge {len(rows)} quarantined report(s) for good? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing purged")
             return 1
-    gone = queries.delete_reports(_rt().engine, [r["id"] for r in rows])
+    gone = runtime().read_model.delete_reports([r["id"] for r in rows])
     print(f"purged {gone} report(s)")
     return 0
 
@@ -145,12 +96,12 @@ def cmd_quarantine_purge(args: argparse.Namespace, settings: config.Settings) ->
 def cmd_replay(args: argparse.Namespace, settings: config.Settings) -> int:
     from ingest.services import operations
 
-    rt = _rt()
+    rt = runtime()
     if args.until and args.until < args.since:
-        raise OpsError("--until is before --since")
+        raise CliError("--until is before --since")
     if args.dry_run:
         plan = operations.plan_replay(rt, args.since, args.until, args.customer, args.resource)
-        _table(
+        table(
             plan.changes,
             ["resource", "component", "billing_period", "current", "current_seq", "replayed", "replayed_seq"],
         )
@@ -203,13 +154,13 @@ def cmd_replay(args: argparse.Namespace, settings: config.Settings) -> int:
 def cmd_stats(args: argparse.Namespace, settings: config.Settings) -> int:
     from ingest.services import operations
 
-    rt = _rt()
+    rt = runtime()
     while True:
         doc = operations.stats(rt)
         if args.json:
             print(json.dumps(doc, default=str))
         else:
-            _table(
+            table(
                 [{"metric": k, "value": json.dumps(v, default=str)} for k, v in doc.items()],
                 ["metric", "value"],
             )
@@ -236,10 +187,10 @@ def register(sub: Any, add: Add) -> None:
         if name != "list":
             p.add_argument("ids", nargs="*", metavar="ID")
             p.add_argument("--all", action="store_true")
-        p.add_argument("--customer", type=_uuid)
-        p.add_argument("--resource", type=_uuid)
+        p.add_argument("--customer", type=arguments.uuid_argument)
+        p.add_argument("--resource", type=arguments.uuid_argument)
         p.add_argument("--reason", help="reason code, e.g. resource_missing")
-        p.add_argument("--since", type=_instant)
+        p.add_argument("--since", type=arguments.instant)
         if name == "list":
             p.add_argument("--json", action="store_true")
         if name == "replay":
@@ -249,10 +200,10 @@ def register(sub: Any, add: Add) -> None:
     add("show", cmd_quarantine_show, "one quarantined report in full", q).add_argument("id")
 
     p = add("replay", cmd_replay, "re-apply reports accepted in a window, from the journal")
-    p.add_argument("--since", type=_instant, required=True)
-    p.add_argument("--until", type=_instant)
-    p.add_argument("--customer", type=_uuid)
-    p.add_argument("--resource", type=_uuid)
+    p.add_argument("--since", type=arguments.instant, required=True)
+    p.add_argument("--until", type=arguments.instant)
+    p.add_argument("--customer", type=arguments.uuid_argument)
+    p.add_argument("--resource", type=arguments.uuid_argument)
     p.add_argument("--start-after", help="resume after this journal entry id")
     p.add_argument("--dry-run", action="store_true")
 

@@ -1,0 +1,98 @@
+"""Drain and reconcile against fakes: a database outage is never silent, and nothing that
+was claimed is lost (it stays pending for the reconciler)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import pytest
+
+from ingest import bootstrap, config
+from ingest.services.drain import drain_or_defer, reconcile
+from tests.unit.fakes import FakeJournal, FakeMetrics, FakeStore
+from tests.unit.test_commit import delivery, make
+
+
+def test_a_drain_commits_acks_and_observes_each_batch():
+    store, journal, metrics = (
+        FakeStore(),
+        FakeJournal([delivery(1, cpu="1"), delivery(2, cpu="2")]),
+        FakeMetrics(),
+    )
+    done = drain_or_defer(journal, make(store), "w", 10, 0.0, 5.0, metrics)
+    assert done["committed"] == 1 and done["superseded"] == 1
+    assert journal.acked == ["1-0", "2-0"] and not journal.pending
+    assert metrics.batches == [(2, 1, 1)] and metrics.transient == []
+
+
+def test_a_transient_failure_is_logged_counted_and_leaves_the_entries_pending(caplog):
+    store, journal, metrics = FakeStore(), FakeJournal([delivery(1, cpu="1")]), FakeMetrics()
+    store.transient_failures = 99
+    with caplog.at_level(logging.WARNING, logger="ingest.services.drain"):
+        done = drain_or_defer(journal, make(store, retry_attempts=2), "w", 10, 0.0, 5.0, metrics)
+    assert "error" in done
+    assert metrics.transient == ["drain"]
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "pending" in caplog.records[0].getMessage()
+    assert list(journal.pending) == ["1-0"] and journal.acked == []  # for the reconciler
+
+    store.transient_failures = 0  # the database is back: the reconciler commits them
+    summary = reconcile(journal, make(store), "r", 0.0, 10, 3600, 0, True, metrics)
+    assert summary["reclaimed"] == 1 and summary["committed"] == 1
+    assert journal.acked == ["1-0"] and metrics.redelivered_total == 1 and metrics.reconciles == 1
+
+
+@dataclasses.dataclass
+class FakeRuntime:
+    """What the tasks take from bootstrap.Runtime, over fakes."""
+
+    journal: FakeJournal
+    committer: Any
+    metrics: FakeMetrics
+    committed: int | None = 0
+    settings: config.Settings = dataclasses.field(default_factory=config.Settings)
+    consumer_name: str = "worker-1"
+
+    @property
+    def queue(self) -> FakeJournal:
+        return self.journal
+
+    def reachable_committed_sequence(self) -> int | None:
+        return self.committed
+
+
+@pytest.fixture
+def tasks(monkeypatch):
+    from workers import tasks
+
+    def use(rt: FakeRuntime) -> Any:
+        monkeypatch.setattr(bootstrap, "runtime", lambda: rt)
+        return tasks
+
+    return use
+
+
+def test_the_drain_task_counts_and_logs_a_transient_failure(tasks, caplog):
+    store = FakeStore()
+    store.transient_failures = 99
+    rt = FakeRuntime(FakeJournal([delivery(1, cpu="1")]), make(store, retry_attempts=2), FakeMetrics())
+    with caplog.at_level(logging.WARNING):
+        done = tasks(rt).drain()
+    assert "error" in done
+    assert rt.metrics.transient == ["drain"]
+    assert any(r.levelno == logging.WARNING for r in caplog.records)
+    assert list(rt.journal.pending) == ["1-0"]
+
+
+def test_the_reconcile_task_re_drives_nothing_while_the_database_is_down(tasks):
+    store = FakeStore()
+    journal = FakeJournal([delivery(1, cpu="1")])
+    journal.claim("w", 10, 0)  # claimed by a worker that died
+    rt = FakeRuntime(journal, make(store), FakeMetrics(), committed=None)
+    summary = tasks(rt).reconcile()
+    assert summary["reclaimed"] == 0 and list(journal.pending) == ["1-0"]
+    rt.committed = 0
+    summary = tasks(rt).reconcile()
+    assert summary["reclaimed"] == 1 and summary["committed"] == 1 and not journal.pending
