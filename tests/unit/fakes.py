@@ -6,7 +6,7 @@ import copy
 
 from ingest.domain.errors import Transient
 from ingest.domain.model import UsageKey
-from ingest.services.ports import ReportRecord, UsageRow
+from ingest.services.ports import Accepted, ReportRecord, UsageRow
 
 
 class FakeStore:
@@ -62,3 +62,10 @@ class FakeUnitOfWork:
             existing = self.reports.get(r.id)
             if existing is None or existing.state in ("queued", "quarantined"):
                 self.reports[r.id] = r
+
+
+async def refuse_accept(
+    reports: list[tuple[str, bytes]], customer: str, rate: float, burst: float
+) -> Accepted:
+    """Intake's ``accept`` for a test that never accepts a report: fails if it is called."""
+    raise AssertionError("this test accepts nothing")
