@@ -8,11 +8,12 @@ the loop keeps serving intake meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import falcon
 import falcon.asgi
@@ -21,7 +22,6 @@ import yaml
 from falcon.asgi import Request, Response
 
 from api.body import read_body
-from ingest.adapters import prometheus as metrics
 from ingest.domain.errors import Backpressure, Rejected
 from ingest.services.intake import Intake
 
@@ -34,22 +34,83 @@ def _json(resp: Response | None, status: int, body: Any, headers: Iterable[tuple
         return
     resp.status = status
     resp.content_type = falcon.MEDIA_JSON
-    resp.data = orjson.dumps(body)
+    resp.data = render_json(body)
     for name, value in headers:
         resp.set_header(name, value)
 
 
+def render_json(body: Any) -> bytes:
+    """DRF's JSONRenderer bytes: compact, raw UTF-8, U+2028 and U+2029 escaped.
+
+    orjson refuses a lone surrogate (an echoed ``"\\ud800"`` in a message): the standard
+    library then writes the body escaped to ASCII. Waldur answers 500 there; we answer the 4xx.
+    """
+    try:
+        data = orjson.dumps(body)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(body, ensure_ascii=True, separators=(",", ":"), default=str).encode()
+    if b"\xe2\x80" in data:
+        data = data.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
+    return data
+
+
+class Counter(Protocol):
+    def labels(self, *values: str) -> Counter: ...
+
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class Tally(Protocol):
+    def accepted(self, count: int, seconds: float | None = None) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class WebMetrics(Protocol):
+    """What the web records (bootstrap.metrics(): the Prometheus adapter). ``TALLY`` is not
+    locked: only the event loop's thread calls it."""
+
+    @property
+    def REJECTED(self) -> Counter: ...  # noqa: N802 - the adapter's module-level names
+
+    @property
+    def TALLY(self) -> Tally: ...  # noqa: N802
+
+
+class _NoCounter:
+    def labels(self, *values: str) -> _NoCounter:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        return None
+
+
+class _NoTally:
+    def accepted(self, count: int, seconds: float | None = None) -> None:
+        return None
+
+    def flush(self) -> None:
+        return None
+
+
+class NoMetrics:
+    """Records nothing: the default for apps built without metrics (tests)."""
+
+    REJECTED = _NoCounter()
+    TALLY = _NoTally()
+
+
 class _Public:
-    def __init__(self, intake: Callable[[], Intake], max_body: int) -> None:
+    def __init__(self, intake: Callable[[], Intake], max_body: int, metrics: WebMetrics) -> None:
         self.intake = intake
         self.max_body = max_body
+        self.metrics = metrics
 
 
 class CheckSignature(_Public):
     async def on_post(self, req: Request, resp: Response) -> None:
         self.intake().check_signature(await read_body(req, self.max_body))
-        resp.status = 200
-        resp.content_type = falcon.MEDIA_JSON
+        resp.status = 200  # empty, and so without a Content-Type, as DRF sends it
         resp.data = b""
 
 
@@ -59,31 +120,27 @@ class SetUsage(_Public):
         try:
             receipt = await self.intake().set_usage(await read_body(req, self.max_body))
         except Rejected as exc:
-            metrics.REJECTED.labels(_reason(exc)).inc()
+            self.metrics.REJECTED.labels(_reason(exc)).inc()
             raise
         except Backpressure:
-            metrics.REJECTED.labels("503").inc()
+            self.metrics.REJECTED.labels("503").inc()
             raise
         if not receipt.dry_run:
             log.debug("accepted report %s seq %s", receipt.id, receipt.seq)
         _json(resp, 201, receipt.body(), receipt.headers.items())
-        metrics.TALLY.accepted(0 if receipt.dry_run else 1, time.perf_counter() - started)
+        self.metrics.TALLY.accepted(0 if receipt.dry_run else 1, time.perf_counter() - started)
 
 
-class SetUsages:
+class SetUsages(_Public):
     """Batch intake: 207 with one result per report, in order."""
-
-    def __init__(self, intake: Callable[[], Intake], max_body: int) -> None:
-        self.intake = intake
-        self.max_body = max_body
 
     async def on_post(self, req: Request, resp: Response) -> None:
         results = await self.intake().set_usages(await read_body(req, self.max_body))
         accepted = sum(1 for r in results if r["status"] == 201 and "id" in r)
-        metrics.TALLY.accepted(accepted)
+        self.metrics.TALLY.accepted(accepted)
         for r in results:
             if r["status"] != 201:
-                metrics.REJECTED.labels(f"{r['status']}:{next(iter(r['errors']), 'detail')}").inc()
+                self.metrics.REJECTED.labels(f"{r['status']}:{next(iter(r['errors']), 'detail')}").inc()
         _json(resp, 207, {"results": results})
 
 
@@ -93,12 +150,13 @@ def _reason(exc: Rejected) -> str:
 
 
 class Metrics:
-    def __init__(self, backlog: Callable[[], int] | None) -> None:
-        self.backlog = backlog
+    def __init__(self, metrics: WebMetrics, exposition: Callable[[], tuple[bytes, str]]) -> None:
+        self.metrics = metrics
+        self.exposition = exposition
 
     async def on_get(self, req: Request, resp: Response) -> None:
-        metrics.TALLY.flush()  # here, on the loop that tallies
-        body, content_type = await asyncio.to_thread(metrics.render, self.backlog, False)
+        self.metrics.TALLY.flush()  # here, on the loop that tallies; the exposition must not
+        body, content_type = await asyncio.to_thread(self.exposition)
         resp.data = body
         resp.content_type = content_type
 
@@ -191,17 +249,25 @@ def create_app(
     ready_checks: dict[str, Callable[[], object]],
     max_body: int,
     report_status: Callable[[str, str | None, str | None], dict[str, Any] | None] | None = None,
-    backlog: Callable[[], int] | None = None,
+    *,
     batch_max_body: int = 8 * 1024 * 1024,
+    metrics: WebMetrics | None = None,
+    exposition: Callable[[], tuple[bytes, str]] | None = None,
 ) -> falcon.asgi.App[Request, Response]:
+    """``metrics`` records what the web sees (default: nothing); ``exposition`` renders the
+    Prometheus text, called in a thread after the web flushed its tally, and must not flush
+    it itself; /metrics is served only when it is given."""
+    recorder: WebMetrics = metrics if metrics is not None else NoMetrics()
     app = falcon.asgi.App(media_type=falcon.MEDIA_JSON)
+    app.resp_options.default_media_type = None  # type: ignore[assignment]  # empty answers: no Content-Type
     app.req_options.strip_url_path_trailing_slash = False
-    app.add_route(f"{PREFIX}/check_signature/", CheckSignature(intake, max_body))
-    app.add_route(f"{PREFIX}/set_usage/", SetUsage(intake, max_body))
-    app.add_route(f"{PREFIX}/set_usages/", SetUsages(intake, batch_max_body))
+    app.add_route(f"{PREFIX}/check_signature/", CheckSignature(intake, max_body, recorder))
+    app.add_route(f"{PREFIX}/set_usage/", SetUsage(intake, max_body, recorder))
+    app.add_route(f"{PREFIX}/set_usages/", SetUsages(intake, batch_max_body, recorder))
     if report_status is not None:
         app.add_route("/api/usage-reports/{report_id}/", UsageReport(report_status))
-    app.add_route("/metrics", Metrics(backlog))
+    if exposition is not None:
+        app.add_route("/metrics", Metrics(recorder, exposition))
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Ready(ready_checks))
     app.add_route("/api/schema/", Schema())

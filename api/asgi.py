@@ -31,6 +31,8 @@ app = create_app(
     {"redis": lambda: bootstrap.runtime().queue.ping(), "database": _database},
     bootstrap.runtime().settings.max_body_bytes,
     _report_status,
-    lambda: bootstrap.runtime().queue.backlog(),
-    bootstrap.runtime().settings.batch_max_bytes,
+    batch_max_body=bootstrap.runtime().settings.batch_max_bytes,
+    metrics=bootstrap.metrics(),
+    # the handler flushes this worker's tally on its loop; the exposition runs in a thread
+    exposition=lambda: bootstrap.metrics_exposition(lambda: bootstrap.runtime().queue.backlog(), False),
 )

@@ -6,7 +6,6 @@ acceptance sequence and billing period fixed; before that nothing was written an
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -26,10 +25,13 @@ from ingest.domain.model import Provider
 from ingest.domain.validation import Envelope, parse_batch_envelope, parse_envelope, validate_report
 from ingest.services.catalog_cache import CatalogCache
 from ingest.services.ports import Accepted, Kicker
+from ingest.services.pressure import Pressure
+from ingest.services.receipt import Receipt
 from schemas import queue as wire
 
 log = logging.getLogger(__name__)
 TOKEN_REUSED = "This token has already been used."
+NO_DATA = "No data provided"  # DRF's Serializer.errors for a body of JSON null
 
 
 class Journal(Protocol):
@@ -52,72 +54,6 @@ class Journal(Protocol):
 AsyncAccept = Callable[[list[tuple[str, bytes]], str, float, float], Awaitable[Accepted]]
 
 
-class Pressure:
-    """Refuse what we cannot keep: the backlog and Redis memory, sampled at most every
-    ``interval`` seconds per process so the request path pays one round trip rarely."""
-
-    def __init__(
-        self,
-        journal: Journal,
-        max_backlog: int,
-        high_water: float,
-        interval: float = 0.5,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.journal = journal
-        self.max_backlog = max_backlog
-        self.high_water = high_water
-        self.interval = interval
-        self.clock = clock
-        self._checked = -interval
-        self._reason: str | None = None
-        self.background = False  # sampled by Intake.check_in_background's thread instead
-
-    def sample(self) -> None:
-        self._reason = self._sample()
-
-    def check(self) -> None:
-        if not self.background:
-            now = self.clock()
-            if now - self._checked >= self.interval:
-                self._checked = now
-                self._reason = self._sample()
-        if self._reason:
-            raise Backpressure(max(1, int(self.interval + 0.999)), self._reason)
-
-    def _sample(self) -> str | None:
-        try:
-            used, limit = self.journal.memory()
-            if limit and used > self.high_water * limit:
-                return f"Redis memory {used} of {limit} bytes"
-            backlog = self.journal.backlog(self.max_backlog)
-        except Exception as exc:
-            return f"journal unavailable: {type(exc).__name__}"
-        if backlog > self.max_backlog:
-            return f"backlog {backlog} over {self.max_backlog}"
-        return None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Receipt:
-    id: str | None
-    seq: int | None
-    billing_period: str
-    dry_run: bool
-    headers: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    def body(self) -> dict[str, Any]:
-        if self.dry_run:
-            return {"dry_run": True, "billing_period": self.billing_period}
-        return {
-            "id": self.id,
-            "sequence": self.seq,
-            "billing_period": self.billing_period,
-            "status": "queued",
-            "status_url": f"/api/usage-reports/{self.id}/",
-        }
-
-
 def _claims_json(claims: dict[str, Any]) -> bytes:
     """The verified claims as JSON for the audit record. orjson refuses what Python's json
     reads from a signed payload (integers past 64 bits, lone surrogates in keys or unknown
@@ -137,7 +73,8 @@ class Intake:
         kick: Kicker | None = None,
         clock: Callable[[], float] = time.time,
         sequence_floor: Callable[[], int] = lambda: 0,
-        accept: AsyncAccept | None = None,
+        *,
+        accept: AsyncAccept,
     ) -> None:
         self.settings = settings
         self.tz = settings.tz
@@ -146,7 +83,7 @@ class Intake:
         self.kick = kick
         self.clock = clock
         self.sequence_floor = sequence_floor  # the highest sequence SQL has committed
-        self.accept = accept or self._accept_now
+        self.accept = accept
         self.pressure = Pressure(journal, settings.max_backlog, settings.redis_memory_high_water)
 
     def check_in_background(self, interval: float = 0.5) -> threading.Thread:
@@ -170,6 +107,8 @@ class Intake:
         return thread
 
     def _authenticate(self, body: object) -> tuple[Envelope, Provider, dict[str, Any]]:
+        if body is None:
+            raise non_field_error(NO_DATA)
         snapshot = self.catalog.get()
         try:
             envelope = parse_envelope(body, snapshot.providers)
@@ -222,11 +161,6 @@ class Intake:
             token=token,
             claims=_claims_json(claims),
         )
-
-    async def _accept_now(
-        self, reports: list[tuple[str, bytes]], customer: str, rate: float, burst: float
-    ) -> Accepted:
-        return self.journal.accept(reports, customer, rate, burst)
 
     async def _enqueue(
         self, provider: Provider, reports: list[wire.QueuedReport], seen: list[str] | None = None
@@ -306,6 +240,8 @@ class Intake:
     async def set_usages(self, body: object) -> list[dict[str, Any]]:
         """Batch intake: each token verified and validated as by set_usage; every valid item
         is accepted (all in one Redis round trip) even when others fail. Results in order."""
+        if body is None:  # as set_usage answers it
+            raise non_field_error(NO_DATA)
         snapshot = self.catalog.get()
         batch = parse_batch_envelope(body, snapshot.providers, self.settings.batch_max_reports)
         provider = snapshot.providers[batch.customer]

@@ -27,6 +27,7 @@ import yaml
 
 from api.app import create_app
 from ingest import bootstrap
+from ingest.adapters import prometheus
 from ingest.services import access, catalog_file, operations
 from ingest.services.drain import drain
 
@@ -153,8 +154,9 @@ def wire(rt: bootstrap.Runtime, ready: dict[str, Callable[[], object]] | None = 
         ready if ready is not None else {"redis": rt.queue.ping},
         rt.settings.max_body_bytes,
         report_status,
-        rt.queue.backlog,
-        rt.settings.batch_max_bytes,
+        batch_max_body=rt.settings.batch_max_bytes,
+        metrics=prometheus,  # what bootstrap.metrics() is
+        exposition=lambda: prometheus.render(rt.queue.backlog, False),
     )
 
 
@@ -236,7 +238,7 @@ def _served_routes(app: falcon.App) -> set[tuple[str, str]]:
 
 
 def test_every_served_route_is_documented_and_every_documented_route_is_served():
-    app = create_app(lambda: None, {}, 1024, lambda *a: None, lambda: 0)  # type: ignore[arg-type,return-value]
+    app = create_app(lambda: None, {}, 1024, lambda *a: None, exposition=lambda: (b"", "text/plain"))  # type: ignore[arg-type,return-value]
     served = _served_routes(app)
     documented = {(path, method) for path, method, _op in operations_of(SPEC)}
     assert served == documented, (

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from ingest.domain.errors import Transient
 from ingest.domain.model import UsageKey
-from ingest.services.ports import Delivery, ReportRecord, UsageRow
+from ingest.services.ports import Accepted, Delivery, ReportRecord, UsageRow
 
 
 class FakeStore:
@@ -131,3 +131,10 @@ class FakeMetrics:
 
     def transient_failure(self, task: str) -> None:
         self.transient.append(task)
+
+
+async def refuse_accept(
+    reports: list[tuple[str, bytes]], customer: str, rate: float, burst: float
+) -> Accepted:
+    """Intake's ``accept`` for a test that never accepts a report: fails if it is called."""
+    raise AssertionError("this test accepts nothing")

@@ -12,7 +12,9 @@ from ingest.config import Settings
 from ingest.domain.errors import Backpressure
 from ingest.domain.model import CatalogSnapshot
 from ingest.services.catalog_cache import CatalogCache
-from ingest.services.intake import Intake, Pressure
+from ingest.services.intake import Intake
+from ingest.services.pressure import Pressure
+from tests.unit.fakes import refuse_accept
 
 
 class _Source:
@@ -75,7 +77,8 @@ def test_pressure_in_the_background_is_decided_by_samples_only() -> None:
 def test_the_thread_picks_up_a_new_catalog_and_a_backlog() -> None:
     source = _Source()
     journal = _Journal()
-    intake = Intake(Settings(catalog_refresh=0.0, max_backlog=10), CatalogCache(source, 0.0), journal)  # type: ignore[arg-type]
+    settings = Settings(catalog_refresh=0.0, max_backlog=10)
+    intake = Intake(settings, CatalogCache(source, 0.0), journal, accept=refuse_accept)  # type: ignore[arg-type]
     intake.catalog.get()
     intake.check_in_background(interval=0.01)
     source.current = 7
