@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ingest.domain.envelope import parse_boolean, parse_envelope
 from ingest.domain.errors import Forbidden, Rejected
 from ingest.domain.model import (
     AmountError,
@@ -23,7 +24,7 @@ from ingest.domain.model import (
     Resource,
     parse_amount,
 )
-from ingest.domain.validation import parse_boolean, parse_envelope, validate_report
+from ingest.domain.validation import validate_report
 
 UTC = ZoneInfo("UTC")
 TALLINN = ZoneInfo("Europe/Tallinn")  # UTC+2 in November
@@ -195,20 +196,23 @@ def test_parse_amount_never_rounds(value):
 # ----------------------------------------------------------------------------- parse_boolean
 
 
-@pytest.mark.parametrize("value", [True, "true", "True", "TRUE", "1", 1, 1.0, "yes", "on", "t", "y"])
+@pytest.mark.parametrize(
+    "value", [True, "true", "True", "TRUE", "TrUe", "1", 1, 1.0, "yes", "yEs", "on", "oN", "t", "T", "y", "Y"]
+)
 def test_parse_boolean_true(value):
     assert parse_boolean(value) is True
 
 
 @pytest.mark.parametrize(
-    "value", [False, "false", "False", "FALSE", "0", 0, 0.0, -0.0, "no", "off", "f", "n"]
+    "value",
+    [False, "false", "False", "FALSE", "fAlSe", "0", 0, 0.0, -0.0, "no", "nO", "off", "oFf", "f", "F", "n"],
 )
 def test_parse_boolean_false(value):
     assert parse_boolean(value) is False
 
 
 @pytest.mark.parametrize(
-    "value", ["maybe", "", "TrUe", " true", 2, -1, 0.5, 2.0, float("nan"), None, [], {}, b"1"]
+    "value", ["maybe", "", " true", "true ", "truee", "01", 2, -1, 0.5, 2.0, float("nan"), None, [], {}, b"1"]
 )
 def test_parse_boolean_refuses(value):
     assert parse_boolean(value) is None
@@ -235,7 +239,7 @@ def envelope_errors(body: Any, known: Any = CATALOG.providers) -> dict[str, Any]
             {"customer": [f"Object with uuid={OTHER_OFFERING} does not exist."]},
         ),
         (
-            {"customer": "x", "data": 1, "dry_run": "maybe"},
+            {"customer": "x", "data": [1], "dry_run": "maybe"},
             {
                 "customer": ["Object with uuid=x does not exist."],
                 "data": ["Not a valid string."],
