@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 from uuid import UUID
@@ -78,11 +79,28 @@ class Resource:
     def state_is_valid(self) -> bool:
         return self.state.upper() in VALID_RESOURCE_STATES
 
-    def plan_period_at(self, moment: dt.datetime) -> PlanPeriod | None:
-        for period in self.plan_periods:
-            if period.covers(moment):
-                return period
-        return None
+    def plan_period_at(self, moment: dt.datetime, tz: ZoneInfo) -> PlanPeriod | None:
+        """Waldur 8.x ``get_plan_period_for_billing`` without its creation step: the period
+        covering ``moment``, else one overlapping the billing month of ``moment`` (in ``tz``).
+        Among several, the latest start wins; a period with no start counts as the earliest."""
+        found = _latest_start(p for p in self.plan_periods if p.covers(moment))
+        if found is None:
+            opened = month_start_instant(moment, tz)
+            closes = next_month_start_instant(moment, tz)
+            found = _latest_start(
+                p
+                for p in self.plan_periods
+                if (p.start is None or p.start < closes) and (p.end is None or p.end >= opened)
+            )
+        return found
+
+
+def _latest_start(periods: Iterable[PlanPeriod]) -> PlanPeriod | None:
+    best: PlanPeriod | None = None
+    for period in periods:
+        if best is None or (period.start is not None and (best.start is None or period.start >= best.start)):
+            best = period
+    return best
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +134,16 @@ def month_start(moment: dt.datetime, tz: ZoneInfo) -> dt.date:
 def month_start_instant(moment: dt.datetime, tz: ZoneInfo) -> dt.datetime:
     day = month_start(moment, tz)
     return dt.datetime(day.year, day.month, 1, tzinfo=tz)
+
+
+def next_month_start_instant(moment: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    """The first instant after the billing month of ``moment`` (December ends the year)."""
+    day = month_start(moment, tz)
+    if day.month == 12:
+        if day.year == dt.MAXYEAR:
+            return dt.datetime.max.replace(tzinfo=dt.UTC)
+        return dt.datetime(day.year + 1, 1, 1, tzinfo=tz)
+    return dt.datetime(day.year, day.month + 1, 1, tzinfo=tz)
 
 
 class AmountError(ValueError):

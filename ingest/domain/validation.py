@@ -1,28 +1,37 @@
-"""Waldur's request rules, message for message, with no I/O.
+"""The signed payload, message for message, with no I/O.
 
-``parse_envelope`` mirrors ServiceProviderSignatureSerializer (customer, data, dry_run);
-``validate_report`` mirrors ComponentUsageCreateSerializer against a CatalogSnapshot. Field
-errors are collected together in field order; object-level rules stop at the first failure,
-as DRF's ``validate()`` does. See shared/docs/waldur-contract.md for the table.
+``validate_report`` mirrors Waldur's ComponentUsageCreateSerializer against a CatalogSnapshot:
+field errors are collected together in field order; the object-level (catalog) rules come from
+``ingest.domain.rules`` and stop at the first failure, as DRF's ``validate()`` does. See
+shared/docs/waldur-contract.md for the table.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
 import uuid
-from collections.abc import Container
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ingest.domain.errors import Forbidden, Rejected, field_error, non_field_error
+from ingest.domain import rules
+from ingest.domain.envelope import (
+    NOT_BOOLEAN,
+    NOT_STRING,
+    NULL,
+    REQUIRED,
+    as_char,
+    char_field,
+    expected_dict,
+    parse_boolean,
+    text_problems,
+)
+from ingest.domain.errors import Forbidden, Rejected
 from ingest.domain.ids import parse_uuid
 from ingest.domain.model import (
-    BACKFILL_BILLING_TYPES,
     MISSING_USAGE_POLICIES,
-    REPORTABLE_BILLING_TYPES,
     AmountError,
     CatalogSnapshot,
     PlanPeriod,
@@ -32,29 +41,11 @@ from ingest.domain.model import (
     parse_amount,
 )
 
-REQUIRED = "This field is required."
-BLANK = "This field may not be blank."
-NULL = "This field may not be null."
-NOT_STRING = "Not a valid string."
-NOT_BOOLEAN = "Must be a valid boolean."
 DESCRIPTION_MAX = 2000
 DATETIME_FORMAT = (
     "Datetime has wrong format. Use one of these formats instead: "
     "YYYY-MM-DDThh:mm[:ss[.uuuuuu]][+HH:MM|-HH:MM|Z]."
 )
-TRUE_VALUES = frozenset(
-    {"t", "T", "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON", "1"}
-)
-FALSE_VALUES = frozenset(
-    {"f", "F", "n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF", "0"}
-)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Envelope:
-    customer: uuid.UUID
-    data: str
-    dry_run: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -75,136 +66,11 @@ class ValidReport:
     lines: tuple[Line, ...]
 
 
-def does_not_exist(value: object) -> str:
-    return f"Object with uuid={value} does not exist."
-
-
-def expected_dict(value: object) -> str:
-    return f"Invalid data. Expected a dictionary, but got {type(value).__name__}."
-
-
-def parse_boolean(value: object) -> bool | None:
-    """DRF BooleanField: None when the value is not boolean-like."""
-    if value is True or value is False:
-        return value
-    if isinstance(value, float) and value in (0.0, 1.0):  # DRF's sets hold 1 and 0.0: 1.0 == 1
-        return value == 1.0
-    if isinstance(value, (str, int)) and not isinstance(value, bool):
-        key = value if isinstance(value, str) else str(value) if value in (0, 1) else None
-        if key in TRUE_VALUES:
-            return True
-        if key in FALSE_VALUES:
-            return False
-    return None
-
-
-def _char_field(body: dict[str, Any], name: str, errors: dict[str, Any]) -> str | None:
-    if name not in body:
-        errors[name] = [REQUIRED]
-        return None
-    value = body[name]
-    if value is None:
-        errors[name] = [NULL]
-        return None
-    if not isinstance(value, str):
-        errors[name] = [NOT_STRING]
-        return None
-    value = value.strip()
-    if not value:
-        errors[name] = [BLANK]
-        return None
-    return value
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]").search
-
-
-def text_problems(value: str) -> list[str]:
-    """DRF CharField's last two validators: PostgreSQL text cannot hold NUL, and a lone
-    surrogate (JSON "\\ud800") is not UTF-8. Either made an accepted report fail its commit."""
-    problems = []
-    if "\x00" in value:
-        problems.append("Null characters are not allowed.")
-    found = _SURROGATE(value)
-    if found:
-        problems.append(f"Surrogate characters are not allowed: U+{ord(found.group()):X}.")
-    return problems
-
-
-def parse_envelope(body: object, known_customers: Container[uuid.UUID] | None = None) -> Envelope:
-    """Validate customer / data / dry_run; raise Rejected with every field error at once.
-
-    ``known_customers`` decides "does not exist" for a well-formed UUID; None skips that check
-    (the caller then looks the customer up itself).
-    """
-    if not isinstance(body, dict):
-        raise non_field_error(expected_dict(body))
-    errors: dict[str, Any] = {}
-    customer: uuid.UUID | None = None
-    if "customer" not in body:
-        errors["customer"] = [REQUIRED]
-    elif body["customer"] is None:
-        errors["customer"] = [NULL]
-    else:
-        raw = body["customer"]
-        customer = parse_uuid(raw)
-        if customer is None or (known_customers is not None and customer not in known_customers):
-            errors["customer"] = [does_not_exist(raw)]
-            customer = None
-    data = _char_field(body, "data", errors)
-    dry_run = False
-    if "dry_run" in body:
-        raw_dry = body["dry_run"]
-        parsed = parse_boolean(raw_dry) if raw_dry is not None else None
-        if parsed is None:
-            errors["dry_run"] = [NULL if raw_dry is None else NOT_BOOLEAN]
-        else:
-            dry_run = parsed
-    if errors:
-        raise Rejected(errors)
-    assert customer is not None and data is not None
-    return Envelope(customer, data, dry_run)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class BatchEnvelope:
-    customer: uuid.UUID
-    reports: list[Any]
-    dry_run: bool
-
-
-def parse_batch_envelope(
-    body: object, known_customers: Container[uuid.UUID], max_reports: int
-) -> BatchEnvelope:
-    """customer / reports / dry_run of the batch endpoint, with set_usage's messages."""
-    if not isinstance(body, dict):
-        raise non_field_error(expected_dict(body))
-    envelope_errors: dict[str, Any] = {}
-    try:
-        parse_envelope({**body, "data": "x"}, known_customers)
-    except Rejected as exc:
-        envelope_errors.update(exc.body)
-    reports = body.get("reports")
-    if "reports" not in body:
-        envelope_errors["reports"] = [REQUIRED]
-    elif not isinstance(reports, list):
-        envelope_errors["reports"] = [f'Expected a list of items but got type "{type(reports).__name__}".']
-    elif len(reports) > max_reports:
-        raise Rejected(
-            {"reports": [f"Ensure this field has no more than {max_reports} elements."]}, status=413
-        )
-    if envelope_errors:
-        raise Rejected(envelope_errors)
-    dry_run = parse_boolean(body.get("dry_run", False)) or False
-    return BatchEnvelope(uuid.UUID(str(parse_uuid(body["customer"]))), list(reports or []), dry_run)
-
-
 def _line(item: object) -> tuple[Line | None, dict[str, Any]]:
     if not isinstance(item, dict):
         return None, {"non_field_errors": [expected_dict(item)]}
     errors: dict[str, Any] = {}
-    type_ = _char_field(item, "type", errors)
-    # checked here, not in _char_field: a token (data) holding them fails verification anyway
+    type_ = char_field(item, "type", errors)
     type_problems = text_problems(type_) if type_ is not None else []
     if type_problems:
         errors["type"] = type_problems
@@ -222,12 +88,13 @@ def _line(item: object) -> tuple[Line | None, dict[str, Any]]:
     description = ""
     if "description" in item:
         raw = item["description"]
+        text = as_char(raw)
         if raw is None:
             errors["description"] = [NULL]
-        elif not isinstance(raw, str):
+        elif text is None:
             errors["description"] = [NOT_STRING]
         else:
-            stripped = raw.strip()
+            stripped = text.strip()
             problems = text_problems(stripped)
             if len(stripped) > DESCRIPTION_MAX:
                 problems.insert(0, f"Ensure this field has no more than {DESCRIPTION_MAX} characters.")
@@ -278,17 +145,24 @@ def _in_range(moment: dt.datetime, tz: ZoneInfo) -> bool:
     return True
 
 
-def _related(claims: dict[str, Any], name: str, table: dict[uuid.UUID, Any], errors: dict[str, Any]) -> Any:
+def _related(
+    claims: dict[str, Any],
+    name: str,
+    table: dict[uuid.UUID, Any],
+    missing: Callable[[object], rules.Broken],
+    errors: dict[str, Any],
+) -> Any:
+    """A DRF related-object field: "" counts as null; unparseable or unknown is not found."""
     if name not in claims:
         return None
     raw = claims[name]
-    if raw is None:
+    if raw is None or raw == "":
         errors[name] = [NULL]
         return None
     key = parse_uuid(raw)
     found = table.get(key) if key is not None else None
     if found is None:
-        errors[name] = [does_not_exist(raw)]
+        errors.update(missing(raw).body)
     return found
 
 
@@ -322,14 +196,16 @@ def validate_report(
                 lines.append(line)
         if any(item_errors):
             errors["usages"] = item_errors
-    plan_period: PlanPeriod | None = _related(claims, "plan_period", catalog.plan_periods, errors)
-    if (
-        plan_period is not None
-        and plan_period.end is not None
-        and plan_period.end < month_start_instant(now, tz)
-    ):
-        errors["plan_period"] = ["Billing period is closed."]
-    resource: Resource | None = _related(claims, "resource", catalog.resources, errors)
+    plan_period: PlanPeriod | None = _related(
+        claims, "plan_period", catalog.plan_periods, rules.plan_period_missing, errors
+    )
+    if plan_period is not None:
+        closed = rules.period_closed(plan_period, month_start_instant(now, tz))
+        if closed is not None:
+            errors.update(closed.body)
+    resource: Resource | None = _related(
+        claims, "resource", catalog.resources, rules.resource_missing, errors
+    )
     date = now
     if "date" in claims:
         if claims["date"] is None:
@@ -348,33 +224,22 @@ def validate_report(
     if plan_period is not None:
         resource = catalog.resources.get(plan_period.resource)
         if resource is None:
-            raise field_error("plan_period", does_not_exist(claims["plan_period"]))
+            raise rules.resource_of_period_missing(claims["plan_period"], plan_period.resource).rejected()
     elif resource is None:
-        raise non_field_error("Either plan_period or resource should be provided.")
+        raise rules.either_or().rejected()
     if enforce_ownership and catalog.owner_of(resource) != customer:
         raise Forbidden()
-    if not resource.state_is_valid:
-        raise field_error("resource", "Resource is not in valid state.")
-    components = catalog.components_of(resource)
-    invalid = sorted(
-        {line.type for line in lines}
-        - {name for name, billing in components.items() if billing in REPORTABLE_BILLING_TYPES}
-    )
-    if invalid:
-        raise non_field_error(f"These components are invalid: {', '.join(invalid)}.")
-    if resource.plan is None:
-        raise non_field_error("Resource must have a plan to report usage")
-    if date > now:
-        raise field_error("date", "Cannot submit usage for future dates")
+    kinds = catalog.components_of(resource)
     billing_period = month_start(date, tz)
-    if billing_period < month_start(now, tz) and any(
-        components.get(line.type) not in BACKFILL_BILLING_TYPES for line in lines
-    ):
-        raise field_error(
-            "date",
-            "Service providers can only specify date for limit-based or prepaid billing "
-            "components when backfilling past billing periods.",
-        )
+    broken = (
+        rules.plan(resource)
+        or rules.state(resource)
+        or rules.components(lines, rules.reportable(kinds))
+        or rules.future_date(date, now)
+        or rules.backfill(billing_period, month_start(now, tz), kinds, lines)
+    )
+    if broken is not None:
+        raise broken.rejected()
     if plan_period is None:
-        plan_period = resource.plan_period_at(date)
+        plan_period = resource.plan_period_at(date, tz)
     return ValidReport(resource, plan_period, date, billing_period, tuple(lines))

@@ -17,17 +17,27 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
+from zoneinfo import ZoneInfo
 
 import msgspec
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from ingest.domain import rules
 from ingest.domain.errors import Quarantine, Transient
-from ingest.domain.ids import NIL, as_month, as_uuid, canonical_month, canonical_uuid
-from ingest.domain.model import REPORTABLE_BILLING_TYPES, CatalogSnapshot, PlanPeriod, Resource, UsageKey
+from ingest.domain.ids import NIL, as_uuid, canonical_month, canonical_uuid
+from ingest.domain.model import (
+    CatalogSnapshot,
+    PlanPeriod,
+    Resource,
+    UsageKey,
+    month_start_instant,
+    next_month_start_instant,
+)
 from ingest.services.ports import Delivery, ReportRecord, UnitOfWork, UsageRow
 from schemas import queue as wire
 
 log = logging.getLogger(__name__)
+UTC = ZoneInfo("UTC")
 
 
 @dataclasses.dataclass
@@ -61,18 +71,25 @@ def _decode(d: Delivery) -> _Item:
 class CatalogCheck:
     """Re-check at commit what may have changed since acceptance; raise Quarantine.
 
+    The rules are intake's own (``ingest.domain.rules``); what this class adds is caching.
     Built once per catalog snapshot, and everything it works out is kept for that snapshot:
     an index of the resources by their text form (the journal carries text, and parsing a
     uuid per report was a tenth of a worker), the reportable components per offering, and the
-    verdict per (plan period, billing period).
+    verdict per (plan period, month of acceptance). The plan-period rule is judged against the
+    month the report was accepted in, in the billing time zone ``tz``, as intake judged it.
+    Rules that cannot change after acceptance (dates) or that intake alone applies (ownership,
+    a plan) are not re-checked.
     """
 
-    def __init__(self, catalog: CatalogSnapshot) -> None:
+    def __init__(self, catalog: CatalogSnapshot, tz: ZoneInfo = UTC) -> None:
         self.catalog = catalog
+        self.tz = tz
         self._by_text: dict[str, Resource] | None = None
         self._periods_by_text: dict[str, PlanPeriod] | None = None
         self._reportable: dict[uuid.UUID, frozenset[str]] = {}
-        self._periods: dict[tuple[str, str], tuple[str, str] | None] = {}
+        self._periods: dict[tuple[str, float], rules.Broken | None] = {}
+        # the billing month last seen: [opens, closes) as Unix times, and its first instant
+        self._month: tuple[float, float, dt.datetime] = (0.0, 0.0, dt.datetime.min.replace(tzinfo=dt.UTC))
 
     def _resource(self, text: str) -> Resource | None:
         if self._by_text is None:
@@ -83,45 +100,46 @@ class CatalogCheck:
     def _components(self, resource: Resource) -> frozenset[str]:
         found = self._reportable.get(resource.offering)
         if found is None:
-            found = self._reportable[resource.offering] = frozenset(
-                name
-                for name, kind in self.catalog.components_of(resource).items()
-                if kind in REPORTABLE_BILLING_TYPES
+            found = self._reportable[resource.offering] = rules.reportable(
+                self.catalog.components_of(resource)
             )
         return found
+
+    def _opened(self, accepted_at: float) -> tuple[float, dt.datetime]:
+        """The billing month of an acceptance time: (its first second, its first instant)."""
+        opens, closes, opened = self._month
+        if not opens <= accepted_at < closes:
+            moment = dt.datetime.fromtimestamp(accepted_at, dt.UTC)
+            opened = month_start_instant(moment, self.tz)
+            opens, closes = opened.timestamp(), next_month_start_instant(moment, self.tz).timestamp()
+            self._month = (opens, closes, opened)
+        return opens, opened
 
     def __call__(self, report: wire.QueuedReport) -> None:
         resource = self._resource(report.resource)
         if resource is None:
-            raise Quarantine("resource_missing", f"resource {report.resource} no longer exists")
-        if not resource.state_is_valid:
-            raise Quarantine("resource_state", f"resource is in state {resource.state}")
-        reportable = self._components(resource)
-        for line in report.usages:
-            if line.type not in reportable:
-                invalid = sorted({u.type for u in report.usages} - reportable)
-                raise Quarantine("component_invalid", f"components no longer valid: {', '.join(invalid)}")
+            raise rules.resource_missing(report.resource).quarantine()
+        broken = rules.state(resource) or rules.components(report.usages, self._components(resource))
+        if broken is not None:
+            raise broken.quarantine()
         if report.plan_period is not None:
-            key = (report.plan_period, report.billing_period)
+            opens, opened = self._opened(report.accepted_at)
+            key = (report.plan_period, opens)
             if key not in self._periods:
-                self._periods[key] = self._period_problem(*key)
+                self._periods[key] = self._period_problem(report.plan_period, opened)
             problem = self._periods[key]
             if problem is not None:
-                raise Quarantine(*problem)
+                raise problem.quarantine()
 
-    def _period_problem(self, plan_period: str, billing_period: str) -> tuple[str, str] | None:
+    def _period_problem(self, plan_period: str, opened: dt.datetime) -> rules.Broken | None:
         if self._periods_by_text is None:
             self._periods_by_text = {str(k): v for k, v in self.catalog.plan_periods.items()}
         period = self._periods_by_text.get(plan_period)
         if period is None:
             period = self.catalog.plan_periods.get(as_uuid(plan_period))
         if period is None:
-            return "plan_period_missing", f"plan period {plan_period} is gone"
-        start = as_month(billing_period)
-        opened = dt.datetime(start.year, start.month, 1, tzinfo=dt.UTC)
-        if period.end is not None and period.end < opened:
-            return "period_closed", "the plan period closed before this billing period"
-        return None
+            return rules.plan_period_missing(plan_period)
+        return rules.period_closed(period, opened)
 
 
 def _record(item: _Item, state: str, now: dt.datetime, problem: Quarantine | None = None) -> ReportRecord:
@@ -192,13 +210,16 @@ class Committer:
         retry_attempts: int = 5,
         retry_wait_max: float = 8.0,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        tz: ZoneInfo = UTC,
     ) -> None:
+        """``tz``: the billing time zone (BILLING_TIMEZONE), the one intake judged in."""
         self.unit_of_work = unit_of_work
         self.catalog = catalog
         self.max_deliveries = max_deliveries
         self.retry_attempts = retry_attempts
         self.retry_wait_max = retry_wait_max
         self.clock = clock
+        self.tz = tz
         self._check: CatalogCheck | None = None
 
     def commit(self, deliveries: Sequence[Delivery], revive: bool = False, fresh: bool = False) -> Outcome:
@@ -244,7 +265,7 @@ class Committer:
         now = self.clock()
         catalog = self.catalog()
         if self._check is None or self._check.catalog is not catalog:
-            self._check = CatalogCheck(catalog)
+            self._check = CatalogCheck(catalog, self.tz)
         check = self._check
         outcome = Outcome()
         with self.unit_of_work() as uow:

@@ -19,10 +19,11 @@ import orjson
 
 from ingest.config import Settings
 from ingest.domain import signing
+from ingest.domain.envelope import Envelope, parse_batch_envelope, parse_envelope
 from ingest.domain.errors import Backpressure, RateLimited, Rejected, field_error, non_field_error
 from ingest.domain.ids import new_report_id
 from ingest.domain.model import Provider
-from ingest.domain.validation import Envelope, parse_batch_envelope, parse_envelope, validate_report
+from ingest.domain.validation import validate_report
 from ingest.services.catalog_cache import CatalogCache
 from ingest.services.ports import Accepted, Kicker
 from ingest.services.pressure import Pressure

@@ -3,6 +3,7 @@ fixed clock: the contract's rules with exact bodies, the calendar edges, no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from decimal import Decimal
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ingest.domain.envelope import parse_boolean, parse_envelope
 from ingest.domain.errors import Forbidden, Rejected
 from ingest.domain.model import (
     AmountError,
@@ -23,7 +25,7 @@ from ingest.domain.model import (
     Resource,
     parse_amount,
 )
-from ingest.domain.validation import parse_boolean, parse_envelope, validate_report
+from ingest.domain.validation import validate_report
 
 UTC = ZoneInfo("UTC")
 TALLINN = ZoneInfo("Europe/Tallinn")  # UTC+2 in November
@@ -42,6 +44,7 @@ def _uuid() -> uuid.UUID:
 
 R, R_UPDATING, R_TERMINATING, R_ERRED, R_CREATING = (_uuid() for _ in range(5))
 R_PLANLESS, R_CLOSED, R_OTHER, R_BOUNDARY, R_ORPHAN_PERIOD = (_uuid() for _ in range(5))
+R_PLANLESS_CREATING = _uuid()
 PP_OLD = PlanPeriod(
     _uuid(), R, dt.datetime(2020, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 10, 20, tzinfo=dt.UTC)
 )
@@ -61,6 +64,7 @@ def _catalog() -> CatalogSnapshot:
         Resource(R_ERRED, OFFERING, "Erred", PLAN),
         Resource(R_CREATING, OFFERING, "Creating", PLAN),
         Resource(R_PLANLESS, OFFERING, "OK", None),
+        Resource(R_PLANLESS_CREATING, OFFERING, "Creating", None),
         Resource(R_CLOSED, OFFERING, "OK", PLAN, (PP_CLOSED,)),
         Resource(R_OTHER, OTHER_OFFERING, "OK", PLAN),
         Resource(R_BOUNDARY, OFFERING, "OK", PLAN, (PP_AT_MONTH_START,)),
@@ -195,20 +199,23 @@ def test_parse_amount_never_rounds(value):
 # ----------------------------------------------------------------------------- parse_boolean
 
 
-@pytest.mark.parametrize("value", [True, "true", "True", "TRUE", "1", 1, 1.0, "yes", "on", "t", "y"])
+@pytest.mark.parametrize(
+    "value", [True, "true", "True", "TRUE", "TrUe", "1", 1, 1.0, "yes", "yEs", "on", "oN", "t", "T", "y", "Y"]
+)
 def test_parse_boolean_true(value):
     assert parse_boolean(value) is True
 
 
 @pytest.mark.parametrize(
-    "value", [False, "false", "False", "FALSE", "0", 0, 0.0, -0.0, "no", "off", "f", "n"]
+    "value",
+    [False, "false", "False", "FALSE", "fAlSe", "0", 0, 0.0, -0.0, "no", "nO", "off", "oFf", "f", "F", "n"],
 )
 def test_parse_boolean_false(value):
     assert parse_boolean(value) is False
 
 
 @pytest.mark.parametrize(
-    "value", ["maybe", "", "TrUe", " true", 2, -1, 0.5, 2.0, float("nan"), None, [], {}, b"1"]
+    "value", ["maybe", "", " true", "true ", "truee", "01", 2, -1, 0.5, 2.0, float("nan"), None, [], {}, b"1"]
 )
 def test_parse_boolean_refuses(value):
     assert parse_boolean(value) is None
@@ -235,7 +242,7 @@ def envelope_errors(body: Any, known: Any = CATALOG.providers) -> dict[str, Any]
             {"customer": [f"Object with uuid={OTHER_OFFERING} does not exist."]},
         ),
         (
-            {"customer": "x", "data": 1, "dry_run": "maybe"},
+            {"customer": "x", "data": [1], "dry_run": "maybe"},
             {
                 "customer": ["Object with uuid=x does not exist."],
                 "data": ["Not a valid string."],
@@ -352,6 +359,51 @@ BACKFILL = (
 )
 def test_rules_a_to_n(c, expected):
     assert rejected(c) == expected
+
+
+PLAN_MESSAGE = {"non_field_errors": ["Resource must have a plan to report usage"]}
+STATE_MESSAGE = {"resource": ["Resource is not in valid state."]}
+
+
+@pytest.mark.parametrize(
+    ("c", "expected"),
+    [
+        pytest.param(claims(resource=str(R_PLANLESS_CREATING)), PLAN_MESSAGE, id="plan-before-state"),
+        pytest.param(claims(use("gpu"), resource=str(R_PLANLESS)), PLAN_MESSAGE, id="plan-before-components"),
+        pytest.param(claims(use("gpu"), resource=str(R_ERRED)), STATE_MESSAGE, id="state-before-components"),
+        pytest.param(
+            claims(use("gpu"), date="2026-11-15T12:00:01Z"),
+            {"non_field_errors": ["These components are invalid: gpu."]},
+            id="components-before-future-date",
+        ),
+        pytest.param(
+            claims(use("cpu"), date="2026-12-01T00:00:00Z"),
+            {"date": ["Cannot submit usage for future dates"]},
+            id="future-date-before-backfill",
+        ),
+    ],
+)
+def test_object_rules_in_waldur_8_order(c, expected):
+    """either/or -> ownership -> plan -> state -> components -> future date -> backfill."""
+    assert rejected(c) == expected
+
+
+def test_ownership_comes_before_the_plan():
+    with pytest.raises(Forbidden):
+        validate_report(claims(resource=str(R_PLANLESS_CREATING)), CATALOG, OTHER, NOW, UTC)
+
+
+def test_plan_period_is_resolved_by_overlap_in_the_billing_timezone():
+    """Usage dated at the start of a month links to a period starting later that month (8.x),
+    and the month is the billing zone's: Nov 1 00:30 Tallinn is still October in UTC."""
+    mid = PlanPeriod(_uuid(), R, dt.datetime(2026, 11, 10, tzinfo=dt.UTC), None)
+    res = Resource(R, OFFERING, "OK", PLAN, (mid,))
+    catalog = dataclasses.replace(CATALOG, resources={R: res}, plan_periods={mid.uuid: mid})
+    c = claims(use("storage"), date="2026-10-31T22:30:00Z")
+    in_tallinn = validate_report(c, catalog, PROVIDER, NOW, TALLINN)
+    assert (in_tallinn.billing_period, in_tallinn.plan_period) == (dt.date(2026, 11, 1), mid)
+    in_utc = validate_report(c, catalog, PROVIDER, NOW, UTC)
+    assert (in_utc.billing_period, in_utc.plan_period) == (dt.date(2026, 10, 1), None)
 
 
 def test_field_errors_are_collected_before_any_object_rule():
