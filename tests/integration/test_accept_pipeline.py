@@ -201,3 +201,34 @@ def test_commands_are_packed_as_redis_py_packs_them():
         -1,
     ]
     assert _pack(args) == b"".join(conn.pack_command(*args))
+
+
+def test_the_lua_scripts_ship_as_package_data() -> None:
+    """Each script is a .lua file found through importlib.resources (as the installed wheel
+    has them), and pyproject's package-data glob covers every one of them."""
+    import fnmatch
+    import tomllib
+    from importlib.resources import files
+    from pathlib import Path
+
+    from ingest.adapters.redis import scripts
+
+    package = files("ingest.adapters.redis")
+    globs = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["ingest"]
+    for name in scripts.NAMES:
+        assert package.joinpath(f"{name}.lua").is_file(), name
+        assert scripts.source(name).strip(), name
+        assert any(fnmatch.fnmatch(f"adapters/redis/{name}.lua", g) for g in globs), name
+
+
+def test_the_pipeline_sends_the_sha_of_the_script_it_loads(queue) -> None:
+    import hashlib
+
+    from ingest.adapters.redis import scripts
+
+    text = scripts.source("accept")
+    assert queue.accept_script == text
+    command = queue.accept_command(_reports(1, "sha"), "c")
+    assert command[:2] == ["EVALSHA", hashlib.sha1(text.encode()).hexdigest()]

@@ -38,7 +38,8 @@ class _Lane:
 
 
 class AcceptPipeline:
-    """One connection per process and event loop; ``accept`` is RedisQueue.accept's twin."""
+    """One connection per process and event loop; ``accept`` is RedisQueue.accept's twin,
+    sending the same accept.lua by the same SHA (RedisQueue.accept_command)."""
 
     def __init__(self, queue: RedisQueue, connect: Callable[[], redis.asyncio.Connection]) -> None:
         self.queue = queue

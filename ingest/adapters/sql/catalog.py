@@ -7,7 +7,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.orm import Session
 
 from ingest.adapters.secretbox import SecretBox
@@ -139,13 +139,6 @@ class SqlCatalog:
             ).rowcount  # type: ignore[attr-defined]
             bump_version(session)
         return bool(changed)
-
-    def counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            return {
-                table.__tablename__: int(conn.execute(select(func.count()).select_from(table)).scalar() or 0)
-                for table in (t.ServiceProvider, t.Offering, t.OfferingComponent, t.Resource, t.PlanPeriod)
-            }
 
 
 def bump_version(session: Session) -> None:

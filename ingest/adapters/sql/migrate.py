@@ -1,4 +1,7 @@
-"""Alembic, driven from code: ``ingest db upgrade`` and the tests use these."""
+"""Alembic, driven from code: ``ingest db upgrade``, the dev runner and the tests use it.
+
+New revisions are written with the alembic command line (ingest/migrations).
+"""
 
 from __future__ import annotations
 
@@ -19,11 +22,3 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
-
-
-def current(database_url: str) -> None:
-    command.current(alembic_config(database_url), verbose=False)
-
-
-def revision(database_url: str, message: str) -> None:
-    command.revision(alembic_config(database_url), message=message, autogenerate=True)

@@ -5,7 +5,12 @@ Why: a multi-row INSERT of a whole batch is a ~100 KB statement that psycopg re-
 Python on every batch (its statement cache stops at 4 KB); COPY streams the rows and the
 merge statement is short and constant. Same guarantees as the generic path: the sequence
 guard is in the merge's WHERE, RETURNING says which rows were applied, and everything runs in
-the caller's transaction (the staging tables are ON COMMIT DELETE ROWS).
+the caller's transaction (the staging tables are ON COMMIT DELETE ROWS). The column lists
+come from tables.py, as the generic path's do.
+
+The staging tables are created once per connection, when the pool opens it (make_engine).
+The flag that used to say "created" lived on psycopg's ``conn.info``, which psycopg 3.3
+builds anew on every access: the CREATE ran before every COPY.
 """
 
 from __future__ import annotations
@@ -14,70 +19,37 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import FromClause
+from sqlalchemy.dialects import postgresql
+
+from ingest.adapters.sql import tables as t
 from ingest.services.ports import ReportRecord, UsageRow
 
-USAGE_COLUMNS = (
-    "resource_uuid",
-    "component_type",
-    "billing_period",
-    "plan_period_uuid",
-    "amount",
-    "description",
-    "recurring",
-    "missing_usage_policy",
-    "date",
-    "report_id",
-    "report_seq",
-    "updated_at",
-)
-REPORT_COLUMNS = (
-    "id",
-    "seq",
-    "customer_uuid",
-    "resource_uuid",
-    "billing_period",
-    "accepted_at",
-    "token",
-    "payload",
-    "envelope",
-    "state",
-    "reason_code",
-    "reason",
-    "deliveries",
-    "committed_at",
-)
+# The COPY fields, in the order _usage_line and _report_line write them.
+USAGE_COLUMNS = t.USAGE_COLUMNS
+REPORT_COLUMNS = t.REPORT_COLUMNS
 
-_STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS stage_usages (
-    resource_uuid uuid, component_type text, billing_period date, plan_period_uuid uuid,
-    amount numeric(20, 2), description text, recurring boolean, missing_usage_policy text,
-    date timestamptz, report_id text, report_seq bigint, updated_at timestamptz
-) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS stage_reports (
-    id text, seq bigint, customer_uuid uuid, resource_uuid uuid, billing_period date,
-    accepted_at timestamptz, token text, payload text, envelope bytea, state text,
-    reason_code text, reason text, deliveries integer, committed_at timestamptz
-) ON COMMIT DELETE ROWS;
-"""
 
-_UPDATED = (
-    "plan_period_uuid",
-    "amount",
-    "description",
-    "recurring",
-    "missing_usage_policy",
-    "date",
-    "report_id",
-    "report_seq",
-    "updated_at",
+def _staging_table(name: str, table: FromClause, columns: Sequence[str]) -> str:
+    """A temporary table with the column types of ``table`` (its PostgreSQL types, from the
+    SQLAlchemy model) and none of its constraints or defaults: the merge checks those."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    fields = ", ".join(f"{c} {table.c[c].type.compile(dialect=dialect)}" for c in columns)
+    return f"CREATE TEMP TABLE IF NOT EXISTS {name} ({fields}) ON COMMIT DELETE ROWS;\n"
+
+
+# Run once per connection (make_engine's connect event), in a transaction of its own: created
+# inside a batch's transaction, the tables would vanish with a rolled-back batch.
+STAGING_DDL = _staging_table("stage_usages", t.ComponentUsage.__table__, USAGE_COLUMNS) + _staging_table(
+    "stage_reports", t.UsageReport.__table__, REPORT_COLUMNS
 )
 
 _MERGE_USAGES = f"""
 INSERT INTO component_usages ({", ".join(USAGE_COLUMNS)})
 SELECT {", ".join(USAGE_COLUMNS)} FROM stage_usages
-ORDER BY resource_uuid, component_type, billing_period
-ON CONFLICT (resource_uuid, component_type, billing_period) DO UPDATE
-SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATED)}
+ORDER BY {", ".join(t.USAGE_KEY)}
+ON CONFLICT ({", ".join(t.USAGE_KEY)}) DO UPDATE
+SET {", ".join(f"{c} = EXCLUDED.{c}" for c in t.USAGE_UPDATED)}
 WHERE component_usages.report_seq < EXCLUDED.report_seq
 RETURNING report_seq
 """
@@ -86,10 +58,17 @@ _MERGE_REPORTS = f"""
 INSERT INTO usage_reports ({", ".join(REPORT_COLUMNS)})
 SELECT {", ".join(REPORT_COLUMNS)} FROM stage_reports
 ON CONFLICT (id) DO UPDATE
-SET state = EXCLUDED.state, reason_code = EXCLUDED.reason_code, reason = EXCLUDED.reason,
-    deliveries = EXCLUDED.deliveries, committed_at = EXCLUDED.committed_at
-WHERE usage_reports.state IN ('queued', 'quarantined')
+SET {", ".join(f"{c} = EXCLUDED.{c}" for c in t.REPORT_UPDATED)}
+WHERE usage_reports.state IN ({", ".join(f"'{s}'" for s in t.REPORT_REPLACEABLE)})
 """
+
+
+def create_staging(dbapi_conn: Any) -> None:
+    """Create the staging tables on a new psycopg connection and commit (see STAGING_DDL)."""
+    with dbapi_conn.cursor() as cursor:
+        cursor.execute(STAGING_DDL)
+    if not dbapi_conn.autocommit:
+        dbapi_conn.commit()
 
 
 # COPY text format: backslash, tab, newline and carriage return are escaped; \N is NULL.
@@ -146,9 +125,6 @@ def _text_or_null(value: str | None) -> str:
 
 def _stage(conn: Any, table: str, columns: Sequence[str], data: str) -> Any:
     cursor = conn.cursor()
-    if not conn.info.__dict__.get("_ingest_staging"):
-        cursor.execute(_STAGING)
-        conn.info.__dict__["_ingest_staging"] = True
     with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         copy.write(data.encode())
     return cursor

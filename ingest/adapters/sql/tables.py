@@ -1,6 +1,8 @@
 """SQLAlchemy 2.x models of the catalog, the usage rows and the accepted-report record.
 
-Schema changes go through Alembic (ingest/migrations); these models are its source of truth.
+Schema changes go through Alembic (ingest/migrations); these models are its source of truth,
+and of the column lists the batch commit writes (both the PostgreSQL COPY path and the
+generic upsert take them from here, so the two cannot drift).
 """
 
 from __future__ import annotations
@@ -115,6 +117,11 @@ class CatalogMeta(Base):
     version: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+# The dedupe key of a usage row (domain UsageKey: resource, component, billing period): the
+# unique constraint and the upsert's conflict target.
+USAGE_KEY = ("resource_uuid", "component_type", "billing_period")
+
+
 class ComponentUsage(Base):
     """The usage of one component of one resource in one billing period (absolute, last wins).
 
@@ -123,7 +130,7 @@ class ComponentUsage(Base):
     """
 
     __tablename__ = "component_usages"
-    __table_args__ = (UniqueConstraint("resource_uuid", "component_type", "billing_period"),)
+    __table_args__ = (UniqueConstraint(*USAGE_KEY),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     resource_uuid: Mapped[UUID] = mapped_column(Uuid)
     component_type: Mapped[str] = mapped_column(String(255))
@@ -170,3 +177,14 @@ class UsageReport(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     deliveries: Mapped[int] = mapped_column(Integer, default=1)
     committed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+# What the batch commit writes, in table order (the order of the COPY fields).
+USAGE_COLUMNS: tuple[str, ...] = tuple(c.name for c in ComponentUsage.__table__.columns if not c.primary_key)
+# A newer report overwrites every column but the key.
+USAGE_UPDATED: tuple[str, ...] = tuple(c for c in USAGE_COLUMNS if c not in USAGE_KEY)
+REPORT_COLUMNS: tuple[str, ...] = tuple(c.name for c in UsageReport.__table__.columns)
+# A report already recorded keeps its first outcome unless it is still in one of these states
+# (quarantined: re-driven by replay); then only its outcome columns change.
+REPORT_REPLACEABLE = ("queued", "quarantined")
+REPORT_UPDATED = ("state", "reason_code", "reason", "deliveries", "committed_at")

@@ -34,7 +34,13 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_size=pool_size, pool_pre_ping=True, pool_recycle=1800)
+    engine = create_engine(url, pool_size=pool_size, pool_pre_ping=True, pool_recycle=1800)
+
+    @event.listens_for(engine, "connect")
+    def _staging(dbapi_conn: Any, _record: Any) -> None:
+        pg_copy.create_staging(dbapi_conn)  # once per connection, committed on its own
+
+    return engine
 
 
 def dialect_insert(session: Session, table: Any) -> Any:
@@ -119,38 +125,12 @@ class SqlUnitOfWork:
         stmt = dialect_insert(self.session, table)
         excluded = stmt.excluded
         stmt = stmt.on_conflict_do_update(
-            index_elements=["resource_uuid", "component_type", "billing_period"],
-            set_={
-                name: excluded[name]
-                for name in (
-                    "plan_period_uuid",
-                    "amount",
-                    "description",
-                    "recurring",
-                    "missing_usage_policy",
-                    "date",
-                    "report_id",
-                    "report_seq",
-                    "updated_at",
-                )
-            },
+            index_elements=list(t.USAGE_KEY),
+            set_={name: excluded[name] for name in t.USAGE_UPDATED},
             where=table.c.report_seq < excluded.report_seq,
         ).returning(table.c.report_seq)
         params = [
-            {
-                "resource_uuid": uuid.UUID(r.key.resource),
-                "component_type": r.key.component,
-                "billing_period": dt.date.fromisoformat(r.key.billing_period),
-                "plan_period_uuid": uuid_or_none(r.plan_period),
-                "amount": Decimal(r.amount),
-                "description": r.description,
-                "recurring": r.recurring,
-                "missing_usage_policy": r.missing_usage_policy,
-                "date": dt.datetime.fromisoformat(r.date),
-                "report_id": r.report_id,
-                "report_seq": r.seq,
-                "updated_at": now,
-            }
+            dict(zip(t.USAGE_COLUMNS, _usage_values(r, now), strict=True))
             for r in sorted(rows, key=lambda r: r.key)
         ]
         return {int(row.report_seq) for row in self.session.execute(stmt, params)}
@@ -171,34 +151,51 @@ class SqlUnitOfWork:
         stmt = dialect_insert(self.session, table)
         stmt = stmt.on_conflict_do_update(
             index_elements=["id"],
-            set_={
-                name: stmt.excluded[name]
-                for name in ("state", "reason_code", "reason", "deliveries", "committed_at")
-            },
+            set_={name: stmt.excluded[name] for name in t.REPORT_UPDATED},
             # no IN (...) here: expanding parameters cannot be used with executemany
-            where=or_(table.c.state == "queued", table.c.state == "quarantined"),
+            where=or_(*[table.c.state == state for state in t.REPORT_REPLACEABLE]),
         )
-        params = [
-            {
-                "id": r.id,
-                "seq": r.seq,
-                "customer_uuid": uuid.UUID(r.customer),
-                "resource_uuid": uuid_or_none(r.resource),
-                "billing_period": (dt.date.fromisoformat(r.billing_period) if r.billing_period else None),
-                "accepted_at": r.accepted_at,
-                "token": r.token,
-                "payload": r.payload,
-                "state": r.state,
-                "reason_code": r.reason_code,
-                "reason": r.reason,
-                "deliveries": r.deliveries,
-                "committed_at": r.committed_at,
-                "envelope": r.envelope,
-            }
-            for r in records
-        ]
+        params = [dict(zip(t.REPORT_COLUMNS, _report_values(r), strict=True)) for r in records]
         self.session.execute(stmt, params)
 
     def max_seq(self) -> int:
         value = self.session.execute(select(func.max(t.UsageReport.seq))).scalar()
         return int(value or 0)
+
+
+def _usage_values(r: UsageRow, now: dt.datetime) -> tuple[Any, ...]:
+    """A usage row's values in the order of tables.USAGE_COLUMNS (pg_copy's COPY fields)."""
+    return (
+        uuid.UUID(r.key.resource),
+        r.key.component,
+        dt.date.fromisoformat(r.key.billing_period),
+        uuid_or_none(r.plan_period),
+        Decimal(r.amount),
+        r.description,
+        r.recurring,
+        r.missing_usage_policy,
+        dt.datetime.fromisoformat(r.date),
+        r.report_id,
+        r.seq,
+        now,
+    )
+
+
+def _report_values(r: ReportRecord) -> tuple[Any, ...]:
+    """A report record's values in the order of tables.REPORT_COLUMNS."""
+    return (
+        r.id,
+        r.seq,
+        uuid.UUID(r.customer),
+        uuid_or_none(r.resource),
+        dt.date.fromisoformat(r.billing_period) if r.billing_period else None,
+        r.accepted_at,
+        r.token,
+        r.payload,
+        r.envelope,
+        r.state,
+        r.reason_code,
+        r.reason,
+        r.deliveries,
+        r.committed_at,
+    )
