@@ -1,7 +1,7 @@
 """App factory: Falcon's ASGI app. Resources do HTTP only; the Intake service does the work.
 
 ASGI because an event loop keeps connections alive and lets concurrent requests share one
-Redis write (ingest/adapters/redis_accept.py); gunicorn's sync worker closed every connection
+Redis write (ingest/adapters/redis/accept.py); gunicorn's sync worker closed every connection
 and paid a Redis round trip per request. Responders that wait on SQL run in a thread, so
 the loop keeps serving intake meanwhile."""
 

@@ -242,6 +242,7 @@ class Runtime:
             lambda: SqlUnitOfWork(self.engine),
             self.worker_catalog.get,
             self.settings.max_deliveries,
+            tz=self.settings.tz,  # the catalog rules judge periods in the billing zone, as intake does
         )
 
     @property

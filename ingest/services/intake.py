@@ -36,10 +36,6 @@ NO_DATA = "No data provided"  # DRF's Serializer.errors for a body of JSON null
 
 
 class Journal(Protocol):
-    def accept(
-        self, reports: list[tuple[str, bytes]], customer: str, rate: float, burst: float
-    ) -> Accepted: ...
-
     def claim_tokens(self, customer: str, digests: list[str], ttl: float) -> list[bool]: ...
 
     def forget_tokens(self, customer: str, digests: list[str]) -> None: ...
@@ -51,7 +47,7 @@ class Journal(Protocol):
     def memory(self) -> tuple[int, int]: ...
 
 
-# Journal.accept for an event loop: the same arguments and answer (adapters/redis_accept.py).
+# The accept for an event loop (adapters/redis/accept.py): reports, customer, rate, burst.
 AsyncAccept = Callable[[list[tuple[str, bytes]], str, float, float], Awaitable[Accepted]]
 
 

@@ -6,9 +6,9 @@ The web process pays one round trip per turn instead of one per request: that ro
 28% of a sync web worker. While a write is in flight the next requests gather behind it, so
 the batches grow with the load and stay at one request when idle.
 
-Never retried after a connection error or timeout, for the reason ``RedisQueue._evalsha``
-gives: the scripts may have run. Every request whose reply was not read gets the error and
-answers 503. NOSCRIPT replies (a restarted Redis) did not run: the script is loaded and those
+Never retried after a connection error or timeout: the scripts may have run, and running
+them again would append the reports twice (the provider resends after the 503 instead).
+Every request whose reply was not read gets the error and answers 503. NOSCRIPT replies (a restarted Redis) did not run: the script is loaded and those
 commands are sent once more.
 """
 

@@ -14,8 +14,6 @@ RedisQueue is assembled from this module (accept, claim, ack, reclaim, trim, rea
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -44,7 +42,6 @@ class RedisQueue(ReplayGuard, JournalStats):
         self.kick_ms = kick_ms
         self.scripts = Scripts.register(client)
         self._group_ready = False
-        self._local = threading.local()
 
     def ensure_group(self) -> None:
         if self._group_ready:
@@ -57,20 +54,6 @@ class RedisQueue(ReplayGuard, JournalStats):
         self._group_ready = True
 
     # -- accept ------------------------------------------------------------------------------
-
-    def accept(
-        self, reports: list[tuple[str, bytes]], customer: str = "", rate: float = 0.0, burst: float = 0.0
-    ) -> Accepted:
-        """Append (report id, envelope) pairs atomically in one round trip, after taking
-        ``len(reports)`` tokens from the customer's bucket when ``rate`` > 0.
-
-        The sequences are consecutive from ``first``, in order; ``first`` is -1 (and nothing
-        was written) when the bucket is short. The web accepts through AcceptPipeline
-        instead; this blocking twin is what Intake falls back to without one.
-        """
-        return self.accepted(
-            self._evalsha(self.scripts.accept, *self._accept_keys_args(reports, customer, rate, burst))
-        )
 
     def _accept_keys_args(
         self, reports: list[tuple[str, bytes]], customer: str, rate: float, burst: float
@@ -90,8 +73,10 @@ class RedisQueue(ReplayGuard, JournalStats):
     def accept_command(
         self, reports: list[tuple[str, bytes]], customer: str = "", rate: float = 0.0, burst: float = 0.0
     ) -> list[Any]:
-        """The EVALSHA command ``accept`` sends, for a caller that pipelines it elsewhere
-        (adapters/redis/accept.py); ``accepted`` reads its reply."""
+        """The EVALSHA command that appends (report id, envelope) pairs atomically, after
+        taking ``len(reports)`` tokens from the customer's bucket when ``rate`` > 0. The web
+        pipelines it (adapters/redis/accept.py); ``accepted`` reads its reply: consecutive
+        sequences from ``first``, or -1 (nothing written) when the bucket is short."""
         keys, args = self._accept_keys_args(reports, customer, rate, burst)
         return ["EVALSHA", self.scripts.accept.sha, len(keys), *keys, *args]
 
@@ -104,31 +89,6 @@ class RedisQueue(ReplayGuard, JournalStats):
     def accepted(reply: list[Any]) -> Accepted:
         first, kick, left, reset = reply
         return Accepted(int(first), bool(kick), int(left), int(reset))
-
-    def _evalsha(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        """Run a script on a connection of this thread's own, past redis-py's pool and retry
-        layers: they cost the web 30 us of CPU a request, half of its Redis client cost.
-
-        Never retried after a connection error or timeout: the script may have run, and
-        running it again would append the reports twice. The caller answers 503 instead and
-        the provider resends. NOSCRIPT (a restarted Redis) means it did not run: the script
-        is loaded and run once more."""
-        local = self._local
-        conn = getattr(local, "conn", None)
-        if conn is None or local.pid != os.getpid():  # a connection never crosses a fork
-            conn = local.conn = self.client.connection_pool.make_connection()
-            local.pid = os.getpid()
-        try:
-            try:
-                conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                return conn.read_response()
-            except redis.exceptions.NoScriptError:
-                self.client.script_load(script.script)
-                conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                return conn.read_response()
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            conn.disconnect()
-            raise
 
     def ensure_seq_at_least(self, floor: int) -> int:
         """After a Redis loss, never hand out a sequence at or below one already committed."""
