@@ -8,8 +8,8 @@ the batches grow with the load and stay at one request when idle.
 
 Never retried after a connection error or timeout: the scripts may have run, and running
 them again would append the reports twice (the provider resends after the 503 instead).
-Every request whose reply was not read gets the error and answers 503. NOSCRIPT replies (a restarted Redis) did not run: the script is loaded and those
-commands are sent once more.
+Every request whose reply was not read gets the error and answers 503. NOSCRIPT replies (a
+restarted Redis) did not run: the script is loaded and those commands are sent once more.
 """
 
 from __future__ import annotations
