@@ -1,0 +1,20 @@
+"""reserved for the commit-isolation schema change (a quarantine record that cannot collide)
+
+A placeholder so that later revisions can name it; it changes nothing yet.
+
+Revision ID: 0006
+Revises: 0005
+"""
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
