@@ -55,6 +55,8 @@ TRANSIENT = Counter(
     "Tasks stopped by a transient failure (database down); their entries stay pending",
     ["task"],
 )
+for _task in ("drain", "reconcile"):  # exported at 0 from the start, so alerts see the series
+    TRANSIENT.labels(_task)
 
 
 def observe_many(histogram: Histogram, values: list[float]) -> None:

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from ingest.adapters.sql.read_model import usage_rows
-from ingest.adapters.sql.unit_of_work import SqlUnitOfWork
+from ingest.adapters.sql.unit_of_work import SqlUnitOfWork, make_engine
 from ingest.config import Settings
 from ingest.domain.model import CatalogSnapshot, Offering, PlanPeriod, Provider, Resource
 from ingest.services.catalog_cache import CatalogCache
@@ -21,6 +21,7 @@ from ingest.services.commit import Committer
 from ingest.services.intake import Intake
 from ingest.services.ports import Delivery
 from schemas import queue as wire
+from tests.unit.fakes import refuse_accept
 
 SETTINGS = Settings(billing_timezone="Europe/Tallinn")
 PROVIDER, OFFERING, PLAN, RESOURCE = (uuid.uuid4() for _ in range(4))
@@ -53,13 +54,13 @@ class _Source:
 
 
 def accept(catalog: CatalogSnapshot, claims: dict[str, Any], at: dt.datetime) -> wire.QueuedReport:
-    intake = Intake(SETTINGS, CatalogCache(_Source(catalog), 60.0), journal=None)  # type: ignore[arg-type]
+    intake = Intake(SETTINGS, CatalogCache(_Source(catalog), 60.0), journal=None, accept=refuse_accept)  # type: ignore[arg-type]
     return intake._prepare(PROVIDER, "token", claims, at.timestamp())
 
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[sa.Engine]:
-    made = sa.create_engine(database_url)
+    made = make_engine(database_url)
     yield made
     made.dispose()
 

@@ -26,7 +26,7 @@ from ingest.services.commit import Committer
 from ingest.services.intake import Intake
 from ingest.services.ports import Delivery
 from schemas import queue as wire
-from tests.unit.fakes import FakeStore
+from tests.unit.fakes import FakeStore, refuse_accept
 
 TALLINN = ZoneInfo("Europe/Tallinn")  # UTC+2 in November and December
 # 10:00 on Dec 1 in Tallinn; the billing month opened at 2026-11-30T22:00Z
@@ -80,7 +80,7 @@ class _Source:
 
 def intake(catalog: CatalogSnapshot, claims: dict[str, Any], now: dt.datetime = NOW) -> wire.QueuedReport:
     settings = Settings(billing_timezone="Europe/Tallinn")
-    service = Intake(settings, CatalogCache(_Source(catalog), 60.0), journal=None)  # type: ignore[arg-type]
+    service = Intake(settings, CatalogCache(_Source(catalog), 60.0), journal=None, accept=refuse_accept)  # type: ignore[arg-type]
     return service._prepare(PROVIDER, "token", claims, now.timestamp())
 
 
