@@ -71,7 +71,7 @@ class Supervisor:
     # -- signals ---------------------------------------------------------------------------
 
     def install_signal_handlers(self) -> dict[int, Any]:
-        previous = {}
+        previous: dict[int, Any] = {}
         for sig in STOP_SIGNALS:
             previous[sig] = signal.signal(sig, self._on_signal)
         return previous
