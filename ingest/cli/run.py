@@ -32,6 +32,7 @@ def cmd_run(args: argparse.Namespace, settings: config.Settings) -> int:
         demo=not args.no_demo,
         procfile=text,
         formation=args.scale,
+        redis_port=args.redis_port,
     )
 
 
@@ -51,6 +52,12 @@ def register(sub: Any, add: Add) -> None:
     p.add_argument("--no-demo", action="store_true", help="do not load the demo catalog")
     p.add_argument(
         "--procfile", default=None, help="process formation to run (default: the one shipped in the package)"
+    )
+    p.add_argument(
+        "--redis-port",
+        type=int,
+        default=config.EMBEDDED_REDIS_PORT,
+        help="port of the embedded Redis (not used when REDIS_URL is set)",
     )
     p.add_argument(
         "--scale",

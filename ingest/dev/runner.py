@@ -9,6 +9,7 @@ under ``var/`` of the working directory.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import shutil
@@ -35,7 +36,14 @@ def procfile_processes(text: str) -> dict[str, str]:
     return dict(parse_procfile(text).processes)
 
 
-def run(settings: Settings, embedded: bool, demo: bool, procfile: str, formation: dict[str, int]) -> int:
+def run(
+    settings: Settings,
+    embedded: bool,
+    demo: bool,
+    procfile: str,
+    formation: dict[str, int],
+    redis_port: int = EMBEDDED_REDIS_PORT,
+) -> int:
     """Serve until a stop signal (exit 0 when everything stopped cleanly) or until a child
     dies (the rest are stopped; one line on stderr names it; exit 1)."""
     from honcho.environ import expand_processes
@@ -54,13 +62,17 @@ def run(settings: Settings, embedded: bool, demo: bool, procfile: str, formation
             from ingest.dev import embedded_redis
 
             data = var / "redis"
-            sup.adopt("redis", "redis", embedded_redis.start(EMBEDDED_REDIS_PORT, data, settings.appendfsync))
+            sup.adopt("redis", "redis", embedded_redis.start(redis_port, data, settings.appendfsync))
+            settings = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{redis_port}/0")
             env["REDIS_URL"] = settings.redis_url
-            print(f"embedded Redis on 127.0.0.1:{EMBEDDED_REDIS_PORT} (AOF in {data})", flush=True)
+            print(f"embedded Redis on 127.0.0.1:{redis_port} (AOF in {data})", flush=True)
         if not sup.stop_requested:
             prepare_database(settings, demo)
             if demo:
-                print(example(settings.port), flush=True)
+                print(
+                    example(settings.port, None if redis_port == EMBEDDED_REDIS_PORT else settings.redis_url),
+                    flush=True,
+                )
         env.setdefault("PORT", str(settings.port))
         prom = var / "prometheus"
         shutil.rmtree(prom, ignore_errors=True)
@@ -111,8 +123,10 @@ def ingest_command() -> str:
     return f"{shlex.quote(sys.executable)} -m ingest.cli.main"
 
 
-def example(port: int) -> str:
+def example(port: int, redis_url: str | None = None) -> str:
     ingest = ingest_command()
+    if redis_url:  # not the default: the other commands must be told
+        ingest = f"REDIS_URL={redis_url} {ingest}"
     return f"""
 Demo catalog loaded. In another terminal, report usage and read it back:
 
