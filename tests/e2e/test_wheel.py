@@ -234,7 +234,8 @@ def test_every_procfile_process_type_runs_from_an_empty_folder(
     finally:
         codes = {name: stop_group(p) for name, p in procs.items()}
     assert codes == {name: 0 for name in procs}, codes
-    assert sorted(os.listdir(work)) == ["ingest.db"], "nothing but the database is left in the folder"
+    left = [name for name in os.listdir(work) if not name.startswith("ingest.db")]
+    assert not left, f"the processes need nothing in their folder but the database: {left}"
 
 
 def test_ingest_run_from_an_empty_folder(venv: Path, tmp_path: Path) -> None:
@@ -273,7 +274,8 @@ def test_ingest_run_from_an_empty_folder(venv: Path, tmp_path: Path) -> None:
         # the example's push, exactly as printed (continuation lines joined)
         example = text.replace("\\\n", " ")
         push = next(line.strip() for line in example.splitlines() if " push --url " in line)
-        assert push.startswith(str(venv / "bin" / "ingest") + " push"), push
+        # the embedded Redis is not on its default port here, so the example says which
+        assert re.sub(r"^REDIS_URL=\S+ ", "", push).startswith(str(venv / "bin" / "ingest") + " push"), push
         assert ".venv/bin/ingest" not in text
         done = subprocess.run(["/bin/sh", "-c", push], cwd=work, env=env, capture_output=True, text=True)
         assert done.returncode == 0 and done.stdout.startswith("201 "), done.stdout + done.stderr
