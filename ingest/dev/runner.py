@@ -70,7 +70,10 @@ def run(
             prepare_database(settings, demo)
             if demo:
                 print(
-                    example(settings.port, None if redis_port == EMBEDDED_REDIS_PORT else settings.redis_url),
+                    example(
+                        settings.port,
+                        settings.redis_url if embedded and redis_port != EMBEDDED_REDIS_PORT else None,
+                    ),
                     flush=True,
                 )
         env.setdefault("PORT", str(settings.port))
@@ -88,7 +91,7 @@ def run(
             sup.start(p.name, p.name.split(".")[0], p.cmd, p.env)
         reason = sup.wait()
         if reason is None:
-            sup.say(f"{sup.stop_signal}: stopping web, then workers, then Redis")
+            sup.say(f"{sup.stop_signal}: stopping {sup.order()}")
         else:
             sup.say(f"{reason}: stopping the rest")
     finally:

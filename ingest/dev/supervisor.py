@@ -145,6 +145,12 @@ class Supervisor:
             time.sleep(POLL)
         return None
 
+    def order(self) -> str:
+        """The stop order, for a log line: ``web.1, then worker.1 + beat.1, then redis``."""
+        ranks = sorted({stop_rank(c.kind) for c in self.children})
+        waves = [" + ".join(c.name for c in self.children if stop_rank(c.kind) == r) for r in ranks]
+        return ", then ".join(waves)
+
     def stop(self) -> list[str]:
         """Stop every child, wave by wave; return what did not stop cleanly (one line each)."""
         self._stopping = True
