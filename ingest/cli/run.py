@@ -3,28 +3,65 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ingest import config
-from ingest.cli.context import Add
+from ingest.cli.context import Add, CliError
 
 
 def cmd_run(args: argparse.Namespace, settings: config.Settings) -> int:
     from ingest.dev import runner
 
+    if args.procfile is None:
+        text = runner.packaged_procfile()
+    else:
+        try:
+            text = Path(args.procfile).read_text()
+        except OSError as exc:
+            raise CliError(f"--procfile {args.procfile}: {exc.strerror or exc}") from None
+    processes = runner.procfile_processes(text)
+    if not processes:
+        raise CliError(f"--procfile {args.procfile}: no process types")
+    unknown = sorted(set(args.scale) - set(processes))
+    if unknown:
+        raise CliError(f"--scale names {', '.join(unknown)}: not a process type of the Procfile")
     return runner.run(
         settings,
         embedded=not config.redis_url_given(),
         demo=not args.no_demo,
-        procfile=args.procfile,
+        procfile=text,
         formation=args.scale,
+        redis_port=args.redis_port,
     )
+
+
+def formation(text: str) -> dict[str, int]:
+    """``web=1,worker=2`` -> {"web": 1, "worker": 2}; a type not named runs once."""
+    out: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, count = item.partition("=")
+        if not sep or not name.strip() or not count.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"expected NAME=COUNT[,NAME=COUNT...], got {text!r}")
+        out[name.strip()] = int(count)
+    return out
 
 
 def register(sub: Any, add: Add) -> None:
     p = add("run", cmd_run, "run web + worker + beat (embedded Redis when REDIS_URL is unset)")
     p.add_argument("--no-demo", action="store_true", help="do not load the demo catalog")
-    p.add_argument("--procfile", default="Procfile")
     p.add_argument(
-        "--scale", default="web=1,worker=1,beat=1", help="process formation, e.g. web=1,worker=2,beat=1"
+        "--procfile", default=None, help="process formation to run (default: the one shipped in the package)"
+    )
+    p.add_argument(
+        "--redis-port",
+        type=int,
+        default=config.EMBEDDED_REDIS_PORT,
+        help="port of the embedded Redis (not used when REDIS_URL is set)",
+    )
+    p.add_argument(
+        "--scale",
+        type=formation,
+        default="web=1,worker=1,beat=1",
+        help="process formation, e.g. web=1,worker=2,beat=1",
     )

@@ -50,6 +50,7 @@ def start(port: int, directory: Path, appendfsync: str = "everysec") -> subproce
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C in the terminal is for its owner to pass on, in order
     )
     client = redis.Redis(port=port, socket_connect_timeout=0.5)
     deadline = time.monotonic() + 15

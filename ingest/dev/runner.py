@@ -1,15 +1,20 @@
 """``ingest run``: everything a fresh machine needs to serve, in one command.
 
 Starts the embedded Redis (AOF on) when REDIS_URL is unset, migrates the database, loads the
-demo catalog, prints a copy-paste example, then runs the Procfile under honcho.
+demo catalog, prints a copy-paste example, then runs the process formation (the Procfile
+shipped in this package, ``ingest/dev/Procfile``, unless ``--procfile`` names another) as one
+process tree that it stops in order (see ingest.dev.supervisor). Everything it writes goes
+under ``var/`` of the working directory.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shlex
 import shutil
-import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 from ingest import bootstrap, config
@@ -19,48 +24,83 @@ from ingest.services import catalog_file
 DEMO = Path(__file__).parent / "demo" / "catalog.json"
 
 
-def run(settings: Settings, embedded: bool, demo: bool, procfile: str, formation: str) -> int:
-    env = config.child_environment()
-    redis_proc = None
-    if embedded:
-        from ingest.dev import embedded_redis
+def packaged_procfile() -> str:
+    """The process formation shipped with the package (the same as the repo's Procfile)."""
+    return resources.files("ingest.dev").joinpath("Procfile").read_text()
 
-        data = Path("var/redis").resolve()
-        redis_proc = embedded_redis.start(EMBEDDED_REDIS_PORT, data, settings.appendfsync)
-        env["REDIS_URL"] = settings.redis_url
-        print(f"embedded Redis on 127.0.0.1:{EMBEDDED_REDIS_PORT} (AOF in {data})")
+
+def procfile_processes(text: str) -> dict[str, str]:
+    """process type -> command, in Procfile order."""
+    from honcho.environ import parse_procfile
+
+    return dict(parse_procfile(text).processes)
+
+
+def run(
+    settings: Settings,
+    embedded: bool,
+    demo: bool,
+    procfile: str,
+    formation: dict[str, int],
+    redis_port: int = EMBEDDED_REDIS_PORT,
+) -> int:
+    """Serve until a stop signal (exit 0 when everything stopped cleanly) or until a child
+    dies (the rest are stopped; one line on stderr names it; exit 1)."""
+    from honcho.environ import expand_processes
+
+    from ingest.dev.supervisor import Supervisor
+
+    processes = procfile_processes(procfile)
+    sup = Supervisor()
+    previous = sup.install_signal_handlers()
+    problems: list[str] = []
+    reason: str | None = None
     try:
-        prepare_database(settings, demo)
-        if demo:
-            print(example(settings.port))
+        env = config.child_environment()
+        var = Path("var").resolve()
+        if embedded:
+            from ingest.dev import embedded_redis
+
+            data = var / "redis"
+            sup.adopt("redis", "redis", embedded_redis.start(redis_port, data, settings.appendfsync))
+            settings = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{redis_port}/0")
+            env["REDIS_URL"] = settings.redis_url
+            print(f"embedded Redis on 127.0.0.1:{redis_port} (AOF in {data})", flush=True)
+        if not sup.stop_requested:
+            prepare_database(settings, demo)
+            if demo:
+                print(
+                    example(
+                        settings.port,
+                        settings.redis_url if embedded and redis_port != EMBEDDED_REDIS_PORT else None,
+                    ),
+                    flush=True,
+                )
         env.setdefault("PORT", str(settings.port))
-        prom = Path("var/prometheus").resolve()
+        prom = var / "prometheus"
         shutil.rmtree(prom, ignore_errors=True)
         prom.mkdir(parents=True)
         env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(prom))
         # the Procfile names gunicorn and celery: find them next to this interpreter
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-        return subprocess.call(
-            [
-                sys.executable,
-                "-m",
-                "honcho",
-                "start",
-                "-f",
-                procfile,
-                "-p",
-                str(settings.port),
-                "-c",
-                formation,
-            ],
-            env=env,
-        )
-    except KeyboardInterrupt:
-        return 0
+        expanded = expand_processes(processes, concurrency=formation, env=env, port=settings.port)
+        sup.width = max([sup.width, *(len(p.name) for p in expanded)])
+        for p in expanded:
+            if sup.stop_requested:
+                break
+            sup.start(p.name, p.name.split(".")[0], p.cmd, p.env)
+        reason = sup.wait()
+        if reason is None:
+            sup.say(f"{sup.stop_signal}: stopping {sup.order()}")
+        else:
+            sup.say(f"{reason}: stopping the rest")
     finally:
-        if redis_proc is not None:
-            redis_proc.terminate()
-            redis_proc.wait(timeout=10)
+        problems = sup.stop()
+        sup.restore_signal_handlers(previous)
+    if reason or problems:
+        print(f"ingest: error: {'; '.join(([reason] if reason else []) + problems)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def prepare_database(settings: Settings, demo: bool) -> None:
@@ -71,12 +111,30 @@ def prepare_database(settings: Settings, demo: bool) -> None:
         bootstrap.load_catalog(settings, catalog_file.read(DEMO))
 
 
-def example(port: int) -> str:
+def ingest_command() -> str:
+    """How the user runs ``ingest`` from here: ``ingest`` when that is on PATH and is this
+    installation's, else the path of this installation's script, else ``python -m``."""
+    script = Path(sys.executable).parent / "ingest"
+    if script.is_file():
+        found = shutil.which("ingest")
+        if found and os.path.samefile(found, script):
+            return "ingest"
+        try:
+            return shlex.quote(str(script.absolute().relative_to(Path.cwd())))
+        except ValueError:
+            return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m ingest.cli.main"
+
+
+def example(port: int, redis_url: str | None = None) -> str:
+    ingest = ingest_command()
+    if redis_url:  # not the default: the other commands must be told
+        ingest = f"REDIS_URL={redis_url} {ingest}"
     return f"""
 Demo catalog loaded. In another terminal, report usage and read it back:
 
-  .venv/bin/ingest push --url http://127.0.0.1:{port} \\
+  {ingest} push --url http://127.0.0.1:{port} \\
       --customer 7f3e2a10-0000-4000-8000-000000000001 --secret demo-secret-0001 \\
       --resource 7f3e2a10-0000-4000-8000-0000000000a1 cpu_hours=12.5 ram_gb=4
-  .venv/bin/ingest usage show --resource 7f3e2a10-0000-4000-8000-0000000000a1
+  {ingest} usage show --resource 7f3e2a10-0000-4000-8000-0000000000a1
 """
