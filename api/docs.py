@@ -19,6 +19,7 @@ import hashlib
 import re
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import falcon
 from falcon.asgi import Request, Response
@@ -108,7 +109,10 @@ class Docs:
         }
         self.page = (page, "text/html; charset=utf-8", _etag(page))
 
-    async def __call__(self, req: Request, resp: Response, rest: str | None = None) -> None:
+    async def __call__(self, req: Request, resp: Response | None, ws: Any = None, **groups: Any) -> None:
+        if resp is None:  # a WebSocket (``ws``: Falcon's sink convention): Falcon closes it
+            return
+        rest: str | None = groups.get("rest")
         if req.method == "OPTIONS":
             resp.status = 200
             resp.set_header("Allow", ALLOW)

@@ -4,10 +4,12 @@ fixed list of assets is served (no path of a request reaches the file system).""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from importlib import metadata
 from pathlib import Path
 
+import falcon.errors
 import falcon.testing
 import pytest
 import yaml
@@ -194,3 +196,13 @@ def test_docs_answer_options_and_refuse_other_methods(client):
 def test_docs_leave_the_api_routes_alone(client):
     assert client.simulate_get("/healthz").json == {"status": "ok"}
     assert client.simulate_get("/api/schema/").status_code == 200
+
+
+def test_a_websocket_to_docs_is_closed(client):
+    async def connect() -> None:
+        async with falcon.testing.ASGIConductor(client.app) as conductor:
+            with pytest.raises(falcon.errors.WebSocketDisconnected):
+                async with conductor.simulate_ws("/api/docs/") as ws:
+                    await ws.receive_text()
+
+    asyncio.run(connect())
