@@ -21,7 +21,9 @@ import orjson
 import yaml
 from falcon.asgi import Request, Response
 
+from api import docs
 from api.body import read_body
+from api.docs import Docs
 from ingest.domain.errors import Backpressure, Rejected
 from ingest.services.intake import Intake
 
@@ -178,16 +180,26 @@ class UsageReport:
 
 
 class Schema:
-    """The OpenAPI document (schemas/openapi.yaml), read once: YAML, or JSON with ?format=json."""
+    """The OpenAPI document (schemas/openapi.yaml), read once: YAML by default, JSON with
+    ?format=json or, without ``format``, when the Accept header prefers JSON to YAML."""
 
     YAML = "application/vnd.oai.openapi"
+    # YAML first: Falcon's best_match breaks a tie (``*/*``, a browser's Accept) by this order
+    OFFERS = (YAML, "application/yaml", "application/x-yaml", "text/yaml", falcon.MEDIA_JSON, f"{YAML}+json")
 
     def __init__(self) -> None:
         self.yaml = resources.files("schemas").joinpath("openapi.yaml").read_bytes()
         self.json = orjson.dumps(yaml.safe_load(self.yaml))
 
+    def wants_json(self, req: Request) -> bool:
+        given = req.get_param("format")
+        if given is not None:  # ?format wins over Accept
+            return given == "json"
+        return (req.client_prefers(self.OFFERS) or "").endswith("json")  # None: no Accept matches
+
     async def on_get(self, req: Request, resp: Response) -> None:
-        if req.get_param("format") == "json":
+        resp.vary = ("Accept",)
+        if self.wants_json(req):
             resp.content_type, resp.data = falcon.MEDIA_JSON, self.json
         else:
             resp.content_type, resp.data = self.YAML, self.yaml
@@ -271,6 +283,7 @@ def create_app(
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Ready(ready_checks))
     app.add_route("/api/schema/", Schema())
+    app.add_sink(Docs(), docs.PATTERN)  # Swagger UI of /api/schema/ (not an API operation)
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(Rejected, _rejected)
