@@ -67,6 +67,8 @@ class PickyUnitOfWork(FakeUnitOfWork):
 
 
 def batch(n: int = 50, deliveries: int = 1) -> list[Delivery]:
+    """n reports alternating between two keys: only the last two reach the usage upsert
+    (the batch keeps the newest per key), so a row-level culprit must be one of them."""
     return [delivery(i, R1 if i % 2 else R2, deliveries, cpu=str(i)) for i in range(1, n + 1)]
 
 
@@ -100,7 +102,7 @@ def test_a_culprit_whose_full_quarantine_record_is_refused_gets_a_minimal_one():
     abandoned the rest of the batch."""
     store = PickyStore()
     entries = batch()
-    culprit = rid(entries[33])
+    culprit = rid(entries[49])
     store.refuse_rows.add(culprit)
     store.refuse_full_record.add(culprit)
     out = make(store).commit(entries)
@@ -108,7 +110,7 @@ def test_a_culprit_whose_full_quarantine_record_is_refused_gets_a_minimal_one():
     record = store.reports[culprit]
     assert record.state == "quarantined" and record.reason_code == "commit_failed"
     assert "Refused" in (record.reason or "")
-    assert record.envelope == entries[33].raw  # replay still has what it needs
+    assert record.envelope == entries[49].raw  # replay still has what it needs
     assert_rest_final(store, entries, culprit)
     assert len(out.done_entries) == 50
 
@@ -116,13 +118,13 @@ def test_a_culprit_whose_full_quarantine_record_is_refused_gets_a_minimal_one():
 def test_an_entry_that_cannot_be_recorded_at_all_stays_pending_alone():
     store = PickyStore()
     entries = batch()
-    culprit = rid(entries[7])
+    culprit = rid(entries[48])
     store.refuse_rows.add(culprit)
     store.refuse_any_record.add(culprit)
     out = make(store).commit(entries)  # does not raise
     assert culprit not in store.reports
     assert_rest_final(store, entries, culprit)
-    assert sorted(out.done_entries) == sorted(d.entry_id for d in entries if d is not entries[7])
+    assert sorted(out.done_entries) == sorted(d.entry_id for d in entries if d is not entries[48])
 
 
 def test_a_poison_record_that_is_refused_in_full_is_still_written():
@@ -138,7 +140,7 @@ def test_a_poison_record_that_is_refused_in_full_is_still_written():
 def test_a_report_failing_transiently_every_time_is_poison_at_the_cap_and_only_it():
     store = PickyStore()
     store.row_error = Transient
-    culprit_at = 12
+    culprit_at = 48  # the newest for its key: its row reaches the database
     below = batch(deliveries=2)
     store.refuse_rows.add(rid(below[culprit_at]))
     with pytest.raises(Transient):  # below the cap: retried later, nothing written
@@ -186,7 +188,7 @@ class StickyJournal(FakeJournal):
 def test_a_reconcile_pass_ends_and_trims_even_with_an_entry_that_stays_pending():
     store = PickyStore()
     entries = batch()
-    culprit = rid(entries[40])
+    culprit = rid(entries[49])
     store.refuse_rows.add(culprit)
     store.refuse_any_record.add(culprit)
     journal = StickyJournal(entries)
@@ -194,7 +196,7 @@ def test_a_reconcile_pass_ends_and_trims_even_with_an_entry_that_stays_pending()
     metrics = FakeMetrics()
     summary = reconcile(journal, make(store), "r", 0.0, 20, 3600, 0, True, metrics)
     assert journal.trims == 1 and journal.reconciles == [summary] and metrics.reconciles == 1
-    assert list(journal.pending) == [entries[40].entry_id]
+    assert list(journal.pending) == [entries[49].entry_id]
     assert summary["committed"] + summary["superseded"] == 49
     again = reconcile(journal, make(store), "r", 0.0, 20, 3600, 0, True, metrics)
     assert again["committed"] + again["superseded"] + again["quarantined"] == 0
