@@ -29,6 +29,16 @@ app.conf.update(
         "visibility_timeout": int(max(300, settings.drain_budget * 6)),
     },
     broker_connection_retry_on_startup=True,
+    # Redis trouble must never end a worker (shared/docs/reliability.md): a lost connection or
+    # a Redis restart is retried for ever (the default gives up after 100 tries), and a write
+    # Redis refuses (MISCONF: it cannot persist, a full disk; OOM: maxmemory reached) answers
+    # kombu's BRPOP with a ResponseError, a "channel error" that by default is unrecoverable
+    # and made the worker exit ("Unrecoverable error: ResponseError"), with every accepted
+    # report left uncommitted until a manual restart. With channel-error retry the consumer
+    # reconnects with back-off and resumes once Redis accepts writes again.
+    broker_connection_retry=True,
+    broker_connection_max_retries=None,
+    broker_channel_error_retry=True,
     task_ignore_result=True,
     task_time_limit=int(settings.drain_budget * 6 + 60),
     task_soft_time_limit=int(settings.drain_budget * 6 + 30),

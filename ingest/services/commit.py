@@ -33,7 +33,7 @@ from ingest.domain.model import (
     month_start_instant,
     next_month_start_instant,
 )
-from ingest.services.ports import Delivery, ReportRecord, UnitOfWork, UsageRow
+from ingest.services.ports import Delivery, ReportRecord, SequenceTaken, UnitOfWork, UsageRow
 from schemas import queue as wire
 
 log = logging.getLogger(__name__)
@@ -181,6 +181,37 @@ def _record(item: _Item, state: str, now: dt.datetime, problem: Quarantine | Non
     )
 
 
+def _minimal_record(item: _Item, now: dt.datetime, problem: Quarantine) -> ReportRecord:
+    """A quarantine record the database cannot refuse: no token or payload, no foreign
+    values but the envelope (bytes) that replay needs, text kept to printable ASCII."""
+    r = item.report
+    rid = r.id if r is not None and len(r.id) <= 32 and r.id.isascii() and r.id.isalnum() else None
+    try:
+        accepted = dt.datetime.fromtimestamp(r.accepted_at, dt.UTC) if r is not None else now
+    except (OverflowError, OSError, ValueError):
+        accepted = now
+    return ReportRecord(
+        rid or f"undecodable-{item.delivery.entry_id}"[:32],
+        item.delivery.seq,
+        str(NIL),
+        None,
+        None,
+        accepted,
+        "",
+        "",
+        "quarantined",
+        problem.code,
+        _printable(problem.message),
+        item.delivery.deliveries,
+        now,
+        item.delivery.raw,
+    )
+
+
+def _printable(text: str) -> str:
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:2000]
+
+
 def _rows(report: wire.QueuedReport, seq: int) -> list[UsageRow]:
     resource = canonical_uuid(report.resource)
     period = canonical_month(report.billing_period)
@@ -232,34 +263,113 @@ class Committer:
         PostgreSQL time). Should Redis lose acknowledgements (an AOF rewound by a crash) and
         hand a committed entry out as new, nothing changes in SQL: its usage has the same
         sequence, which the upsert never re-applies, and its record keeps its first state.
-        Only that batch's outcome counts it as superseded instead of skipped."""
+        Only that batch's outcome counts it as superseded instead of skipped.
+
+        Never raises for one report: a batch that fails for a non-transient reason is split
+        until the culprit is alone, and that one is quarantined (see ``_quarantine_alone``).
+        A batch that still fails transiently at its last allowed delivery (MAX_DELIVERIES) is
+        split the same way, so that a report which makes every transaction fail "transiently"
+        (a serialization failure, a timeout it causes) is quarantined as poison on its own
+        instead of taking its batch-mates with it; a database that is simply down makes the
+        first lone report's write fail too, and then the call raises Transient."""
         items = [_decode(d) for d in deliveries]
         skip_final_check = revive or fresh
-        for attempt in Retrying(
-            retry=retry_if_exception_type(Transient),
-            stop=stop_after_attempt(self.retry_attempts),
-            wait=wait_exponential(multiplier=0.1, max=self.retry_wait_max),
-            reraise=True,
-        ):
-            with attempt:
-                return self._commit_isolating(items, skip_final_check)
+        try:
+            for attempt in Retrying(
+                retry=retry_if_exception_type(Transient),
+                stop=stop_after_attempt(self.retry_attempts),
+                wait=wait_exponential(multiplier=0.1, max=self.retry_wait_max),
+                reraise=True,
+            ):
+                with attempt:
+                    return self._commit_isolating(items, skip_final_check)
+        except Transient as exc:
+            if not items or max(i.delivery.deliveries for i in items) < self.max_deliveries:
+                raise
+            log.error("batch of %d still fails at its last allowed delivery (%s); isolating", len(items), exc)
+            return self._commit_isolating(items, skip_final_check, last_try=True)
         raise AssertionError("unreachable")
 
-    def _commit_isolating(self, items: list[_Item], skip_final_check: bool) -> Outcome:
+    def _commit_isolating(
+        self, items: list[_Item], skip_final_check: bool, last_try: bool = False
+    ) -> Outcome:
+        """Commit ``items`` in one transaction; if that fails, in halves, down to the culprit.
+        ``last_try``: transient failures are isolated too (the entries' last delivery)."""
         try:
             return self._commit_once(items, skip_final_check)
+        except Transient as exc:
+            if not last_try:
+                raise
+            failure: Exception = exc
+        except Exception as exc:
+            failure = exc
+        if len(items) == 1:
+            return self._quarantine_alone(items[0], failure, skip_final_check, last_try)
+        half = len(items) // 2
+        log.warning("batch of %d failed (%s); splitting", len(items), failure)
+        outcome = self._commit_isolating(items[:half], skip_final_check, last_try)
+        outcome.merge(self._commit_isolating(items[half:], skip_final_check, last_try))
+        return outcome
+
+    def _quarantine_alone(
+        self, item: _Item, failure: Exception, skip_final_check: bool, last_try: bool
+    ) -> Outcome:
+        """The culprit of a failed batch, alone: quarantine it with the reason it failed.
+
+        Its quarantine record is written without its usage rows, and a quarantined record
+        holds no acceptance sequence against others (migration 0006), so a reused sequence
+        cannot make this write fail as the commit did. Should the full record still be
+        refused (a value the database will not store), a minimal record is written instead:
+        no token, no payload, the envelope kept for replay. Only if not even that can be
+        written is the entry left pending, alone (not acknowledged, logged as an error), and
+        the rest of its batch goes on. Transient failures propagate: the database is down."""
+        problem = self._problem(item, failure, last_try)
+        log.error("report failed on its own, quarantining (%s): %s", problem.code, failure)
+        try:
+            return self._commit_once([item._replace(problem=problem)], skip_final_check)
         except Transient:
             raise
         except Exception as exc:
-            if len(items) == 1:
-                log.error("report failed on its own, quarantining: %s", exc)
-                problem = Quarantine("commit_failed", f"{type(exc).__name__}: {exc}"[:2000])
-                return self._commit_once([items[0]._replace(problem=problem)], skip_final_check)
-            half = len(items) // 2
-            log.warning("batch of %d failed (%s); splitting", len(items), exc)
-            outcome = self._commit_isolating(items[:half], skip_final_check)
-            outcome.merge(self._commit_isolating(items[half:], skip_final_check))
-            return outcome
+            log.error(
+                "quarantine record of entry %s refused (%s); writing a minimal one",
+                item.delivery.entry_id,
+                exc,
+            )
+        now = self.clock()
+        record = _minimal_record(item, now, problem)
+        try:
+            with self.unit_of_work() as uow:
+                uow.record_reports([record])
+                uow.commit()
+        except Transient:
+            raise
+        except Exception as exc:
+            log.error(
+                "entry %s cannot be recorded at all, left pending: %s; its envelope: %r",
+                item.delivery.entry_id,
+                exc,
+                item.delivery.raw[:2000],
+            )
+            return Outcome()
+        log.warning(
+            "quarantined report %s (minimal record): %s", record.id, problem, extra={"report_id": record.id}
+        )
+        return Outcome(quarantined=[record.id], reasons=[problem.code], done_entries=[item.delivery.entry_id])
+
+    def _problem(self, item: _Item, failure: Exception, last_try: bool) -> Quarantine:
+        error = f"{type(failure).__name__}: {failure}"[:1500]
+        if isinstance(failure, SequenceTaken):
+            return Quarantine(
+                "sequence_reused",
+                f"acceptance sequence {item.delivery.seq} already belongs to another report in SQL: "
+                "Redis handed it out again (it lost acknowledged writes: an AOF that lost its last "
+                f"second, a failover); nothing of this report was applied. {error}",
+            )
+        if item.delivery.deliveries > self.max_deliveries or (last_try and isinstance(failure, Transient)):
+            return Quarantine(
+                "poison", f"delivered {item.delivery.deliveries} times without commit; last error: {error}"
+            )
+        return Quarantine("commit_failed", error)
 
     def _commit_once(self, items: list[_Item], skip_final_check: bool) -> Outcome:
         now = self.clock()

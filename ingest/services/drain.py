@@ -48,10 +48,22 @@ def commit_and_ack(
     metrics: Metrics = NO_METRICS,
 ) -> Outcome:
     """Commit one batch, then acknowledge the entries that reached a final state. An
-    exception leaves every entry of the batch pending (unacknowledged)."""
+    exception leaves every entry of the batch pending (unacknowledged).
+
+    An acknowledgement Redis refuses (MISCONF, OOM, a lost connection) is logged and counted
+    (ingest_transient_failures_total{task="ack"}) and does not raise: the batch is committed,
+    its entries stay pending, and the reconciler finds them final and acknowledges them."""
     started = time.perf_counter()
     outcome = committer.commit(entries, fresh=fresh)
-    queue.ack(outcome.done_entries)
+    try:
+        queue.ack(outcome.done_entries)
+    except Exception as exc:  # redis errors: the services do not import redis
+        log.warning(
+            "ack of %d committed entries refused; they stay pending for the reconciler: %s",
+            len(outcome.done_entries),
+            exc,
+        )
+        metrics.transient_failure("ack")
     metrics.observe_batch(
         len(entries),
         time.perf_counter() - started,
@@ -105,13 +117,19 @@ def drain_or_defer(
     metrics: Metrics = NO_METRICS,
 ) -> dict[str, Any]:
     """``drain`` for the drain task: a Transient (the database stays down) is logged and
-    counted, and the claimed entries stay pending for the reconciler; returns what was done."""
+    counted, and the claimed entries stay pending for the reconciler; returns what was done.
+    Anything else (Redis refusing writes or gone, a bug) is logged with its traceback and
+    counted the same way, and never raised into the worker: the entries stay pending."""
     try:
         stats = drain(queue, committer, consumer, batch_size, flush_interval, budget, metrics)
     except Transient as exc:
         log.warning("drain: database unavailable; claimed entries stay pending for the reconciler: %s", exc)
         metrics.transient_failure("drain")
         return {"error": str(exc)}
+    except Exception as exc:
+        log.exception("drain failed; claimed entries stay pending for the reconciler: %s", exc)
+        metrics.transient_failure("drain")
+        return {"error": f"{type(exc).__name__}: {exc}"}
     return dataclasses.asdict(stats)
 
 
@@ -125,8 +143,14 @@ def reconcile(
     max_seq_committed: int,
     database_ok: bool,
     metrics: Metrics = NO_METRICS,
+    budget: float = 60.0,
 ) -> dict[str, int]:
-    """One reconciler pass; returns what it did (also logged)."""
+    """One reconciler pass; returns what it did (also logged).
+
+    The pass always ends, trims and records itself: it takes each stale entry at most once
+    (an entry it could not settle is left for the next pass), stops after ``budget`` seconds,
+    and a failure of one step (the database, Redis refusing writes, a bug) is logged and
+    counted, and ends the re-driving, not the pass."""
     report = {
         "reclaimed": 0,
         "committed": 0,
@@ -134,28 +158,66 @@ def reconcile(
         "quarantined": 0,
         "skipped": 0,
         "trimmed": 0,
-        "seq": queue.ensure_seq_at_least(max_seq_committed),
+        "seq": -1,
     }
+    try:
+        report["seq"] = queue.ensure_seq_at_least(max_seq_committed)
+    except Exception as exc:
+        log.warning("reconcile: could not raise the sequence floor to %d: %s", max_seq_committed, exc)
+        metrics.transient_failure("reconcile")
     if database_ok:
         # only while SQL is reachable: redelivery counts must not grow during an outage
-        while True:
-            entries = queue.reclaim(consumer, int(stale_after * 1000), batch_size)
-            if not entries:
-                break
-            report["reclaimed"] += len(entries)
-            metrics.redelivered(len(entries))
-            try:
-                outcome = commit_and_ack(queue, committer, entries, metrics=metrics)
-            except Transient as exc:
-                log.warning("reconcile: database unavailable, will retry: %s", exc)
-                metrics.transient_failure("reconcile")
-                break
-            report["committed"] += len(outcome.committed)
-            report["superseded"] += len(outcome.superseded)
-            report["quarantined"] += len(outcome.quarantined)
-            report["skipped"] += len(outcome.skipped)
-    report["trimmed"] = queue.trim(retention_seconds)
-    queue.record_reconcile(report)
+        _redrive(queue, committer, consumer, stale_after, batch_size, budget, metrics, report)
+    try:
+        report["trimmed"] = queue.trim(retention_seconds)
+        queue.record_reconcile(report)
+    except Exception as exc:
+        log.warning("reconcile: trim or summary refused: %s", exc)
+        metrics.transient_failure("reconcile")
     metrics.reconciled()
     log.info("reconcile %s", report)
     return report
+
+
+def _redrive(
+    queue: Journal,
+    committer: Committer,
+    consumer: str,
+    stale_after: float,
+    batch_size: int,
+    budget: float,
+    metrics: Metrics,
+    report: dict[str, int],
+) -> None:
+    seen: set[str] = set()
+    deadline = time.monotonic() + budget
+    while time.monotonic() < deadline:
+        try:
+            entries = [
+                e
+                for e in queue.reclaim(consumer, int(stale_after * 1000), batch_size)
+                if e.entry_id not in seen
+            ]
+        except Exception as exc:
+            log.warning("reconcile: reclaim refused, will retry: %s", exc)
+            metrics.transient_failure("reconcile")
+            return
+        if not entries:  # nothing stale, or only entries this pass already tried
+            return
+        seen.update(e.entry_id for e in entries)
+        report["reclaimed"] += len(entries)
+        metrics.redelivered(len(entries))
+        try:
+            outcome = commit_and_ack(queue, committer, entries, metrics=metrics)
+        except Transient as exc:
+            log.warning("reconcile: database unavailable, will retry: %s", exc)
+            metrics.transient_failure("reconcile")
+            return
+        except Exception as exc:
+            log.exception("reconcile: commit failed, entries stay pending: %s", exc)
+            metrics.transient_failure("reconcile")
+            return
+        report["committed"] += len(outcome.committed)
+        report["superseded"] += len(outcome.superseded)
+        report["quarantined"] += len(outcome.quarantined)
+        report["skipped"] += len(outcome.skipped)

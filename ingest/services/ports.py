@@ -29,6 +29,14 @@ class UsageRow(NamedTuple):
     seq: int
 
 
+class SequenceTaken(Exception):
+    """Raised by ``UnitOfWork.record_reports`` when a report's acceptance sequence already
+    belongs to another committed or superseded report: Redis lost acknowledged writes (an AOF
+    that lost its last second, a failover) and handed the sequence out again. The committer
+    quarantines the report with reason ``sequence_reused``; a quarantined record never
+    holds a sequence against others, so that record can always be written."""
+
+
 class Delivery(NamedTuple):
     """One journal entry as handed to a worker: its stream id, acceptance sequence, the v1
     queue envelope and how many times it has been delivered (a named tuple: one per report)."""

@@ -146,6 +146,10 @@ class ComponentUsage(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
+# The unique index on usage_reports.seq; the unit of work recognises its violations.
+SEQ_INDEX = "uq_usage_reports_seq_live"
+
+
 class UsageReport(Base):
     """Every accepted report that reached SQL, with its final state.
 
@@ -162,9 +166,18 @@ class UsageReport(Base):
             postgresql_where=text("state = 'quarantined'"),
             sqlite_where=text("state = 'quarantined'"),
         ),
+        # one report per acceptance sequence, quarantined records aside: a report quarantined
+        # because Redis handed its sequence out again must still be recordable (migration 0006)
+        Index(
+            SEQ_INDEX,
+            "seq",
+            unique=True,
+            postgresql_where=text("state <> 'quarantined'"),
+            sqlite_where=text("state <> 'quarantined'"),
+        ),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
     customer_uuid: Mapped[UUID] = mapped_column(Uuid)
     resource_uuid: Mapped[UUID | None] = mapped_column(Uuid, nullable=True)
     billing_period: Mapped[dt.date | None] = mapped_column(Date, nullable=True)

@@ -17,7 +17,7 @@ from ingest.adapters.sql import pg_copy
 from ingest.adapters.sql import tables as t
 from ingest.domain.errors import Transient
 from ingest.domain.ids import uuid_or_none
-from ingest.services.ports import ReportRecord, UsageRow
+from ingest.services.ports import ReportRecord, SequenceTaken, UsageRow
 
 
 def make_engine(url: str, pool_size: int = 5) -> Engine:
@@ -59,14 +59,35 @@ def upsert(session: Session, model: Any, keys: list[str], values: dict[str, Any]
     session.execute(stmt)
 
 
+TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08003", "08006"}
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Connection loss, server shutdown, deadlock, serialization failure, SQLite busy."""
+    """Connection loss, server shutdown, deadlock, serialization failure, SQLite busy.
+
+    The PostgreSQL COPY path talks to psycopg directly, so its errors arrive unwrapped
+    (``psycopg.OperationalError``, not SQLAlchemy's): those are recognised too."""
     if isinstance(exc, OperationalError):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
-    return code in {"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08003", "08006"}
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
+        return True
+    return type(orig).__module__.startswith("psycopg") and any(
+        cls.__name__ == "OperationalError" for cls in type(orig).__mro__
+    )
+
+
+def sequence_taken(exc: BaseException) -> bool:
+    """Whether ``exc`` is a violation of the unique index on usage_reports.seq (a sequence
+    Redis handed out twice). PostgreSQL names the index; SQLite names the column."""
+    orig = getattr(exc, "orig", None) or exc
+    constraint = getattr(getattr(orig, "diag", None), "constraint_name", None)
+    if constraint is not None:
+        return bool(constraint == t.SEQ_INDEX)
+    text_ = str(orig)
+    return t.SEQ_INDEX in text_ or "UNIQUE constraint failed: usage_reports.seq" in text_
 
 
 class SqlUnitOfWork:
@@ -144,6 +165,14 @@ class SqlUnitOfWork:
         unless it was quarantined and is now being re-driven (replay)."""
         if not records:
             return
+        try:
+            self._record_reports(records)
+        except Exception as exc:
+            if sequence_taken(exc):
+                raise SequenceTaken(str(getattr(exc, "orig", None) or exc).strip()[:500]) from exc
+            raise
+
+    def _record_reports(self, records: list[ReportRecord]) -> None:
         if self.is_postgres:
             pg_copy.record_reports(self._driver(), records)
             return
