@@ -295,7 +295,11 @@ def settle(database_url: str, load: Load, timeout: float = 120) -> Verdict:
                 )
             ).all()
             counts = conn.execute(
-                sa.text("SELECT count(*), count(DISTINCT id), count(DISTINCT seq) FROM usage_reports")
+                # a quarantined record may share its sequence (a reused one): only live reports count
+                sa.text(
+                    "SELECT count(*) FILTER (WHERE state <> 'quarantined'), count(DISTINCT id) FILTER (WHERE state <> 'quarantined'), "
+                    "count(DISTINCT seq) FILTER (WHERE state <> 'quarantined') FROM usage_reports"
+                )
             ).one()
     finally:
         engine.dispose()
