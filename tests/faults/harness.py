@@ -297,7 +297,8 @@ def settle(database_url: str, load: Load, timeout: float = 120) -> Verdict:
             counts = conn.execute(
                 # a quarantined record may share its sequence (a reused one): only live reports count
                 sa.text(
-                    "SELECT count(*) FILTER (WHERE state <> 'quarantined'), count(DISTINCT id) FILTER (WHERE state <> 'quarantined'), "
+                    "SELECT count(*) FILTER (WHERE state <> 'quarantined'), "
+                    "count(DISTINCT id) FILTER (WHERE state <> 'quarantined'), "
                     "count(DISTINCT seq) FILTER (WHERE state <> 'quarantined') FROM usage_reports"
                 )
             ).one()
