@@ -33,6 +33,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from ingest.adapters.redis.connections import is_readonly
 from ingest.adapters.redis.journal import RedisQueue
 from ingest.services.ports import Accepted
 
@@ -140,11 +141,9 @@ async def _exchange(
                 outcomes.append((reply, exc))
             else:
                 again.append((command, reply))
-        except redis.exceptions.ReadOnlyError as exc:  # a demoted primary: nothing ran
-            outcomes.append((reply, exc))
-            drop = True
         except redis.ResponseError as exc:
             outcomes.append((reply, exc))
+            drop = drop or is_readonly(exc)  # a demoted primary: nothing ran
     if wait is not None:
         try:
             acked = int(await conn.read_response())

@@ -40,6 +40,32 @@ class NoPrimary(redis.exceptions.ConnectionError):
     """No Sentinel names a primary, or the one named is not (or no longer) a primary."""
 
 
+_NOT_FOUND = (_sentinel.MasterNotFoundError, _async_sentinel.MasterNotFoundError)
+
+
+def is_readonly(exc: BaseException) -> bool:
+    """A demoted primary's refusal: ``-READONLY``, or a script's write refused with it
+    (``Error running script ... -READONLY ...``, which redis-py reports as a plain
+    ResponseError). Nothing ran either way."""
+    return isinstance(exc, redis.exceptions.ReadOnlyError) or (
+        isinstance(exc, redis.ResponseError) and "-READONLY" in str(exc)
+    )
+
+
+class _SentinelConnection(_sentinel.SentinelManagedConnection):  # type: ignore[misc]
+    """redis-py's connection to the Sentinel-named primary, which drops itself on READONLY;
+    here also when the READONLY came from inside a script (our accept and ack scripts)."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)
+        except redis.ResponseError as exc:
+            if is_readonly(exc) and self.connection_pool.is_master:
+                self.disconnect()
+                raise redis.exceptions.ConnectionError("the primary was demoted to a replica") from exc
+            raise
+
+
 def _sentinel_kwargs() -> dict[str, Any]:
     return {"socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT}
 
@@ -66,6 +92,7 @@ def sync_client(settings: Settings) -> redis.Redis:
     client: redis.Redis = sentinel(settings).master_for(
         settings.redis_sentinel_master,
         redis_class=redis.Redis,
+        connection_class=_SentinelConnection,
         db=settings.redis_db,
         password=settings.redis_password,
         **common,
@@ -80,7 +107,7 @@ def primary_address(settings: Settings) -> tuple[str, int]:
         return str(kwargs.get("host", "localhost")), int(kwargs.get("port", 6379))
     try:
         host, port = sentinel(settings).discover_master(settings.redis_sentinel_master)
-    except _sentinel.MasterNotFoundError as exc:
+    except _NOT_FOUND as exc:
         raise NoPrimary(str(exc)) from exc
     return str(host), int(port)
 
@@ -138,7 +165,7 @@ class AsyncPrimary:
         )
         try:
             host, port = await found.discover_master(self.settings.redis_sentinel_master)
-        except _sentinel.MasterNotFoundError as exc:
+        except _NOT_FOUND as exc:
             raise NoPrimary(str(exc)) from exc
         finally:
             for client in found.sentinels:
