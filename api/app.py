@@ -215,19 +215,24 @@ class Ready:
         self.checks = checks
 
     async def on_get(self, req: Request, resp: Response) -> None:
-        results = await asyncio.to_thread(self._run)
+        results, facts = await asyncio.to_thread(self._run)
         ok = all(v == "ok" for v in results.values())
-        _json(resp, 200 if ok else 503, {"status": "ok" if ok else "unavailable", **results})
+        _json(resp, 200 if ok else 503, {"status": "ok" if ok else "unavailable", **results, **facts})
 
-    def _run(self) -> dict[str, str]:
-        results = {}
+    def _run(self) -> tuple[dict[str, str], dict[str, str]]:
+        """Each check's verdict; a check that returns a dict adds its entries as facts
+        (the Redis primary it found, ``redis_primary``), which never decide readiness."""
+        results: dict[str, str] = {}
+        facts: dict[str, str] = {}
         for name, check in self.checks.items():
             try:
-                check()
+                found = check()
                 results[name] = "ok"
+                if isinstance(found, dict):
+                    facts.update({str(k): str(v) for k, v in found.items() if k not in self.checks})
             except Exception as exc:
                 results[name] = f"unavailable: {type(exc).__name__}"
-        return results
+        return results, facts
 
 
 async def _rejected(req: Request, resp: Response | None, ex: Rejected, params: Any) -> None:

@@ -28,7 +28,7 @@ def _report_status(report_id: str, authorization: str | None, customer: str | No
 
 app = create_app(
     lambda: bootstrap.runtime().intake,
-    {"redis": lambda: bootstrap.runtime().queue.ping(), "database": _database},
+    {"redis": lambda: bootstrap.runtime().redis_primary(), "database": _database},
     bootstrap.runtime().settings.max_body_bytes,
     _report_status,
     batch_max_body=bootstrap.runtime().settings.batch_max_bytes,

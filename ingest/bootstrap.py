@@ -17,11 +17,11 @@ from types import ModuleType
 from typing import Any
 
 import redis
-import redis.asyncio
 from sqlalchemy import Engine, text
 
 from ingest import config, logs
 from ingest.adapters import prometheus
+from ingest.adapters.redis import connections
 from ingest.adapters.redis.accept import AcceptPipeline
 from ingest.adapters.redis.journal import RedisQueue
 from ingest.adapters.secretbox import SecretBox
@@ -37,6 +37,16 @@ from ingest.services.intake import Intake
 from ingest.services.ports import Metrics
 
 DRAIN_TASK = "workers.tasks.drain"
+
+
+def broker_url(settings: config.Settings) -> str:
+    """The Celery broker URL: REDIS_URL, or kombu's ``sentinel://`` list with Sentinel."""
+    return connections.broker_url(settings)
+
+
+def broker_transport_options(settings: config.Settings) -> dict[str, Any]:
+    """kombu transport options the broker URL needs (``master_name`` with Sentinel)."""
+    return connections.broker_transport_options(settings)
 
 
 def tune_gc() -> None:
@@ -146,12 +156,9 @@ class Runtime:
 
     @functools.cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(
-            self.settings.redis_url,
-            socket_timeout=5,
-            socket_connect_timeout=5,
-            health_check_interval=30,
-        )
+        """REDIS_URL's server, or the primary the Sentinels name (found again after a
+        failover: a connection that meets READONLY or an error is dropped)."""
+        return connections.sync_client(self.settings)
 
     @functools.cached_property
     def queue(self) -> RedisQueue:
@@ -162,11 +169,29 @@ class Runtime:
 
     @functools.cached_property
     def accept_pipeline(self) -> AcceptPipeline:
-        """The web's accept path: one pipelined Redis write per event-loop turn."""
-        pool = redis.asyncio.ConnectionPool.from_url(
-            self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        """The web's accept path: one pipelined Redis write per event-loop turn, ending with
+        ``WAIT`` when REDIS_MIN_REPLICAS_ACK > 0; its connections go to the primary."""
+        return AcceptPipeline(
+            self.queue,
+            self.primary_connector,
+            self.settings.redis_min_replicas_ack,
+            self.settings.redis_ack_timeout_ms,
         )
-        return AcceptPipeline(self.queue, pool.make_connection)
+
+    @functools.cached_property
+    def primary_connector(self) -> connections.AsyncPrimary:
+        return connections.AsyncPrimary(self.settings)
+
+    def redis_primary(self) -> dict[str, str]:
+        """A readiness check: the primary this process writes to, as ``host:port``; raises
+        while there is none (no Sentinel names one, or it answers as a replica)."""
+        host, port = connections.primary_address(self.settings)
+        client: Any = self.redis
+        role = client.execute_command("ROLE")
+        name = role[0].decode() if isinstance(role[0], bytes) else str(role[0])
+        if name != "master":
+            raise connections.NoPrimary(f"{host}:{port} is a {name}")
+        return {"redis_primary": f"{host}:{port}"}
 
     @property
     def journal(self) -> RedisQueue:
@@ -210,7 +235,9 @@ class Runtime:
     def producer(self) -> Any:
         from celery import Celery  # imported here: only processes that send tasks pay for it
 
-        return Celery("ingest-producer", broker=self.settings.redis_url, set_as_current=False)
+        app = Celery("ingest-producer", broker=broker_url(self.settings), set_as_current=False)
+        app.conf.broker_transport_options = broker_transport_options(self.settings)
+        return app
 
     def kick(self) -> None:
         self.producer.send_task(DRAIN_TASK, expires=max(2.0, self.settings.flush_interval * 10))

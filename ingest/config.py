@@ -9,6 +9,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 T = TypeVar("T")
@@ -53,6 +54,26 @@ class Settings:
     max_token_age: float = 0.0
     token_replay_window: float = 0.0
     batch_max_bytes: int = 8 * 1024 * 1024
+    # Sentinel: when ``redis_sentinels`` is set, every Redis connection goes to the primary
+    # the Sentinels name for ``redis_sentinel_master`` (host and port of redis_url unused)
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = ""
+    redis_min_replicas_ack: int = 0
+    redis_ack_timeout_ms: int = 100
+
+    @property
+    def uses_sentinel(self) -> bool:
+        return bool(self.redis_sentinels)
+
+    @property
+    def redis_db(self) -> int:
+        """The database number: the path of REDIS_URL (``/0``), for either URL form."""
+        return redis_url_db(self.redis_url)
+
+    @property
+    def redis_password(self) -> str | None:
+        """The password of REDIS_URL (``redis://:pw@host`` or ``redis+sentinel://:pw@...``)."""
+        return redis_url_password(self.redis_url)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -95,10 +116,73 @@ def _database_url(v: str) -> str:
     return v
 
 
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
 def _redis_url(v: str) -> str:
+    if v.startswith(SENTINEL_SCHEME):
+        sentinel_url(v)  # raises on a malformed one
+        return v
     if not v.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must start with redis://, rediss:// or unix://")
+        raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
     return v
+
+
+def _host_port(item: str) -> tuple[str, int]:
+    host, sep, port = item.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, got {item.strip()!r}")
+    return host.strip("[]"), int(port)
+
+
+def _sentinels(v: str) -> tuple[tuple[str, int], ...]:
+    found = tuple(_host_port(item) for item in v.split(",") if item.strip())
+    if not found:
+        raise ValueError("expected host:port[,host:port...]")
+    return found
+
+
+def _split_auth(rest: str) -> tuple[str | None, str]:
+    """``[:password@]hosts...`` -> (password or None, the rest after the @)."""
+    auth, at, tail = rest.rpartition("@")
+    if not at:
+        return None, rest
+    password = auth.split(":", 1)[1] if ":" in auth else auth
+    return (unquote(password) or None), tail
+
+
+def sentinel_url(v: str) -> tuple[tuple[tuple[str, int], ...], str, int]:
+    """``redis+sentinel://[:password@]host:port[,host:port...]/master[/db]`` -> (sentinels,
+    master name, db)."""
+    _password, rest = _split_auth(v[len(SENTINEL_SCHEME) :])
+    hosts, _, path = rest.partition("/")
+    parts = [p for p in path.split("/") if p]
+    if not parts or len(parts) > 2:
+        raise ValueError("expected redis+sentinel://host:port[,host:port...]/master[/db]")
+    if len(parts) == 2 and not parts[1].isdigit():
+        raise ValueError(f"database number must be an integer, got {parts[1]!r}")
+    return _sentinels(hosts), parts[0], int(parts[1]) if len(parts) == 2 else 0
+
+
+def redis_url_db(url: str) -> int:
+    if url.startswith(SENTINEL_SCHEME):
+        return sentinel_url(url)[2]
+    path = urlparse(url).path.strip("/")
+    return int(path) if path.isdigit() else 0
+
+
+def redis_url_password(url: str) -> str | None:
+    if url.startswith(SENTINEL_SCHEME):
+        return _split_auth(url[len(SENTINEL_SCHEME) :])[0]
+    password = urlparse(url).password
+    return unquote(password) if password else None
+
+
+def _non_negative(v: str) -> int:
+    value = int(v)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {v!r}")
+    return value
 
 
 VARIABLES: list[tuple[str, str, Callable[[str], Any], str]] = [
@@ -113,7 +197,35 @@ VARIABLES: list[tuple[str, str, Callable[[str], Any], str]] = [
         "redis_url",
         _redis_url,
         "Redis holding the journal, the work stream and the Celery broker; the default is the "
-        "embedded Redis that `ingest run` starts",
+        "embedded Redis that `ingest run` starts. `redis+sentinel://h1:p1,h2:p2/master/db` "
+        "is REDIS_SENTINELS + REDIS_SENTINEL_MASTER in one URL",
+    ),
+    (
+        "REDIS_SENTINELS",
+        "redis_sentinels",
+        _sentinels,
+        "`host:port,host:port` of Redis Sentinels: the journal, the Celery broker and every "
+        "connection go to the primary they name (found again after a failover); REDIS_URL then "
+        "gives only the database number and password",
+    ),
+    (
+        "REDIS_SENTINEL_MASTER",
+        "redis_sentinel_master",
+        str,
+        "the Sentinels' name of the primary (`sentinel monitor <name> ...`); needed with REDIS_SENTINELS",
+    ),
+    (
+        "REDIS_MIN_REPLICAS_ACK",
+        "redis_min_replicas_ack",
+        _non_negative,
+        "replicas that must acknowledge each accept (`WAIT`) before it is answered 201; "
+        "else 503 + Retry-After. 0: no `WAIT`",
+    ),
+    (
+        "REDIS_ACK_TIMEOUT_MS",
+        "redis_ack_timeout_ms",
+        _positive(int),
+        "milliseconds an accept waits for REDIS_MIN_REPLICAS_ACK replicas",
     ),
     ("PORT", "port", _positive(int), "port the web process binds to"),
     (
@@ -291,6 +403,13 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             problems.append(f"{name}: {exc}")
     if problems:
         raise SettingsError("invalid configuration: " + "; ".join(problems))
+    url = values.get("redis_url", "")
+    if url.startswith(SENTINEL_SCHEME):
+        hosts, master, _db = sentinel_url(url)
+        values.setdefault("redis_sentinels", hosts)
+        values.setdefault("redis_sentinel_master", master)
+    if values.get("redis_sentinels") and not values.get("redis_sentinel_master"):
+        raise SettingsError("invalid configuration: REDIS_SENTINEL_MASTER: needed with REDIS_SENTINELS")
     settings = Settings(**values)
     if settings.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise SettingsError(f"invalid configuration: LOG_LEVEL: unknown level {settings.log_level!r}")
@@ -302,9 +421,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
 
 
 def redis_url_given(environ: Mapping[str, str] | None = None) -> bool:
-    """True when REDIS_URL is set: ``ingest run`` then starts no embedded Redis."""
+    """True when REDIS_URL or REDIS_SENTINELS is set: ``ingest run`` then starts no embedded
+    Redis."""
     env = os.environ if environ is None else environ
-    return bool(env.get("REDIS_URL"))
+    return bool(env.get("REDIS_URL") or env.get("REDIS_SENTINELS"))
 
 
 def port_text(environ: Mapping[str, str] | None = None) -> str:

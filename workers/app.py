@@ -16,7 +16,7 @@ from ingest import bootstrap, config
 
 settings = config.load()
 
-app = Celery("ingest", broker=settings.redis_url, include=["workers.tasks"])
+app = Celery("ingest", broker=bootstrap.broker_url(settings), include=["workers.tasks"])
 app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
@@ -27,6 +27,7 @@ app.conf.update(
     broker_transport_options={
         # longer than any drain task; the journal, not this message, carries the data
         "visibility_timeout": int(max(300, settings.drain_budget * 6)),
+        **bootstrap.broker_transport_options(settings),  # master_name with REDIS_SENTINELS
     },
     broker_connection_retry_on_startup=True,
     # Redis trouble must never end a worker (shared/docs/reliability.md): a lost connection or

@@ -10,22 +10,40 @@ Never retried after a connection error or timeout: the scripts may have run, and
 them again would append the reports twice (the provider resends after the 503 instead).
 Every request whose reply was not read gets the error and answers 503. NOSCRIPT replies (a
 restarted Redis) did not run: the script is loaded and those commands are sent once more.
+
+READONLY replies (the connection's server was demoted to a replica by a failover) did not
+run either: they answer 503 and the connection is dropped, so the next turn connects to
+the primary that ``connect`` finds then (Sentinel), instead of staying pinned.
+
+With ``min_replicas`` > 0 each write ends with ``WAIT min_replicas ack_timeout_ms``: the
+replies are held until it answers, and when fewer replicas acknowledged, every request of
+that write whose report was written gets NotReplicated (503): Redis may still have it, and
+commit it later, but a failover now could lose it. The connection is dropped then too: a
+primary with no replicas left is often one that Sentinel already replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
 import redis.asyncio
 
+from ingest.adapters.redis.connections import is_readonly
 from ingest.adapters.redis.journal import RedisQueue
 from ingest.services.ports import Accepted
 
 _Waiting = tuple[list[Any], "asyncio.Future[Accepted]"]
+Connect = Callable[[], "redis.asyncio.Connection | Awaitable[redis.asyncio.Connection]"]
+
+
+class NotReplicated(redis.exceptions.ConnectionError):
+    """The write ran on the primary but fewer than REDIS_MIN_REPLICAS_ACK replicas had it
+    within REDIS_ACK_TIMEOUT_MS: answered 503; the report may still be committed later."""
 
 
 class _Lane:
@@ -41,9 +59,12 @@ class AcceptPipeline:
     """One connection per process and event loop; ``accept`` is RedisQueue.accept's twin,
     sending the same accept.lua by the same SHA (RedisQueue.accept_command)."""
 
-    def __init__(self, queue: RedisQueue, connect: Callable[[], redis.asyncio.Connection]) -> None:
+    def __init__(
+        self, queue: RedisQueue, connect: Connect, min_replicas: int = 0, ack_timeout_ms: int = 100
+    ) -> None:
         self.queue = queue
         self.connect = connect
+        self.wait: tuple[int, int] | None = (min_replicas, ack_timeout_ms) if min_replicas > 0 else None
         # a connection never crosses event loops (a web worker has one; test clients more)
         self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane] = weakref.WeakKeyDictionary()
 
@@ -79,37 +100,68 @@ class AcceptPipeline:
         conn = lane.conn
         try:
             if conn is None:
-                conn = lane.conn = self.connect()
+                made = self.connect()
+                conn = lane.conn = await made if inspect.isawaitable(made) else made
             again: list[_Waiting] = []
-            await _exchange(conn, batch, again)
+            drop = await _exchange(conn, batch, again, self.wait)
             if again:
                 await conn.send_command("SCRIPT", "LOAD", self.queue.accept_script)
                 await conn.read_response()
-                await _exchange(conn, again)
+                drop = await _exchange(conn, again, None, self.wait) or drop
         except Exception as exc:  # connection lost or timed out: unread replies are unknown
             for _command, reply in batch:
                 _settle(reply, exc)  # those already answered keep their answer
+            drop = True
+        if drop:  # also after READONLY or a missing replica acknowledgement: find the primary again
             lane.conn = None
             if conn is not None:
                 await conn.disconnect(nowait=True)
 
 
 async def _exchange(
-    conn: redis.asyncio.Connection, batch: list[_Waiting], again: list[_Waiting] | None = None
-) -> None:
-    """Send the commands in one write and settle each request with its reply. NOSCRIPT
-    replies (the script did not run) go to ``again`` when it is given, else they are errors."""
-    await conn.send_packed_command(b"".join([_pack(cmd) for cmd, _ in batch]))
+    conn: redis.asyncio.Connection,
+    batch: list[_Waiting],
+    again: list[_Waiting] | None = None,
+    wait: tuple[int, int] | None = None,
+) -> bool:
+    """Send the commands (and ``WAIT replicas timeout_ms`` when ``wait`` is given) in one
+    write and settle each request with its reply. NOSCRIPT replies (the script did not run)
+    go to ``again`` when it is given, else they are errors. True: drop the connection."""
+    packed = [_pack(cmd) for cmd, _ in batch]
+    if wait is not None:
+        packed.append(_pack(["WAIT", wait[0], wait[1]]))
+    await conn.send_packed_command(b"".join(packed))
+    outcomes: list[tuple[asyncio.Future[Accepted], Any]] = []
+    drop = False
     for command, reply in batch:
         try:
-            _settle(reply, await conn.read_response())
+            outcomes.append((reply, await conn.read_response()))
         except redis.exceptions.NoScriptError as exc:
             if again is None:
-                _settle(reply, exc)
+                outcomes.append((reply, exc))
             else:
                 again.append((command, reply))
         except redis.ResponseError as exc:
-            _settle(reply, exc)
+            outcomes.append((reply, exc))
+            drop = drop or is_readonly(exc)  # a demoted primary: nothing ran
+    if wait is not None:
+        try:
+            acked = int(await conn.read_response())
+        except redis.ResponseError:  # WAIT refused (a replica): as if nobody acknowledged
+            acked = -1
+        if acked < wait[0]:
+            drop = True
+            missing = NotReplicated(f"{max(acked, 0)} of {wait[0]} replicas acknowledged within {wait[1]} ms")
+            outcomes = [(reply, missing if _wrote(outcome) else outcome) for reply, outcome in outcomes]
+    for reply, outcome in outcomes:
+        _settle(reply, outcome)
+    return drop
+
+
+def _wrote(outcome: Any) -> bool:
+    """An accept reply whose reports were appended (not refused by the bucket, -1, nor for
+    an uninitialised sequence, -2): the ones a missing acknowledgement puts at risk."""
+    return not isinstance(outcome, BaseException) and int(outcome[0]) >= 0
 
 
 def _pack(args: list[Any]) -> bytes:
