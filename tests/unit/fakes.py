@@ -82,7 +82,9 @@ class FakeJournal:
         return taken
 
     def reclaim(self, consumer: str, min_idle_ms: int, count: int = 500) -> list[Delivery]:
-        return [d._replace(deliveries=d.deliveries + 1) for d in list(self.pending.values())[:count]]
+        taken = [d._replace(deliveries=d.deliveries + 1) for d in list(self.pending.values())[:count]]
+        self.pending.update({d.entry_id: d for d in taken})  # as Redis counts each delivery
+        return taken
 
     def ack(self, entry_ids: list[str]) -> int:
         done = [i for i in entry_ids if self.pending.pop(i, None) is not None]
