@@ -199,13 +199,26 @@ class Health:
 
 
 class Ready:
-    def __init__(self, checks: dict[str, Callable[[], object]]) -> None:
+    """503 when a dependency does not answer. ``journal`` (the journal epoch check, read from
+    memory) is informative only: "degraded: ..." after Redis lost data keeps the 200, so load
+    balancers keep routing to a web that accepts and keeps reports again."""
+
+    def __init__(
+        self, checks: dict[str, Callable[[], object]], journal: Callable[[], str] | None = None
+    ) -> None:
         self.checks = checks
+        self.journal = journal
 
     async def on_get(self, req: Request, resp: Response) -> None:
         results = await asyncio.to_thread(self._run)
         ok = all(v == "ok" for v in results.values())
-        _json(resp, 200 if ok else 503, {"status": "ok" if ok else "unavailable", **results})
+        body: dict[str, str] = {"status": "ok" if ok else "unavailable", **results}
+        if self.journal is not None:
+            try:
+                body["journal"] = self.journal()
+            except Exception as exc:
+                body["journal"] = f"unknown: {type(exc).__name__}"
+        _json(resp, 200 if ok else 503, body)
 
     def _run(self) -> dict[str, str]:
         results = {}
@@ -269,7 +282,7 @@ def create_app(
     if exposition is not None:
         app.add_route("/metrics", Metrics(recorder, exposition))
     app.add_route("/healthz", Health())
-    app.add_route("/readyz", Ready(ready_checks))
+    app.add_route("/readyz", Ready(ready_checks, lambda: intake().journal_status()))
     app.add_route("/api/schema/", Schema())
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)
