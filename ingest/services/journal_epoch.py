@@ -46,6 +46,8 @@ class JournalState:
     floor_seq: int = 0  # SQL's highest sequence when this epoch was adopted
     committed_seq: int = 0  # the highest sequence SQL had committed at the last check
     committed_accepted_at: float | None = None  # that report's acceptance time
+    verified_id: str | None = None  # the newest journal entry the last check saw (stream id)
+    verified_seq: int = 0  # its sequence: SQL's reports above it are compared with the journal
     safe_since: float | None = None  # at the last good check, all accepted before was final
     checked_at: float | None = None
     adopted_at: float | None = None
@@ -69,6 +71,9 @@ class EpochTransaction(Protocol):
     def newest(self) -> NewestCommitted | None:
         """The report with the highest sequence in SQL (any final state)."""
 
+    def committed_seqs(self, above: int, upto: int) -> set[int]:
+        """Sequences of SQL's reports with above < seq <= upto."""
+
     def save(self, state: JournalState) -> None: ...
 
 
@@ -86,7 +91,11 @@ class EpochJournal(Protocol):
 
     def new_epoch(self) -> str: ...
 
-    def has_entry(self, report_id: str, seq: int, accepted_ms: int) -> bool: ...
+    def entry_seq(self, entry_id: str) -> int | None: ...
+
+    def last_entry(self) -> tuple[str, int] | None: ...
+
+    def entries_after(self, entry_id: str, limit: int = 100_000) -> list[tuple[str, int]]: ...
 
     def ensure_seq_at_least(self, floor: int) -> int: ...
 
@@ -127,39 +136,81 @@ def health_of(state: JournalState, now: float) -> JournalHealth:
     return JournalHealth("ok", state)
 
 
+def _stream_ms(entry_id: str) -> int:
+    return int(entry_id.partition("-")[0] or 0)
+
+
 def _findings(
     journal: EpochJournal,
+    txn: EpochTransaction,
     state: JournalState,
-    newest: NewestCommitted | None,
+    top: int,
     now: float,
     retention_seconds: float,
-) -> tuple[list[str], str | None, int]:
+) -> tuple[list[str], str | None, int, tuple[str, int] | None]:
+    """What is wrong, Redis's (epoch, sequence), and the newest entry now verified.
+
+    Besides the epoch and the counter, every report SQL committed since the last check must
+    be in the journal (its retention has not passed): SQL's sequences above the entry the
+    last check saw are compared with the journal's entries after it. New accepts cannot
+    hide a rewind from this, as they would hide it from the counter alone."""
     redis_epoch, redis_seq = journal.journal_epoch()
-    found: list[str] = []
-    top = newest.seq if newest else 0
     if redis_epoch is None:
-        found.append("Redis holds no journal epoch: it came back empty or was flushed")
-    elif redis_epoch != state.epoch:
-        found.append(
-            f"Redis journal epoch {redis_epoch} is not the {state.epoch} SQL knows: Redis came back "
-            "empty or is a different instance"
+        return ["Redis holds no journal epoch: it came back empty or was flushed"], None, redis_seq, None
+    if redis_epoch != state.epoch:
+        return (
+            [
+                f"Redis journal epoch {redis_epoch} is not the {state.epoch} SQL knows: Redis came back "
+                "empty or is a different instance"
+            ],
+            redis_epoch,
+            redis_seq,
+            None,
         )
-    elif redis_seq < top:
-        found.append(
-            f"Redis's sequence {redis_seq} is below the highest committed {top}: Redis restarted "
-            "from an older AOF or snapshot"
+    if redis_seq < top:
+        return (
+            [
+                f"Redis's sequence {redis_seq} is below the highest committed {top}: Redis restarted "
+                "from an older AOF or snapshot"
+            ],
+            redis_epoch,
+            redis_seq,
+            None,
         )
-    elif (
-        newest is not None
-        and newest.seq > state.floor_seq
-        and now - newest.accepted_at < retention_seconds - RETENTION_MARGIN
-        and not journal.has_entry(newest.report_id, newest.seq, int(newest.accepted_at * 1000))
-    ):
-        found.append(
-            f"the newest committed report {newest.report_id} (sequence {newest.seq}) is no longer in "
-            "the journal: Redis restarted from an older AOF or snapshot"
+    fresh = (
+        state.verified_id is not None
+        and now * 1000 - _stream_ms(state.verified_id) < (retention_seconds - RETENTION_MARGIN) * 1000
+    )
+    if not fresh or state.verified_id is None:  # the first check, or too long ago: start now
+        return [], redis_epoch, redis_seq, journal.last_entry()
+    if journal.entry_seq(state.verified_id) != state.verified_seq:
+        return (
+            [
+                f"journal entry {state.verified_id} (sequence {state.verified_seq}), there at the last "
+                "check, is gone: Redis restarted from an older AOF or snapshot"
+            ],
+            redis_epoch,
+            redis_seq,
+            None,
         )
-    return found, redis_epoch, redis_seq
+    after = journal.entries_after(state.verified_id)
+    if not after:
+        return [], redis_epoch, redis_seq, (state.verified_id, state.verified_seq)
+    upto = max(seq for _eid, seq in after)
+    missing = txn.committed_seqs(state.verified_seq, upto) - {seq for _eid, seq in after}
+    if missing:
+        return (
+            [
+                f"{len(missing)} report(s) committed to SQL are missing from the journal (sequences "
+                f"{min(missing)}..{max(missing)}): Redis restarted from an older AOF or snapshot "
+                "(the last second before a power cut)"
+            ],
+            redis_epoch,
+            redis_seq,
+            None,
+        )
+    newest_id = max(after, key=lambda e: tuple(int(p or 0) for p in e[0].partition("-")[::2]))[0]
+    return [], redis_epoch, redis_seq, (newest_id, upto)
 
 
 def check(
@@ -178,12 +229,16 @@ def check(
         t = now()
         redis_epoch: str | None = None
         redis_seq = 0
+        verified: tuple[str, int] | None = None
         if state.epoch is None:  # the first check ever: trust what Redis holds
             epoch = journal.set_epoch(journal.new_epoch(), only_if_missing=True)
             state = dataclasses.replace(state, epoch=epoch, floor_seq=top, adopted_at=t)
             found: list[str] = []
+            verified = journal.last_entry()
         else:
-            found, redis_epoch, redis_seq = _findings(journal, state, newest, t, retention_seconds)
+            found, redis_epoch, redis_seq, verified = _findings(
+                journal, txn, state, top, t, retention_seconds
+            )
         if found:
             epoch = journal.set_epoch(journal.new_epoch())
             since = state.safe_since
@@ -211,6 +266,7 @@ def check(
                 last_loss_at=t,
                 last_loss=detected,
             )
+            verified = journal.last_entry()  # verify from here on, in the new epoch
         journal.ensure_seq_at_least(top)
         oldest = journal.oldest_unfinished_ms()
         safe = min(t, oldest / 1000 if oldest is not None else t) - SAFE_MARGIN
@@ -218,6 +274,8 @@ def check(
             state,
             committed_seq=top,
             committed_accepted_at=newest.accepted_at if newest else None,
+            verified_id=verified[0] if verified else None,
+            verified_seq=verified[1] if verified else 0,
             safe_since=safe if state.safe_since is None else max(state.safe_since, safe),
             checked_at=t,
         )

@@ -6,7 +6,7 @@
 -- Returns {first sequence, kick, tokens left, seconds to full, flags}; first = -1: rate limited.
 --
 -- The sequence never goes backwards, whatever Redis lost: first = max(last + 1, clock,
--- floor + 1), clock = (Redis TIME in ms - origin) * 4096. An emptied Redis or an older AOF
+-- floor + 1, the journal's newest sequence + 1), clock = (Redis TIME in ms - origin) * 4096. An emptied Redis or an older AOF
 -- continues from the clock, far above anything handed out before; a clock that jumps back
 -- continues from last + 1 (exact below 2^53 for about 69 years after the origin).
 -- flags: 1 = the clock is more than a second behind the sequence (reported by the web),
@@ -41,6 +41,14 @@ local clock = (ms - tonumber(ARGV[4])) * TICKS
 local raw = redis.call('GET', KEYS[1])
 if not raw then flags = flags + 2 end
 local first = math.max(tonumber(raw or '0') + 1, clock, tonumber(ARGV[5]) + 1)
+-- the journal's newest entry too: a key reset or set back in the same millisecond
+local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+if newest then
+  local fields = newest[2]
+  for j = 1, #fields, 2 do
+    if fields[j] == 's' then first = math.max(first, (tonumber(fields[j + 1]) or 0) + 1) end
+  end
+end
 if first - clock > 1000 * TICKS then flags = flags + 1 end
 -- integers as '%d': Lua's own number formatting keeps only 14 digits
 redis.call('SET', KEYS[1], string.format('%d', first + count - 1))

@@ -142,20 +142,27 @@ class RedisQueue(ReplayGuard, JournalStats):
     def new_epoch(self) -> str:
         return f"{self._epoch_prefix}-{secrets.token_hex(6)}"
 
-    def has_entry(self, report_id: str, seq: int, accepted_ms: int) -> bool:
-        """Whether the journal still holds a report's entry. Sequences grow in stream order,
-        so the quick look stops at the first later sequence; only when that misses is a
-        wider window searched by id (clocks skewed between hosts), before saying no."""
-        wanted = report_id.encode()
-        for _eid, fields in self._scan(f"{max(0, accepted_ms - 2000)}-0", f"{accepted_ms + 10_000}-0", 200):
-            if fields.get(b"i") == wanted:
-                return True
-            try:
-                if int(fields.get(b"s", b"0")) > seq:
-                    break
-            except ValueError:
-                continue
-        return self.find(report_id, accepted_ms, window_ms=60_000) is not None
+    def entry_seq(self, entry_id: str) -> int | None:
+        """The sequence of one journal entry, or None when the journal no longer holds it."""
+        rows = self.client.xrange(self.stream, min=entry_id, max=entry_id, count=1)
+        return int(rows[0][1].get(b"s", b"0")) if rows else None
+
+    def last_entry(self) -> tuple[str, int] | None:
+        """(stream id, sequence) of the newest journal entry."""
+        rows = self.client.xrevrange(self.stream, count=1)
+        return (s(rows[0][0]), int(rows[0][1].get(b"s", b"0"))) if rows else None
+
+    def entries_after(self, entry_id: str, limit: int = 100_000) -> list[tuple[str, int]]:
+        """(stream id, sequence) of the entries after ``entry_id``, oldest first."""
+        found: list[tuple[str, int]] = []
+        cursor = "(" + entry_id
+        while len(found) < limit:
+            rows = self.client.xrange(self.stream, min=cursor, max="+", count=min(2000, limit - len(found)))
+            found += [(s(eid), int(fields.get(b"s", b"0"))) for eid, fields in rows if fields]
+            if not rows or len(rows) < 2000:
+                break
+            cursor = "(" + s(rows[-1][0])
+        return found
 
     # -- claim, ack, reclaim, trim -----------------------------------------------------------
 

@@ -33,6 +33,7 @@ class _Transaction:
         values["last_loss"] = json.loads(row.last_loss) if row.last_loss else None
         values["floor_seq"] = int(row.floor_seq or 0)
         values["committed_seq"] = int(row.committed_seq or 0)
+        values["verified_seq"] = int(row.verified_seq or 0)
         values["losses"] = int(row.losses or 0)
         return JournalState(**values)
 
@@ -48,6 +49,11 @@ class _Transaction:
         if accepted_at.tzinfo is None:  # SQLite gives naive UTC
             accepted_at = accepted_at.replace(tzinfo=dt.UTC)
         return NewestCommitted(int(seq), str(report_id), accepted_at.timestamp())
+
+    def committed_seqs(self, above: int, upto: int) -> set[int]:
+        """Sequences of the reports in SQL with above < seq <= upto."""
+        seq = t.UsageReport.seq
+        return {int(v) for v in self.session.scalars(select(seq).where(seq > above, seq <= upto))}
 
     def save(self, state: JournalState) -> None:
         values = dataclasses.asdict(state)

@@ -200,6 +200,8 @@ class JournalStateRow(Base):
     floor_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     committed_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     committed_accepted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    verified_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    verified_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     safe_since: Mapped[float | None] = mapped_column(Float, nullable=True)
     checked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     adopted_at: Mapped[float | None] = mapped_column(Float, nullable=True)

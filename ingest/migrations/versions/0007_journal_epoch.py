@@ -24,6 +24,8 @@ def upgrade() -> None:
         sa.Column("floor_seq", sa.BigInteger(), nullable=False, server_default="0"),
         sa.Column("committed_seq", sa.BigInteger(), nullable=False, server_default="0"),
         sa.Column("committed_accepted_at", sa.Float(), nullable=True),
+        sa.Column("verified_id", sa.String(64), nullable=True),
+        sa.Column("verified_seq", sa.BigInteger(), nullable=False, server_default="0"),
         sa.Column("safe_since", sa.Float(), nullable=True),
         sa.Column("checked_at", sa.Float(), nullable=True),
         sa.Column("adopted_at", sa.Float(), nullable=True),
