@@ -107,7 +107,16 @@ class Intake:
             if self.journal_check is None:
                 self.journal.note_floor(self.sequence_floor())
                 return self.journal_health
+            before = self.journal_health.state
             self.journal_health = self.journal_check()
+            after = self.journal_health.state
+            if (
+                self.journal_health.detected is None
+                and before is not None
+                and after is not None
+                and after.losses > before.losses
+            ):  # another process detected it (and logged the ERROR): say so here too
+                log.warning("journal data loss recorded by another process: %s", after.last_loss)
         except Exception as exc:  # Redis or SQL unreachable: check again next time
             log.warning("journal epoch check failed: %s", exc)
             self.journal_health = JournalHealth(f"unknown: {type(exc).__name__}", self.journal_health.state)

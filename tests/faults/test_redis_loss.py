@@ -218,11 +218,11 @@ def count(stack: EverysecStack, load: Load, marker: int, top_before: int, losses
 
 
 def detected_everywhere(stack: EverysecStack) -> None:
-    """The loss shows in the ERROR log, /readyz (still 200) and ``ingest stats --json``."""
+    """The loss shows in the web's log (the ERROR when a web detected it, else a warning
+    that another process did: the Celery worker's log holds no ingest log lines), /readyz
+    (still 200) and ``ingest stats --json``."""
     assert wait_until(
-        lambda: any(
-            "journal data loss detected" in p.read_text(errors="replace") for p in stack.logs.values()
-        ),
+        lambda: any("journal data loss" in p.read_text(errors="replace") for p in stack.logs.values()),
         15,
     ), stack.tail()
 
@@ -244,12 +244,12 @@ def detected_everywhere(stack: EverysecStack) -> None:
     assert journal["last_loss"]["lost_from"] and journal["last_loss"]["lost_to"]
 
 
-def run(stack: EverysecStack, demo, scenario: str, lose: Callable[[AofSampler], None]) -> Count:
+def run(stack: EverysecStack, demo, scenario: str, lose: Callable[[AofSampler, Load], None]) -> Count:
     sampler = AofSampler(stack.aof)
-    load = Load(stack, [demo.resource, demo.resource2], threads=4, limit=1600).start()
-    load.wait_for(500)
+    load = Load(stack, [demo.resource, demo.resource2], threads=4, limit=1400).start()
+    load.wait_for(400)
     losses_before = losses(stack.database_url)
-    lose(sampler)  # kills Redis and leaves its directory as the scenario says
+    lose(sampler, load)  # kills Redis and leaves its directory as the scenario says
     top_before = sql_max_seq(stack.database_url)
     stack.start_redis()
     marker = len(load.accepted)
@@ -278,7 +278,7 @@ def committed_within(stack: EverysecStack, seconds: float) -> bool:
 
 
 def test_kill_9_with_the_last_second_of_the_aof_cut(stack, demo):
-    def lose(sampler: AofSampler) -> None:
+    def lose(sampler: AofSampler, load: Load) -> None:
         assert wait_until(lambda: committed_within(stack, 0.5), 10)  # workers are keeping up
         cut_at = time.monotonic() - 1.0
         stack.kill("redis")
@@ -293,17 +293,18 @@ def test_kill_9_with_the_last_second_of_the_aof_cut(stack, demo):
 def test_restart_from_an_older_aof_copy(stack, demo):
     copy = stack.tmp / "older.aof"
 
-    def lose(sampler: AofSampler) -> None:
+    def lose(sampler: AofSampler, load: Load) -> None:
         shutil.copyfile(stack.aof(), copy)  # a backup taken now ...
-        time.sleep(2.0)  # ... while reports keep being accepted and committed
+        load.wait_for(len(load.accepted) + 250)  # ... while reports keep being accepted
+        assert wait_until(lambda: committed_within(stack, 0.5), 10)  # ... and committed
         stack.kill("redis")
         shutil.copyfile(copy, stack.aof())  # ... and restored
 
-    run(stack, demo, "restart from an AOF copy ~2 s older", lose)
+    run(stack, demo, "restart from an older AOF copy (250+ reports back)", lose)
 
 
 def test_restart_empty(stack, demo):
-    def lose(sampler: AofSampler) -> None:
+    def lose(sampler: AofSampler, load: Load) -> None:
         stack.kill("redis")
         for path in stack.redis_dir.iterdir():
             if path.name != "redis.log":

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
+
 from ingest.adapters.redis.entries import GROUP, id_key, s
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,7 @@ class JournalStats:
     reconcile_hook: Callable[[], str] | None = None
     client: Any
     stream: str
+    _group_ready: bool
     accepted_key: str
     acked_key: str
 
@@ -55,6 +58,15 @@ class JournalStats:
     def oldest_unfinished_ms(self) -> int | None:
         """The acceptance time (stream id ms) of the oldest entry not yet acknowledged --
         pending, or never delivered -- or None when every entry was acknowledged."""
+        try:
+            return self._oldest_unfinished_ms()
+        except redis.ResponseError as exc:  # an emptied Redis: the group is gone
+            if "NOGROUP" not in str(exc):
+                raise
+            self._group_ready = False
+            return self._oldest_unfinished_ms()
+
+    def _oldest_unfinished_ms(self) -> int | None:
         self.ensure_group()
         times: list[int] = []
         oldest = self.oldest_pending_id()
