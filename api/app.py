@@ -211,13 +211,26 @@ class Health:
 
 
 class Ready:
-    def __init__(self, checks: dict[str, Callable[[], object]]) -> None:
+    """503 when a dependency does not answer. ``journal`` (the journal epoch check, read from
+    memory) is informative only: "degraded: ..." after Redis lost data keeps the 200, so load
+    balancers keep routing to a web that accepts and keeps reports again."""
+
+    def __init__(
+        self, checks: dict[str, Callable[[], object]], journal: Callable[[], str] | None = None
+    ) -> None:
         self.checks = checks
+        self.journal = journal
 
     async def on_get(self, req: Request, resp: Response) -> None:
         results, facts = await asyncio.to_thread(self._run)
         ok = all(v == "ok" for v in results.values())
-        _json(resp, 200 if ok else 503, {"status": "ok" if ok else "unavailable", **results, **facts})
+        body: dict[str, str] = {"status": "ok" if ok else "unavailable", **results, **facts}
+        if self.journal is not None:
+            try:
+                body["journal"] = self.journal()
+            except Exception as exc:
+                body["journal"] = f"unknown: {type(exc).__name__}"
+        _json(resp, 200 if ok else 503, body)
 
     def _run(self) -> tuple[dict[str, str], dict[str, str]]:
         """Each check's verdict; a check that returns a dict adds its entries as facts
@@ -286,7 +299,7 @@ def create_app(
     if exposition is not None:
         app.add_route("/metrics", Metrics(recorder, exposition))
     app.add_route("/healthz", Health())
-    app.add_route("/readyz", Ready(ready_checks))
+    app.add_route("/readyz", Ready(ready_checks, lambda: intake().journal_status()))
     app.add_route("/api/schema/", Schema())
     app.add_sink(Docs(), docs.PATTERN)  # Swagger UI of /api/schema/ (not an API operation)
     app.add_error_handler(Exception, _unexpected)

@@ -11,6 +11,7 @@ import functools
 import gc
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from types import ModuleType
@@ -28,9 +29,11 @@ from ingest.adapters.secretbox import SecretBox
 from ingest.adapters.sql import migrate
 from ingest.adapters.sql import read_model as queries
 from ingest.adapters.sql.catalog import SqlCatalog
+from ingest.adapters.sql.journal_state import SqlEpochStore
 from ingest.adapters.sql.unit_of_work import SqlUnitOfWork, make_engine
 from ingest.domain.errors import Transient
 from ingest.domain.model import UsageKey
+from ingest.services import journal_epoch
 from ingest.services.catalog_cache import CatalogCache
 from ingest.services.commit import Committer
 from ingest.services.intake import Intake
@@ -165,6 +168,8 @@ class Runtime:
         q = RedisQueue(
             self.redis, self.settings.redis_prefix, kick_ms=max(1, int(self.settings.flush_interval * 1000))
         )
+        # every reconciler pass ends with the journal epoch check (see check_journal)
+        q.reconcile_hook = lambda: self.check_journal().status
         return q
 
     @functools.cached_property
@@ -208,8 +213,8 @@ class Runtime:
         return prometheus.PrometheusMetrics()
 
     def accepted_count(self) -> int:
-        """Reports the journal ever accepted: its sequence (0 when Redis holds none)."""
-        return int(self.queue.client.get(self.queue.seq_key) or 0)
+        """Reports this Redis's journal accepted (its counter; the sequence is a clock now)."""
+        return int(self.queue.client.get(self.queue.accepted_key) or 0)
 
     def check_database(self) -> None:
         """Raise unless the database answers (a readiness check)."""
@@ -251,7 +256,33 @@ class Runtime:
             self.kick,
             sequence_floor=self.committed_sequence,
             accept=self.accept_pipeline.accept,
+            journal_check=self.check_journal,
+            on_clock_behind=prometheus.CLOCK_BEHIND.inc,
         )
+
+    @functools.cached_property
+    def epoch_store(self) -> SqlEpochStore:
+        return SqlEpochStore(self.engine)
+
+    def check_journal(self) -> journal_epoch.JournalHealth:
+        """The journal epoch check: did Redis lose data since the last check? A loss is
+        logged, counted (ingest_journal_loss_detected_total) and recorded in SQL, once."""
+        return journal_epoch.check(
+            self.queue,
+            self.epoch_store,
+            self.settings.journal_retention_hours * 3600,
+            on_loss=lambda _loss: prometheus.JOURNAL_LOSS.inc(),
+        )
+
+    def journal_health(self) -> dict[str, Any]:
+        """What SQL recorded of the journal epoch, for ``ingest stats`` (no check)."""
+        health = journal_epoch.health_of(self.epoch_store.read(), time.time())
+        found = health.as_dict()
+        try:
+            found["redis_epoch"] = self.queue.journal_epoch()[0]
+        except redis.RedisError as exc:
+            found["redis_epoch"] = f"unavailable: {type(exc).__name__}"
+        return found
 
     def committed_sequence(self) -> int:
         """The highest acceptance sequence SQL holds (0 for an empty database)."""

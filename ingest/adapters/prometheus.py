@@ -58,6 +58,16 @@ TRANSIENT = Counter(
 for _task in ("drain", "reconcile"):  # exported at 0 from the start, so alerts see the series
     TRANSIENT.labels(_task)
 
+JOURNAL_LOSS = Counter(
+    "ingest_journal_loss_detected_total",
+    "Times the journal epoch check found that Redis lost journal data (empty, another "
+    "instance, or an older AOF/snapshot)",
+)
+CLOCK_BEHIND = Counter(
+    "ingest_sequence_clock_behind_total",
+    "Accepts whose sequence ran more than a second ahead of Redis's clock (the clock jumped back)",
+)
+
 
 def observe_many(histogram: Histogram, values: list[float]) -> None:
     """``histogram.observe`` for each value, with one write per bucket touched: in

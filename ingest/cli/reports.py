@@ -160,10 +160,12 @@ def cmd_stats(args: argparse.Namespace, settings: config.Settings) -> int:
         if args.json:
             print(json.dumps(doc, default=str))
         else:
-            table(
-                [{"metric": k, "value": json.dumps(v, default=str)} for k, v in doc.items()],
-                ["metric", "value"],
-            )
+            rows = [
+                {"metric": k, "value": json.dumps(v, default=str)} for k, v in doc.items() if k != "journal"
+            ]
+            for k, v in (doc.get("journal") or {}).items():  # one line each: the loss is long
+                rows.append({"metric": f"journal.{k}", "value": v if isinstance(v, str) else json.dumps(v)})
+            table(rows, ["metric", "value"])
         if not args.watch:
             return 0
         time.sleep(args.interval)

@@ -25,7 +25,8 @@ from ingest.domain.ids import new_report_id
 from ingest.domain.model import Provider
 from ingest.domain.validation import validate_report
 from ingest.services.catalog_cache import CatalogCache
-from ingest.services.ports import Accepted, Kicker
+from ingest.services.journal_epoch import JournalHealth
+from ingest.services.ports import ACCEPT_CLOCK_BEHIND, ACCEPT_SEQ_MISSING, Accepted, Kicker
 from ingest.services.pressure import Pressure
 from ingest.services.receipt import Receipt
 from schemas import queue as wire
@@ -33,6 +34,7 @@ from schemas import queue as wire
 log = logging.getLogger(__name__)
 TOKEN_REUSED = "This token has already been used."
 NO_DATA = "No data provided"  # DRF's Serializer.errors for a body of JSON null
+CLOCK_WARNING_EVERY = 60.0  # seconds between "clock behind the sequence" warnings
 
 
 class Journal(Protocol):
@@ -41,6 +43,8 @@ class Journal(Protocol):
     def forget_tokens(self, customer: str, digests: list[str]) -> None: ...
 
     def ensure_seq_at_least(self, floor: int) -> int: ...
+
+    def note_floor(self, floor: int) -> None: ...
 
     def backlog(self, limit: int) -> int: ...
 
@@ -72,6 +76,9 @@ class Intake:
         sequence_floor: Callable[[], int] = lambda: 0,
         *,
         accept: AsyncAccept,
+        journal_check: Callable[[], JournalHealth] | None = None,
+        journal_check_interval: float = 5.0,
+        on_clock_behind: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
         self.tz = settings.tz
@@ -82,6 +89,38 @@ class Intake:
         self.sequence_floor = sequence_floor  # the highest sequence SQL has committed
         self.accept = accept
         self.pressure = Pressure(journal, settings.max_backlog, settings.redis_memory_high_water)
+        # the journal epoch check (services/journal_epoch.py), run by its own thread
+        self.journal_check = journal_check
+        self.journal_check_interval = journal_check_interval
+        self.journal_health = JournalHealth("unknown: not checked yet")
+        self._check_soon = threading.Event()
+        self.on_clock_behind = on_clock_behind
+        self._clock_warned = -CLOCK_WARNING_EVERY
+
+    def journal_status(self) -> str:
+        """For /readyz: "ok", "degraded: ..." (Redis lost data lately) or "unknown: ..."."""
+        return self.journal_health.status
+
+    def check_journal(self) -> JournalHealth:
+        """One journal epoch check, also refreshing the sequence floor accepts pass."""
+        try:
+            if self.journal_check is None:
+                self.journal.note_floor(self.sequence_floor())
+                return self.journal_health
+            before = self.journal_health.state
+            self.journal_health = self.journal_check()
+            after = self.journal_health.state
+            if (
+                self.journal_health.detected is None
+                and before is not None
+                and after is not None
+                and after.losses > before.losses
+            ):  # another process detected it (and logged the ERROR): say so here too
+                log.warning("journal data loss recorded by another process: %s", after.last_loss)
+        except Exception as exc:  # Redis or SQL unreachable: check again next time
+            log.warning("journal epoch check failed: %s", exc)
+            self.journal_health = JournalHealth(f"unknown: {type(exc).__name__}", self.journal_health.state)
+        return self.journal_health
 
     def check_in_background(self, interval: float = 0.5) -> threading.Thread:
         """Sample back-pressure and check the catalog's version from a daemon thread, so the
@@ -101,7 +140,33 @@ class Intake:
 
         thread = threading.Thread(target=run, name="intake-checks", daemon=True)
         thread.start()
+        if self.journal_check is not None:
+            threading.Thread(target=self._journal_checks, name="journal-epoch", daemon=True).start()
         return thread
+
+    def _journal_checks(self) -> None:
+        """Its own thread: a check holds SQL's journal_state lock while it reads Redis, and
+        must never delay the back-pressure samples."""
+        while True:
+            self.check_journal()
+            self._check_soon.wait(self.journal_check_interval)
+            self._check_soon.clear()
+
+    def _accepted_flags(self, result: Accepted) -> None:
+        if result.flags & ACCEPT_SEQ_MISSING:
+            # a new or emptied Redis: the clock sequence is safe; check the epoch soon
+            log.info("the journal's sequence key was missing: a new or emptied Redis")
+            self._check_soon.set()
+        if result.flags & ACCEPT_CLOCK_BEHIND:
+            if self.on_clock_behind is not None:
+                self.on_clock_behind(1)
+            now = time.monotonic()
+            if now - self._clock_warned >= CLOCK_WARNING_EVERY:
+                self._clock_warned = now
+                log.warning(
+                    "Redis's clock is more than a second behind the acceptance sequence (it jumped "
+                    "back, or sequences were raised above it): sequences continue from the last one"
+                )
 
     def _authenticate(self, body: object) -> tuple[Envelope, Provider, dict[str, Any]]:
         if body is None:
@@ -165,8 +230,8 @@ class Intake:
         """Make reports durable in one round trip; the first sequence and rate headers.
 
         ``seen``: replay-guard digests the caller already claimed for these reports. The rare
-        round trips (back-pressure sample, replay guard, sequence floor, kick) are blocking
-        calls: only the accept itself is awaited, and shared with concurrent requests.
+        round trips (back-pressure sample, replay guard, kick) are blocking calls: only the
+        accept itself is awaited, and shared with concurrent requests.
         """
         self.pressure.check()
         rate = provider.rate_limit if provider.rate_limit is not None else self.settings.rate_limit
@@ -175,17 +240,15 @@ class Intake:
             seen = self._claim_tokens(provider, reports)
         entries = [(r.id, wire.encode(r)) for r in reports]
         try:
+            # the sequence comes from Redis's clock, above the floor SQL had (note_floor):
+            # a missing sequence key (a new or emptied Redis) refuses nothing
             result = await self.accept(entries, str(provider.customer), rate, burst)
-            if result.first == -2:  # a new or emptied Redis: continue after SQL's sequence
-                self.journal.ensure_seq_at_least(self.sequence_floor())
-                result = await self.accept(entries, str(provider.customer), rate, burst)
         except Exception as exc:  # Redis unreachable: we cannot keep it, so do not accept it
             log.warning("journal unavailable: %s", exc)
             self._forget_tokens(provider, seen)
             raise Backpressure(1, "journal unavailable") from exc
-        if result.first == -2:
-            self._forget_tokens(provider, seen)
-            raise Backpressure(1, "sequence not initialised")
+        if result.flags:
+            self._accepted_flags(result)
         if result.first < 0:
             self._forget_tokens(provider, seen)
             raise RateLimited(rate, max(1, result.reset_seconds))

@@ -40,6 +40,9 @@ class OperatorPorts(Protocol):
     def accepted_count(self) -> int:
         """Reports the journal ever accepted (its sequence)."""
 
+    def journal_health(self) -> dict[str, Any]:
+        """The journal epoch as SQL recorded it: status, epoch, losses, the last loss."""
+
 
 def report_status(ports: OperatorPorts, report_id: str) -> dict[str, Any] | None:
     """Where a report is: committed/superseded/quarantined (SQL) or queued (journal only)."""
@@ -191,7 +194,7 @@ def stats(ports: OperatorPorts) -> dict[str, Any]:
         age = max(0.0, time.time() - int(oldest.split("-")[0]) / 1000)
     counts = sql["counts"]
     return {
-        "accepted": ports.accepted_count(),  # the sequence counts them
+        "accepted": ports.accepted_count(),  # the accepted counter counts them
         "committed": counts.get("committed", 0),
         "superseded": counts.get("superseded", 0),
         "quarantined": counts.get("quarantined", 0),
@@ -202,4 +205,7 @@ def stats(ports: OperatorPorts) -> dict[str, Any]:
         "journal_entries": queue.journal_length(),
         "workers_seen": queue.workers_seen(),
         "last_reconcile": queue.last_reconcile(),
+        # "ok", or "degraded: ..." for a while after Redis lost journal data; last_loss has
+        # the window in which the reports that could not be kept were accepted
+        "journal": ports.journal_health(),
     }

@@ -68,10 +68,18 @@ class ReportRecord(NamedTuple):
 class Accepted:
     """What the journal says about reports it was handed in one round trip."""
 
-    first: int  # first sequence (the rest follow in order); -1: rate limited; -2: no sequence
+    first: int  # first sequence (the rest follow in order); -1: rate limited
     kick: bool
     tokens_left: int  # -1: no rate limit applies
     reset_seconds: int  # until the bucket is full again, or until a retry can succeed
+    # accept.lua's flags: 1 the clock is behind the sequence, 2 the sequence key was missing,
+    # 4 the journal epoch was written (a new or emptied Redis)
+    flags: int = 0
+
+
+ACCEPT_CLOCK_BEHIND = 1  # Accepted.flags
+ACCEPT_SEQ_MISSING = 2
+ACCEPT_EPOCH_WRITTEN = 4
 
 
 class CatalogSource(Protocol):

@@ -1,12 +1,13 @@
 """The Redis side: one stream is both the durable journal and the work queue.
 
 Every accepted report is appended with ``XADD`` by a Lua script (accept.lua) that, in the same
-atomic round trip, takes the next acceptance sequence (``INCR``) and raises a rate-limited
-"kick" flag. Workers claim entries through a consumer group (``XREADGROUP``): a claimed entry
-stays in the group's pending list until ``XACK``, which happens only after its batch
-committed, so a crash anywhere leaves it pending for the reconciler (``XAUTOCLAIM``). Entries
-are trimmed only behind the oldest pending entry and after the retention window, so the
-journal doubles as the source for ``ingest replay``.
+atomic round trip, takes the next acceptance sequence (``max(last + 1, clock)``, see
+accept.lua), writes the journal epoch the first time and raises a rate-limited "kick" flag.
+Workers claim entries through a consumer group (``XREADGROUP``): a claimed entry stays in
+the group's pending list until ``XACK``, which happens only after its batch committed, so a
+crash anywhere leaves it pending for the reconciler (``XAUTOCLAIM``). Entries are trimmed
+only behind the oldest pending entry and after the retention window, so the journal doubles
+as the source for ``ingest replay``.
 
 RedisQueue is assembled from this module (accept, claim, ack, reclaim, trim, read), guard.py
 (the replay guard) and stats.py (counters, heartbeats); the scripts are in scripts.py.
@@ -14,6 +15,8 @@ RedisQueue is assembled from this module (accept, claim, ack, reclaim, trim, rea
 
 from __future__ import annotations
 
+import datetime as dt
+import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,15 +29,28 @@ from ingest.adapters.redis.scripts import Scripts
 from ingest.adapters.redis.stats import JournalStats
 from ingest.services.ports import Accepted, Delivery
 
-__all__ = ["GROUP", "RedisQueue"]
+__all__ = ["CLOCK_ORIGIN_MS", "GROUP", "TICKS_PER_MS", "RedisQueue"]
+
+# The acceptance sequence's clock: (ms since this origin) * TICKS_PER_MS (accept.lua).
+CLOCK_ORIGIN_MS = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
+TICKS_PER_MS = 4096
 
 
 class RedisQueue(ReplayGuard, JournalStats):
     """Redis adapter for the journal stream. Safe to share between threads (a pool inside)."""
 
-    def __init__(self, client: redis.Redis, prefix: str, kick_ms: int = 200) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str, kick_ms: int = 200, clock_origin_ms: int = CLOCK_ORIGIN_MS
+    ) -> None:
         self.client: Any = client  # redis-py's reply types are too wide to be useful here
         self.seq_key = f"{prefix}:seq"
+        self.epoch_key = f"{prefix}:epoch"
+        # tests move the origin to stand for a Redis clock that jumps (accept.lua's ARGV[4])
+        self.clock_origin_ms = clock_origin_ms
+        # the highest sequence SQL committed, as last seen (note_floor): a second guard
+        # under the clock, passed with every accept
+        self.floor_hint = 0
+        self._epoch_prefix = secrets.token_hex(6)
         self.stream = f"{prefix}:journal"
         self.kick_key = f"{prefix}:kick"
         self.accepted_key = f"{prefix}:accepted"
@@ -58,7 +74,14 @@ class RedisQueue(ReplayGuard, JournalStats):
     def _accept_keys_args(
         self, reports: list[tuple[str, bytes]], customer: str, rate: float, burst: float
     ) -> tuple[list[str], list[Any]]:
-        args: list[Any] = [self.kick_ms, rate, burst or 2 * rate]
+        args: list[Any] = [
+            self.kick_ms,
+            rate,
+            burst or 2 * rate,
+            self.clock_origin_ms,
+            self.floor_hint,
+            self._epoch_prefix,
+        ]
         for report_id, raw in reports:
             args.append(report_id)
             args.append(raw)
@@ -68,6 +91,7 @@ class RedisQueue(ReplayGuard, JournalStats):
             self.kick_key,
             f"{self.stream}:rate:{customer}",
             self.accepted_key,
+            self.epoch_key,
         ], args
 
     def accept_command(
@@ -87,12 +111,58 @@ class RedisQueue(ReplayGuard, JournalStats):
 
     @staticmethod
     def accepted(reply: list[Any]) -> Accepted:
-        first, kick, left, reset = reply
-        return Accepted(int(first), bool(kick), int(left), int(reset))
+        first, kick, left, reset, flags = reply
+        return Accepted(int(first), bool(kick), int(left), int(reset), int(flags))
 
     def ensure_seq_at_least(self, floor: int) -> int:
-        """After a Redis loss, never hand out a sequence at or below one already committed."""
-        return int(self.scripts.seq_floor(keys=[self.seq_key], args=[floor]))
+        """After a Redis loss, never hand out a sequence at or below one already committed:
+        a missing key, or one lower than ``floor``, is raised to it. Also remembered as the
+        floor every later accept from this process passes (accept.lua)."""
+        self.note_floor(floor)
+        return int(self.scripts.seq_floor(keys=[self.seq_key], args=[int(floor)]))
+
+    def note_floor(self, floor: int) -> None:
+        """Remember the highest sequence SQL committed: accepts never go at or below it."""
+        self.floor_hint = max(self.floor_hint, int(floor))
+
+    # -- the journal epoch -------------------------------------------------------------------
+
+    def journal_epoch(self) -> tuple[str | None, int]:
+        """(the epoch marker, the sequence counter) in one round trip; (None, 0) when empty."""
+        epoch, seq = self.client.mget(self.epoch_key, self.seq_key)
+        return (None if epoch is None else s(epoch)), int(seq or 0)
+
+    def set_epoch(self, epoch: str, only_if_missing: bool = False) -> str:
+        """Write the epoch marker (the one already there wins with ``only_if_missing``);
+        returns the marker Redis holds now."""
+        if self.client.set(self.epoch_key, epoch, nx=only_if_missing):
+            return epoch
+        return s(self.client.get(self.epoch_key))
+
+    def new_epoch(self) -> str:
+        return f"{self._epoch_prefix}-{secrets.token_hex(6)}"
+
+    def entry_seq(self, entry_id: str) -> int | None:
+        """The sequence of one journal entry, or None when the journal no longer holds it."""
+        rows = self.client.xrange(self.stream, min=entry_id, max=entry_id, count=1)
+        return int(rows[0][1].get(b"s", b"0")) if rows else None
+
+    def last_entry(self) -> tuple[str, int] | None:
+        """(stream id, sequence) of the newest journal entry."""
+        rows = self.client.xrevrange(self.stream, count=1)
+        return (s(rows[0][0]), int(rows[0][1].get(b"s", b"0"))) if rows else None
+
+    def entries_after(self, entry_id: str, limit: int = 100_000) -> list[tuple[str, int]]:
+        """(stream id, sequence) of the entries after ``entry_id``, oldest first."""
+        found: list[tuple[str, int]] = []
+        cursor = "(" + entry_id
+        while len(found) < limit:
+            rows = self.client.xrange(self.stream, min=cursor, max="+", count=min(2000, limit - len(found)))
+            found += [(s(eid), int(fields.get(b"s", b"0"))) for eid, fields in rows if fields]
+            if not rows or len(rows) < 2000:
+                break
+            cursor = "(" + s(rows[-1][0])
+        return found
 
     # -- claim, ack, reclaim, trim -----------------------------------------------------------
 

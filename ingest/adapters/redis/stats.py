@@ -4,17 +4,27 @@ and the reconciler's last run. Read by back-pressure, health checks and the ops 
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
-from ingest.adapters.redis.entries import GROUP, s
+import redis
+
+from ingest.adapters.redis.entries import GROUP, id_key, s
+
+log = logging.getLogger(__name__)
 
 
 class JournalStats:
     """Part of RedisQueue."""
 
+    # Run at the end of every reconciler pass (the journal epoch check, set by bootstrap);
+    # what it returns is kept in the pass's summary under "journal".
+    reconcile_hook: Callable[[], str] | None = None
     client: Any
     stream: str
+    _group_ready: bool
     accepted_key: str
     acked_key: str
 
@@ -45,6 +55,30 @@ class JournalStats:
         info = self.client.xpending(self.stream, GROUP)
         return s(info["min"]) if info.get("min") else None
 
+    def oldest_unfinished_ms(self) -> int | None:
+        """The acceptance time (stream id ms) of the oldest entry not yet acknowledged --
+        pending, or never delivered -- or None when every entry was acknowledged."""
+        try:
+            return self._oldest_unfinished_ms()
+        except redis.ResponseError as exc:  # an emptied Redis: the group is gone
+            if "NOGROUP" not in str(exc):
+                raise
+            self._group_ready = False
+            return self._oldest_unfinished_ms()
+
+    def _oldest_unfinished_ms(self) -> int | None:
+        self.ensure_group()
+        times: list[int] = []
+        oldest = self.oldest_pending_id()
+        if oldest:
+            times.append(id_key(oldest)[0])
+        for group in self.client.xinfo_groups(self.stream):
+            if s(group["name"]) == GROUP:
+                after = self.client.xrange(self.stream, min="(" + s(group["last-delivered-id"]), count=1)
+                if after:
+                    times.append(id_key(s(after[0][0]))[0])
+        return min(times) if times else None
+
     def journal_length(self) -> int:
         return int(self.client.xlen(self.stream))
 
@@ -56,7 +90,14 @@ class JournalStats:
         return sorted(s(k)[len(prefix) :] for k in self.client.scan_iter(prefix + "*"))
 
     def record_reconcile(self, summary: dict[str, int]) -> None:
-        self.client.set(f"{self.stream}:reconciled", json.dumps({"at": time.time(), **summary}))
+        record: dict[str, Any] = {"at": time.time(), **summary}
+        if self.reconcile_hook is not None:
+            try:
+                record["journal"] = self.reconcile_hook()
+            except Exception as exc:  # Redis or SQL unreachable: the next pass checks again
+                log.warning("journal epoch check failed: %s", exc)
+                record["journal"] = f"unknown: {type(exc).__name__}"
+        self.client.set(f"{self.stream}:reconciled", json.dumps(record))
 
     def last_reconcile(self) -> dict[str, Any] | None:
         raw = self.client.get(f"{self.stream}:reconciled")

@@ -201,3 +201,23 @@ REPORT_COLUMNS: tuple[str, ...] = tuple(c.name for c in UsageReport.__table__.co
 # (quarantined: re-driven by replay); then only its outcome columns change.
 REPORT_REPLACEABLE = ("queued", "quarantined")
 REPORT_UPDATED = ("state", "reason_code", "reason", "deliveries", "committed_at")
+
+
+class JournalStateRow(Base):
+    """One row (id 1): the Redis journal epoch SQL trusts and what it last saw of it
+    (services/journal_epoch.py; migration 0007). Times are Unix seconds."""
+
+    __tablename__ = "journal_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    floor_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    committed_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    committed_accepted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    verified_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    verified_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    safe_since: Mapped[float | None] = mapped_column(Float, nullable=True)
+    checked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    adopted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    losses: Mapped[int] = mapped_column(Integer, default=0)
+    last_loss_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_loss: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON
