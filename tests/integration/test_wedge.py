@@ -67,14 +67,25 @@ def assert_settled(runtime, receipts, culprits, reason):
     assert q.pending_count() == 0 and q.backlog() == 0  # every entry acknowledged
 
 
+def lose_the_last_second(runtime) -> None:
+    """Stand for a Redis that lost what it had handed out, with a clock far behind (the
+    clock sequence and the journal floor normally make reuse impossible; this isolation is
+    the defence behind them): the next reports are handed sequences 1, 2, ... again."""
+    q = runtime.queue
+    q.floor_hint = 0
+    q.client.xtrim(q.stream, maxlen=0)  # no journal entry left to floor on
+    q.client.set(q.seq_key, 0)
+
+
 def test_reused_sequences_are_quarantined_and_the_rest_commits(client, runtime, demo):
+    runtime.queue.clock_origin_ms = 10**14  # the clock far behind: sequences are last + 1
     first = [post(client, demo, demo.resource, str(100 + i), "cpu_hours") for i in range(3)]
     drain(runtime.queue, runtime.committer, "w", 50, 0.01, 10)
     before = states(runtime.engine)
     assert all(before[r["id"]] in ("committed", "superseded") for r in first)
     # Redis loses the last second of its AOF: its sequence goes back, and the next reports
     # are handed sequences 1..3 again
-    runtime.queue.client.set(runtime.queue.seq_key, 0)
+    lose_the_last_second(runtime)
     receipts = post_batch(client, demo)
     reused = {r["id"] for r in receipts if r["sequence"] <= 3}
     assert len(reused) == 3
@@ -138,9 +149,10 @@ def test_a_value_the_database_refuses_is_quarantined_and_the_rest_commits(client
 def test_the_reconciler_re_drives_a_wedged_batch_and_finishes_its_pass(client, runtime, demo):
     """The measured wedge: a worker claimed the batch and failed on it; the reconciler takes
     it over, quarantines the culprits, acknowledges everything and trims."""
+    runtime.queue.clock_origin_ms = 10**14  # the clock far behind: sequences are last + 1
     post(client, demo, demo.resource, "1", "cpu_hours")
     drain(runtime.queue, runtime.committer, "w", 50, 0.01, 10)
-    runtime.queue.client.set(runtime.queue.seq_key, 0)  # the next report reuses sequence 1
+    lose_the_last_second(runtime)  # the next report reuses sequence 1
     refuse_amount(runtime.engine)
     receipts = post_batch(client, demo, poison_at=47)
     claimed = runtime.queue.claim("dead-worker", 50, 0)  # claimed, never acknowledged
