@@ -53,6 +53,7 @@ class Settings:
     max_token_age: float = 0.0
     token_replay_window: float = 0.0
     batch_max_bytes: int = 8 * 1024 * 1024
+    log_format: str = ""  # empty: text when stderr is a terminal, else json
 
     @property
     def tz(self) -> ZoneInfo:
@@ -272,6 +273,24 @@ VARIABLES += [
         "appendfsync",
         _fsync,
         "fsync policy of the embedded Redis's append-only file (always / everysec / no)",
+    ),
+]
+
+
+def _log_format(v: str) -> str:
+    low = v.strip().lower()
+    if low not in ("json", "text"):
+        raise ValueError("must be json or text")
+    return low
+
+
+VARIABLES += [
+    (
+        "LOG_FORMAT",
+        "log_format",
+        _log_format,
+        "`json` (one object per line) or `text` (one human line); unset: text when stderr is a "
+        "terminal, else json",
     ),
 ]
 
