@@ -125,7 +125,9 @@ def register(sub: Any, add: Add) -> None:
         dest="sub", required=True
     )
     add("load", cmd_catalog_load, "upsert a catalog from a JSON or YAML file", cat).add_argument("file")
-    add("show", cmd_catalog_show, "print the catalog", cat).add_argument("--json", action="store_true")
+    add("show", cmd_catalog_show, "print the catalog", cat).add_argument(
+        "--json", action="store_true", help="print JSON"
+    )
     add("remove-resource", cmd_catalog_remove, "delete a resource from the catalog", cat).add_argument(
         "resource", type=arguments.uuid_argument
     )
