@@ -159,9 +159,8 @@ def test_the_commit_summary_is_one_line_per_interval_and_none_when_idle(caplog):
 
 
 def test_the_drain_task_feeds_the_summary(monkeypatch, caplog):
-    from tests.unit.test_drain import FakeRuntime
-
     from ingest import bootstrap
+    from tests.unit.test_drain import FakeRuntime
     from workers import tasks
 
     rt = FakeRuntime(
