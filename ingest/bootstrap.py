@@ -311,5 +311,5 @@ class Runtime:
 @functools.cache
 def runtime() -> Runtime:
     settings = config.load()
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     return Runtime(settings)

@@ -54,6 +54,7 @@ class Settings:
     max_token_age: float = 0.0
     token_replay_window: float = 0.0
     batch_max_bytes: int = 8 * 1024 * 1024
+    log_format: str = ""  # empty: text when stderr is a terminal, else json
     # Sentinel: when ``redis_sentinels`` is set, every Redis connection goes to the primary
     # the Sentinels name for ``redis_sentinel_master`` (host and port of redis_url unused)
     redis_sentinels: tuple[tuple[str, int], ...] = ()
@@ -384,6 +385,24 @@ VARIABLES += [
         "appendfsync",
         _fsync,
         "fsync policy of the embedded Redis's append-only file (always / everysec / no)",
+    ),
+]
+
+
+def _log_format(v: str) -> str:
+    low = v.strip().lower()
+    if low not in ("json", "text"):
+        raise ValueError("must be json or text")
+    return low
+
+
+VARIABLES += [
+    (
+        "LOG_FORMAT",
+        "log_format",
+        _log_format,
+        "`json` (one object per line) or `text` (one human line); unset: text when stderr is a "
+        "terminal, else json",
     ),
 ]
 

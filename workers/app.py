@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_process_init
 
-from ingest import bootstrap, config
+from ingest import bootstrap, config, logs
 
 settings = config.load()
 
@@ -58,6 +58,14 @@ app.conf.update(
         },
     },
 )
+
+
+@setup_logging.connect
+def _logging(**_: Any) -> None:
+    """Our format (LOG_FORMAT) and level (LOG_LEVEL) for Celery's loggers too: a receiver here
+    makes Celery leave logging alone (its --loglevel is not used). Its per-task INFO lines
+    ("Task ... received", "succeeded", beat's "Sending due task") are DEBUG (ingest.logs)."""
+    logs.configure(settings.log_level, settings.log_format)
 
 
 @worker_process_init.connect

@@ -3,12 +3,18 @@ workers, commits nothing twice (consumer-group claims + sequence-guarded upserts
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from ingest import bootstrap
+from celery.signals import worker_process_shutdown
+
+from ingest import bootstrap, logs
 from ingest.services.drain import drain_or_defer
 from ingest.services.drain import reconcile as reconcile_journal
 from workers.app import app
+
+# INFO: what the drains of this process committed, at most one line a minute (none when idle)
+commits = logs.Summary(logging.getLogger("workers.tasks.drain"), logs.commit_line)
 
 
 @app.task(name="workers.tasks.drain", acks_late=True, ignore_result=True)
@@ -18,9 +24,11 @@ def drain() -> dict[str, Any]:
     stay pending for the reconciler."""
     rt = bootstrap.runtime()
     s = rt.settings
-    return drain_or_defer(
+    done = drain_or_defer(
         rt.journal, rt.committer, rt.consumer_name, s.batch_size, s.flush_interval, s.drain_budget, rt.metrics
     )
+    commits.add(**{k: done.get(k, 0) for k in ("batches", "committed", "superseded", "quarantined")})
+    return done
 
 
 @app.task(name="workers.tasks.reconcile", acks_late=True, ignore_result=True)
@@ -41,3 +49,8 @@ def reconcile() -> dict[str, int]:
         max_seq is not None,
         rt.metrics,
     )
+
+
+@worker_process_shutdown.connect
+def _last_summary(**_: Any) -> None:
+    commits.flush()

@@ -11,7 +11,7 @@ from typing import Any
 
 from ingest import config
 from ingest.cli import arguments
-from ingest.cli.context import Add, CliError, runtime
+from ingest.cli.context import Add, CliError, runtime, utc_text
 
 
 def cmd_catalog_load(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -59,8 +59,8 @@ def cmd_catalog_show(args: argparse.Namespace, settings: config.Settings) -> int
                 "plan_periods": [
                     {
                         "uuid": str(p.uuid),
-                        "start": p.start.isoformat() if p.start else None,
-                        "end": p.end.isoformat() if p.end else None,
+                        "start": utc_text(p.start) if p.start else None,
+                        "end": utc_text(p.end) if p.end else None,
                     }
                     for p in r.plan_periods
                 ],
@@ -125,7 +125,9 @@ def register(sub: Any, add: Add) -> None:
         dest="sub", required=True
     )
     add("load", cmd_catalog_load, "upsert a catalog from a JSON or YAML file", cat).add_argument("file")
-    add("show", cmd_catalog_show, "print the catalog", cat).add_argument("--json", action="store_true")
+    add("show", cmd_catalog_show, "print the catalog", cat).add_argument(
+        "--json", action="store_true", help="print JSON"
+    )
     add("remove-resource", cmd_catalog_remove, "delete a resource from the catalog", cat).add_argument(
         "resource", type=arguments.uuid_argument
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 from ingest import config
 from ingest.cli import arguments
-from ingest.cli.context import Add, CliError, print_json, runtime, table
+from ingest.cli.context import Add, CliError, print_json, readable, record, runtime, table
 
 
 def cmd_reports_show(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -20,7 +20,10 @@ def cmd_reports_show(args: argparse.Namespace, settings: config.Settings) -> int
     status = operations.report_status(runtime(), args.id)
     if status is None:
         raise CliError(f"no report {args.id} in SQL or in the journal")
-    print_json(status)
+    if args.json:
+        print_json(status)
+    else:
+        record(status)
     return 0
 
 
@@ -53,14 +56,22 @@ def cmd_quarantine_show(args: argparse.Namespace, settings: config.Settings) -> 
         raise CliError(f"no quarantined report {args.id}")
     row = rows[0]
     row["envelope_bytes"] = len(row.pop("envelope") or b"")
-    print_json(row)
+    if args.json:
+        print_json(row)
+    else:
+        record(row)
     return 0
 
 
 def cmd_quarantine_replay(args: argparse.Namespace, settings: config.Settings) -> int:
     from ingest.services import operations
 
+    if args.json and not args.dry_run:
+        raise CliError("--json prints what would be replayed: add --dry-run")
     rows = _quarantine_rows(args)
+    if args.dry_run and args.json:
+        print_json([{k: r[k] for k in ("id", "seq", "customer", "resource", "reason_code")} for r in rows])
+        return 0
     if not rows:
         print("nothing to replay")
         return 0
@@ -99,8 +110,15 @@ def cmd_replay(args: argparse.Namespace, settings: config.Settings) -> int:
     rt = runtime()
     if args.until and args.until < args.since:
         raise CliError("--until is before --since")
+    if args.json and not args.dry_run:
+        raise CliError("--json prints what would change: add --dry-run")
     if args.dry_run:
         plan = operations.plan_replay(rt, args.since, args.until, args.customer, args.resource)
+        if args.json:
+            print_json(
+                {"entries": plan.entries, "already_final": plan.skipped_final, "changes": plan.changes}
+            )
+            return 0
         table(
             plan.changes,
             ["resource", "component", "billing_period", "current", "current_seq", "replayed", "replayed_seq"],
@@ -156,9 +174,9 @@ def cmd_stats(args: argparse.Namespace, settings: config.Settings) -> int:
 
     rt = runtime()
     while True:
-        doc = operations.stats(rt)
+        doc = readable(operations.stats(rt))  # last_reconcile.at: ISO 8601 UTC, not epoch
         if args.json:
-            print(json.dumps(doc, default=str))
+            print_json(doc, indent=None)  # one line per sample: --watch --json is JSON lines
         else:
             rows = [
                 {"metric": k, "value": json.dumps(v, default=str)} for k, v in doc.items() if k != "journal"
@@ -173,9 +191,9 @@ def cmd_stats(args: argparse.Namespace, settings: config.Settings) -> int:
 
 def register(sub: Any, add: Add) -> None:
     reports = sub.add_parser("reports", help="accepted reports").add_subparsers(dest="sub", required=True)
-    add(
-        "show", cmd_reports_show, "state, sequence, times and committed values of a report", reports
-    ).add_argument("id")
+    p = add("show", cmd_reports_show, "state, sequence, times and committed values of a report", reports)
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     q = sub.add_parser("quarantine", help="reports the workers could not commit").add_subparsers(
         dest="sub", required=True
@@ -194,12 +212,15 @@ def register(sub: Any, add: Add) -> None:
         p.add_argument("--reason", help="reason code, e.g. resource_missing")
         p.add_argument("--since", type=arguments.instant)
         if name == "list":
-            p.add_argument("--json", action="store_true")
+            p.add_argument("--json", action="store_true", help="print JSON")
         if name == "replay":
-            p.add_argument("--dry-run", action="store_true")
+            p.add_argument("--dry-run", action="store_true", help="list what would be replayed")
+            p.add_argument("--json", action="store_true", help="with --dry-run: print JSON")
         if name == "purge":
             p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    add("show", cmd_quarantine_show, "one quarantined report in full", q).add_argument("id")
+    p = add("show", cmd_quarantine_show, "one quarantined report in full", q)
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = add("replay", cmd_replay, "re-apply reports accepted in a window, from the journal")
     p.add_argument("--since", type=arguments.instant, required=True)
@@ -207,9 +228,10 @@ def register(sub: Any, add: Add) -> None:
     p.add_argument("--customer", type=arguments.uuid_argument)
     p.add_argument("--resource", type=arguments.uuid_argument)
     p.add_argument("--start-after", help="resume after this journal entry id")
-    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: print JSON")
 
     p = add("stats", cmd_stats, "queue and commit statistics")
     p.add_argument("--watch", action="store_true")
     p.add_argument("--interval", type=float, default=2.0)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON (one line per sample)")

@@ -9,7 +9,7 @@ from typing import Any
 
 from ingest import config
 from ingest.cli import arguments
-from ingest.cli.context import Add, CliError, print_json, runtime
+from ingest.cli.context import Add, CliError, print_json, readable, runtime
 
 SET_USAGE_PATH = "/api/marketplace-public-api/set_usage/"
 
@@ -23,7 +23,7 @@ def cmd_usage_show(args: argparse.Namespace, settings: config.Settings) -> int:
     from rich.table import Table
 
     table = Table("billing period", "component", "amount", "plan period", "date", "sequence", "report")
-    for r in rows:
+    for r in readable(rows):
         table.add_row(
             r["billing_period"],
             r["component"],
@@ -102,7 +102,7 @@ def register(sub: Any, add: Add) -> None:
     p = add("show", cmd_usage_show, "print committed usage rows of a resource", usage)
     p.add_argument("--resource", type=arguments.uuid_argument, required=True)
     p.add_argument("--period", type=arguments.month, help="billing month, e.g. 2026-11")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     for name, fn, help_ in (
         ("sign", cmd_sign, "print a signed usage token"),

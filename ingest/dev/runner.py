@@ -57,6 +57,8 @@ def run(
     reason: str | None = None
     try:
         env = config.child_environment()
+        if sys.stdout.isatty():  # the children write to a pipe: say that a person reads it
+            env.setdefault("LOG_FORMAT", "text")
         var = Path("var").resolve()
         if embedded:
             from ingest.dev import embedded_redis

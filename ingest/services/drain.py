@@ -175,7 +175,8 @@ def reconcile(
         log.warning("reconcile: trim or summary refused: %s", exc)
         metrics.transient_failure("reconcile")
     metrics.reconciled()
-    log.info("reconcile %s", report)
+    changed = any(v for k, v in report.items() if k != "seq")  # INFO only when it changed something
+    log.log(logging.INFO if changed else logging.DEBUG, "reconcile %s", report)
     return report
 
 

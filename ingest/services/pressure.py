@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 from ingest.domain.errors import Backpressure
+
+log = logging.getLogger(__name__)
 
 
 class Gauges(Protocol):
@@ -39,14 +42,22 @@ class Pressure:
         self.background = False  # sampled by Intake.check_in_background's thread instead
 
     def sample(self) -> None:
-        self._reason = self._sample()
+        self._set(self._sample())
+
+    def _set(self, reason: str | None) -> None:
+        """Keep the latest reading; log only the transitions (on: WARNING, off: INFO)."""
+        if reason and not self._reason:
+            log.warning("back-pressure on: %s; set_usage answers 503 + Retry-After", reason)
+        elif self._reason and not reason:
+            log.info("back-pressure off: accepting reports again (was: %s)", self._reason)
+        self._reason = reason
 
     def check(self) -> None:
         if not self.background:
             now = self.clock()
             if now - self._checked >= self.interval:
                 self._checked = now
-                self._reason = self._sample()
+                self._set(self._sample())
         if self._reason:
             raise Backpressure(max(1, int(self.interval + 0.999)), self._reason)
 
