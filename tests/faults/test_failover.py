@@ -168,9 +168,10 @@ def test_stalled_replica_then_primary_killed(stack, demo):
 SEQUENCES_REUSED = pytest.mark.xfail(
     strict=False,
     reason="measured: 0 reports lost, none left pending, but accepted reports end quarantined as "
-    "sequence_reused (split brain: 1-2 of ~1500; SENTINEL FAILOVER: 265-401). In the window where "
-    "the old primary is still a primary after the promotion, the web's writes there are "
-    "acknowledged by the other replica (WAIT 1 met: 201) and the worker commits them to SQL; the "
+    "sequence_reused (split brain: 1-3 of ~1500; SENTINEL FAILOVER: 225-401). In the window where "
+    "the old primary is still a primary after the promotion, the web's writes there (SENTINEL "
+    "FAILOVER: acknowledged by the other replica, WAIT 1 met, 201; split brain: answered 503, as "
+    "many as are quarantined) are committed to SQL by the worker, still connected to it; the "
     "promoted replica never had them, so it hands the same acceptance sequences out again, and "
     "the reports that get them are refused by uq_usage_reports_seq_live. Awaits the "
     "monotonic-sequence change (journal.py sequence, intake.py). The earlier 'worker stalls' "
