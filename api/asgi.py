@@ -34,5 +34,5 @@ app = create_app(
     batch_max_body=bootstrap.runtime().settings.batch_max_bytes,
     metrics=bootstrap.metrics(),
     # the handler flushes this worker's tally on its loop; the exposition runs in a thread
-    exposition=lambda: bootstrap.metrics_exposition(lambda: bootstrap.runtime().queue.backlog(), False),
+    exposition=lambda: bootstrap.metrics_exposition(journal=True, flush=False),
 )

@@ -13,7 +13,6 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -89,10 +88,28 @@ def metrics() -> ModuleType:
     return prometheus
 
 
-def metrics_exposition(backlog: Callable[[], int] | None = None, flush: bool = True) -> tuple[bytes, str]:
+def journal_gauges(queue: RedisQueue) -> prometheus.JournalCollector:
+    """The scrape-time gauges of the journal: backlog, oldest unfinished report, live
+    workers, Redis memory."""
+
+    def oldest_age() -> float:
+        oldest = queue.oldest_unfinished_ms()
+        return 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000)
+
+    return prometheus.JournalCollector(
+        queue.backlog,
+        oldest_age,
+        lambda: len(queue.workers_seen()),
+        lambda: queue.memory()[0],
+        lambda: queue.memory()[1],
+    )
+
+
+def metrics_exposition(journal: bool = False, flush: bool = True) -> tuple[bytes, str]:
     """The Prometheus exposition (body, content type), aggregated over this host's processes
-    in multiprocess mode. ``flush=False`` from any thread but the one that tallies."""
-    return prometheus.render(backlog, flush)
+    in multiprocess mode, with the journal's gauges when ``journal``. ``flush=False`` from
+    any thread but the one that tallies."""
+    return prometheus.render(journal_gauges(runtime().queue) if journal else None, flush)
 
 
 def flush_metrics() -> None:

@@ -111,22 +111,51 @@ class Tally:
 TALLY = Tally()
 
 
-class BacklogCollector(Collector):
-    """Sampled at scrape time from Redis, so it is right whichever process answers."""
+class JournalCollector(Collector):
+    """Gauges sampled at scrape time from Redis, so they are right whichever process answers:
+    the backlog, the age of the oldest report not yet committed, the workers whose heartbeat
+    is fresh, and Redis's memory against its limit. A sample that fails is left out."""
 
-    def __init__(self, backlog: Callable[[], int]) -> None:
-        self.backlog = backlog
+    FAMILIES = (
+        ("backlog", "ingest_backlog_reports", "Reports accepted and not yet committed"),
+        (
+            "oldest_age",
+            "ingest_oldest_unfinished_age_seconds",
+            "Age of the oldest accepted report not yet committed (0 when none)",
+        ),
+        ("workers", "ingest_workers_alive", "Workers whose heartbeat is fresh (last 60 s)"),
+        ("memory_used", "ingest_redis_memory_used_bytes", "Redis used_memory"),
+        ("memory_max", "ingest_redis_memory_max_bytes", "Redis maxmemory (0: unbounded)"),
+    )
+
+    def __init__(
+        self,
+        backlog: Callable[[], float],
+        oldest_age: Callable[[], float],
+        workers: Callable[[], float],
+        memory_used: Callable[[], float],
+        memory_max: Callable[[], float],
+    ) -> None:
+        self.samplers = {
+            "backlog": backlog,
+            "oldest_age": oldest_age,
+            "workers": workers,
+            "memory_used": memory_used,
+            "memory_max": memory_max,
+        }
 
     def collect(self):  # type: ignore[no-untyped-def]
-        family = GaugeMetricFamily("ingest_backlog_reports", "Reports accepted and not yet committed")
-        try:
-            family.add_metric([], float(self.backlog()))
-        except Exception:
-            return
-        yield family
+        for key, name, documentation in self.FAMILIES:
+            try:
+                value = float(self.samplers[key]())
+            except Exception:  # Redis unreachable: /readyz says so; the scrape goes on
+                continue
+            family = GaugeMetricFamily(name, documentation)
+            family.add_metric([], value)
+            yield family
 
 
-def render(backlog: Callable[[], int] | None = None, flush: bool = True) -> tuple[bytes, str]:
+def render(journal: JournalCollector | None = None, flush: bool = True) -> tuple[bytes, str]:
     """The exposition. ``flush=False`` from any thread but the one that tallies (the web's
     event loop flushes before it hands the rendering to a thread): Tally is not locked."""
     if flush:
@@ -140,9 +169,9 @@ def render(backlog: Callable[[], int] | None = None, flush: bool = True) -> tupl
         from prometheus_client import REGISTRY
 
         registry = REGISTRY
-    if backlog is not None:
+    if journal is not None:
         scrape = CollectorRegistry()
-        scrape.register(BacklogCollector(backlog))
+        scrape.register(journal)
         return generate_latest(registry) + generate_latest(scrape), CONTENT_TYPE_LATEST
     return generate_latest(registry), CONTENT_TYPE_LATEST
 

@@ -156,7 +156,7 @@ def wire(rt: bootstrap.Runtime, ready: dict[str, Callable[[], object]] | None = 
         report_status,
         batch_max_body=rt.settings.batch_max_bytes,
         metrics=prometheus,  # what bootstrap.metrics() is
-        exposition=lambda: prometheus.render(rt.queue.backlog, False),
+        exposition=lambda: prometheus.render(bootstrap.journal_gauges(rt.queue), False),
     )
 
 

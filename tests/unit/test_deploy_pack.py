@@ -45,7 +45,7 @@ HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 def _stub(collector: type[Collector]) -> Collector:
     """An instance of a scrape-time collector of the module, every argument a callable
-    answering 0 (BacklogCollector takes the backlog sampler)."""
+    answering 0 (JournalCollector takes its samplers)."""
     required = [
         p
         for p in inspect.signature(collector).parameters.values()
