@@ -188,12 +188,11 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().on_message_complete()
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
-        # every request, pipelined ones too, starts here with the app uvicorn chose for it
-        if app is service_unavailable:  # past limit_concurrency
-            app = at_connection_limit
-        else:
-            app = whole_bodies_only(app)
-        super()._start_asgi_task(cycle, app)
+        # every request, pipelined ones too, starts here with the app uvicorn chose for it;
+        # uvicorn's service_unavailable means past limit_concurrency
+        super()._start_asgi_task(
+            cycle, at_connection_limit if app is service_unavailable else whole_bodies_only(app)
+        )
 
 
 class Worker(UvicornWorker):  # type: ignore[misc]
