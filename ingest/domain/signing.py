@@ -24,6 +24,7 @@ import orjson
 from jwt.algorithms import HMACAlgorithm
 
 from ingest.domain.errors import non_field_error
+from ingest.domain.ids import parse_uuid
 
 SIGNATURE_FAILED = "Signature verification failed."
 SECRET_NOT_SET = "API secret code is not set."
@@ -206,7 +207,8 @@ def verify_status_token(
         raise BadStatusToken("not a claims object")
     if claims.get("aud") != STATUS_AUDIENCE:
         raise BadStatusToken("not a report-status token")
-    if claims.get("sub") != customer:
+    subject = parse_uuid(claims.get("sub"))
+    if subject is None or subject != parse_uuid(customer):
         raise BadStatusToken("another customer's token")
     moment = time.time() if now is None else now
     times = {}

@@ -161,3 +161,11 @@ def test_the_cli_mints_a_status_token(api, demo, capsys):
     assert claims["exp"] - claims["iat"] == 120
     assert _get(client, path, token, demo.provider).status_code == 200
     assert cli(["status-token", "--customer", demo.provider, "--secret", demo.secret, "--ttl", "7200"]) == 2
+
+
+def test_the_subject_may_be_any_spelling_of_the_customer_uuid(api, demo):
+    _rt, client = api
+    path, _ = _report(client, demo)
+    spelled = demo.provider.upper().replace("-", "")
+    token = signing.sign(_claims(demo, sub=spelled), demo.secret)
+    assert _get(client, path, token, demo.provider).status_code == 200
