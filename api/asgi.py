@@ -17,7 +17,13 @@ def _report_status(report_id: str, authorization: str | None, customer: str | No
     from ingest.services import access, operations
 
     rt = bootstrap.runtime()
-    who = access.authorize(rt.catalog, rt.settings.operator_token, authorization, customer)
+    who = access.authorize(
+        rt.catalog,
+        rt.settings.operator_token,
+        authorization,
+        customer,
+        max_ttl=rt.settings.status_token_max_ttl,
+    )
     if len(report_id) > 64 or not report_id.isalnum():
         return None
     found = operations.report_status(rt, report_id)

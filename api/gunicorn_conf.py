@@ -6,15 +6,16 @@ _settings = _load_settings()
 
 bind = f"0.0.0.0:{_settings.port}"
 workers = _settings.web_concurrency
-# uvicorn in each worker (ingest/web_server.py): keep-alive, and concurrent requests share
+# uvicorn in each worker (api/server.py): keep-alive, and concurrent requests share
 # one Redis write. sync closed every connection; gthread can let one process take them all.
 worker_class = "api.server.Worker"
 preload_app = False  # connections are built after the fork, in each worker
 timeout = 30  # a worker whose event loop stalls this long is restarted
 graceful_timeout = 25  # inside the 30 s grace period of Procfile platforms
 keepalive = 5  # seconds an idle connection stays open
-# request-size limits and slow-client timeouts: ingest/web_server.py (uvicorn ignores
-# gunicorn's limit_request_* settings)
+# request-size limits, slow-client timeouts (HEAD_TIMEOUT, BODY_TIMEOUT) and the connection
+# limit (LIMIT_CONCURRENCY, per worker; uvicorn ignores gunicorn's limit_request_* and
+# worker_connections): api/server.py
 accesslog = None
 control_socket_disable = True  # gunicorn 25+: one shared ~/.gunicorn socket would clash
 

@@ -9,9 +9,13 @@ gunicorn's sync worker bounded what a client could make it hold; uvicorn does no
 - a whole request (head, body, chunk framing and trailers) at most twice the largest body
   limit plus the head limit: 400 and close. The app answers 413 well before that.
 - a client has HEAD_TIMEOUT seconds from its first byte (or from connecting) to send a
-  request's head, and BODY_TIMEOUT seconds for its body; else the connection is closed, as
-  the sync worker's 30 s timeout did. Idle keep-alive connections close after gunicorn's
+  request's head, and BODY_TIMEOUT seconds for its body (counted from the end of its head,
+  with a length or chunked); else the connection is closed, as the sync worker's 30 s
+  timeout did. A body cut short (that timeout, or the client leaving) is never handed to
+  the app as if it were whole. Idle keep-alive connections close after gunicorn's
   ``keepalive`` seconds (uvicorn's own timer).
+- past LIMIT_CONCURRENCY open connections or requests in progress in a worker, a request
+  gets our JSON 503 with ``Retry-After`` (uvicorn's own is plain text without it).
 
 Only HTTP/1.1 is served: WebSocket upgrades are not (``ws: none``).
 """
@@ -24,16 +28,21 @@ import sys
 from types import FrameType
 from typing import Any
 
+from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
 from ingest.config import load as _load_settings
+from ingest.domain.errors import Rejected
 
 MAX_LINE = 8190  # request line, and each header line (gunicorn's limit_request_line)
 MAX_FIELDS = 100  # header fields (gunicorn's limit_request_fields)
 MAX_HEAD = MAX_LINE * (MAX_FIELDS + 1)  # bytes before the end of the headers
-HEAD_TIMEOUT = 10.0
+HEAD_TIMEOUT = 10.0  # defaults; HEAD_TIMEOUT / BODY_TIMEOUT in the environment override them
 BODY_TIMEOUT = 30.0
+RETRY_AFTER = b"1"  # seconds, at the connection limit
+BUSY = b'{"detail":"Service temporarily unavailable, try again later."}'
+TRUNCATED = {"detail": "The request body was cut short."}
 
 
 def _max_request() -> int:
@@ -45,16 +54,61 @@ class HeadersTooLarge(Exception):
     """Raised inside a parser callback: httptools reports it as a parser error (400)."""
 
 
+async def at_connection_limit(scope: Any, receive: Any, send: Any) -> None:
+    """The answer past LIMIT_CONCURRENCY, in place of uvicorn's plain-text 503: the body
+    and ``Retry-After`` of the app's back-pressure 503, and the connection closes."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(BUSY)).encode()),
+                (b"retry-after", RETRY_AFTER),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": BUSY, "more_body": False})
+
+
+def whole_bodies_only(app: Any) -> Any:
+    """The app, with a ``receive`` that refuses a body cut short: uvicorn reports a
+    connection lost mid-body (BODY_TIMEOUT, a client that left) as ``http.disconnect``,
+    which Falcon takes for the end of the body, so a truncated body could be parsed, and
+    even accepted. Here that is a Rejected (400) the app answers to a closed connection."""
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        whole = False
+
+        async def receive_whole() -> Any:
+            nonlocal whole
+            message = await receive()
+            kind = message["type"]
+            if kind == "http.request":
+                whole = not message.get("more_body", False)
+            elif kind == "http.disconnect" and not whole:
+                raise Rejected(TRUNCATED)
+            return message
+
+        await app(scope, receive_whole, send)
+
+    return guarded
+
+
 class BoundedHttpTools(HttpToolsProtocol):
-    max_request = 0  # set once per worker process (Worker.__init__)
+    max_request = 0  # set once per worker process (Worker.__init__), as are the timeouts
+    head_timeout = HEAD_TIMEOUT
+    body_timeout = BODY_TIMEOUT
     _fields = 0
     _head = 0  # bytes of the current request's head so far; -1 once the head is complete
     _bytes = 0  # bytes of the current request so far
+    _in_body = False  # between the end of a request's head and the end of its body
     _deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm(HEAD_TIMEOUT)
+        self._arm(self.head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._arm(None)
@@ -67,8 +121,19 @@ class BoundedHttpTools(HttpToolsProtocol):
 
     def _too_slow(self) -> None:
         self._deadline = None
+        if self._in_body:
+            # The body deadline holds whatever our answer is doing: the response to a request
+            # whose body is still arriving is never complete, so re-arming on "response
+            # incomplete" kept a 1 byte/s body open for ever. Only when we stopped reading
+            # ourselves (a full buffer the app has not taken yet) is the client not to blame.
+            if self.flow.read_paused and not self.transport.is_closing():
+                self._arm(self.head_timeout)
+                return
+            self.logger.info("closing a connection that was too slow to send its request body")
+            self.transport.close()
+            return
         if self.cycle is not None and not self.cycle.response_complete:
-            self._arm(HEAD_TIMEOUT)  # our answer to the previous request is still coming
+            self._arm(self.head_timeout)  # our answer to the previous request is still coming
             return
         self.logger.info("closing a connection that was too slow to send its request")
         self.transport.close()
@@ -85,7 +150,7 @@ class BoundedHttpTools(HttpToolsProtocol):
                 return
             self._head += len(data)
             if self._deadline is None:  # bytes that begin no request (a bare CRLF) count too
-                self._arm(HEAD_TIMEOUT)
+                self._arm(self.head_timeout)
         self._bytes += len(data)
         if self.max_request and self._bytes - len(data) > self.max_request:
             self._refuse("request too large")
@@ -96,7 +161,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().on_message_begin()
         self._fields = 0
         if self._deadline is None:
-            self._arm(HEAD_TIMEOUT)
+            self._arm(self.head_timeout)
 
     def on_url(self, url: bytes) -> None:
         if len(self.url) + len(url) > MAX_LINE:
@@ -111,14 +176,23 @@ class BoundedHttpTools(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head = -1
-        self._arm(BODY_TIMEOUT)
+        self._in_body = True
+        self._arm(self.body_timeout)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._head = 0
         self._bytes = 0
+        self._in_body = False
         self._arm(None)
         super().on_message_complete()
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        # every request, pipelined ones too, starts here with the app uvicorn chose for it;
+        # uvicorn's service_unavailable means past limit_concurrency
+        super()._start_asgi_task(
+            cycle, at_connection_limit if app is service_unavailable else whole_bodies_only(app)
+        )
 
 
 class Worker(UvicornWorker):  # type: ignore[misc]
@@ -133,14 +207,19 @@ class Worker(UvicornWorker):  # type: ignore[misc]
         "lifespan": "off",
         "access_log": False,
         "server_header": False,
-        # past this many open connections and tasks a worker answers 503; below the usual
-        # 1,024 file descriptors a process may hold
+        # past this many open connections and tasks a worker answers 503 (at_connection_limit);
+        # the default stays below the usual 1,024 file descriptors a process may hold.
+        # LIMIT_CONCURRENCY overrides it (Worker.__init__).
         "limit_concurrency": 1000,
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        settings = _load_settings()
+        self.CONFIG_KWARGS = {**Worker.CONFIG_KWARGS, "limit_concurrency": settings.limit_concurrency}
         super().__init__(*args, **kwargs)
         BoundedHttpTools.max_request = _max_request()
+        BoundedHttpTools.head_timeout = settings.head_timeout
+        BoundedHttpTools.body_timeout = settings.body_timeout
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """SIGQUIT, gunicorn's quick shutdown (its master sends it on SIGINT and SIGQUIT):

@@ -55,6 +55,11 @@ class Settings:
     token_replay_window: float = 0.0
     batch_max_bytes: int = 8 * 1024 * 1024
     log_format: str = ""  # empty: text when stderr is a terminal, else json
+    head_timeout: float = 10.0
+    body_timeout: float = 30.0
+    limit_concurrency: int = 1000
+    status_token_max_ttl: float = 3600.0
+    drain_retry_budget: float = 45.0
     # Sentinel: when ``redis_sentinels`` is set, every Redis connection goes to the primary
     # the Sentinels name for ``redis_sentinel_master`` (host and port of redis_url unused)
     redis_sentinels: tuple[tuple[str, int], ...] = ()
@@ -385,6 +390,38 @@ VARIABLES += [
         "appendfsync",
         _fsync,
         "fsync policy of the embedded Redis's append-only file (always / everysec / no)",
+    ),
+    (
+        "HEAD_TIMEOUT",
+        "head_timeout",
+        _positive(float),
+        "seconds a client has to send a request's head (from connecting, or from its first byte)",
+    ),
+    (
+        "BODY_TIMEOUT",
+        "body_timeout",
+        _positive(float),
+        "seconds a client has to send a request's body once its head is in; then the connection closes",
+    ),
+    (
+        "LIMIT_CONCURRENCY",
+        "limit_concurrency",
+        _positive(int),
+        "open connections (and requests in progress) per web worker past which a request gets "
+        "503 + `Retry-After`; keep WEB_CONCURRENCY x this below what the proxy in front may open",
+    ),
+    (
+        "STATUS_TOKEN_MAX_TTL",
+        "status_token_max_ttl",
+        _positive(float),
+        "longest lifetime (`exp` - `iat`, and `exp` - now) of a report-status token a provider signs",
+    ),
+    (
+        "DRAIN_RETRY_BUDGET",
+        "drain_retry_budget",
+        _positive(float),
+        "seconds a worker keeps retrying a claimed batch while the database is unavailable "
+        "(short back-off) before leaving it to the reconciler; capped below RECONCILE_AFTER",
     ),
 ]
 

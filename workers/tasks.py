@@ -9,23 +9,37 @@ from typing import Any
 from celery.signals import worker_process_shutdown
 
 from ingest import bootstrap, logs
-from ingest.services.drain import drain_or_defer
+from ingest.services.drain import Held, drain_or_defer
 from ingest.services.drain import reconcile as reconcile_journal
 from workers.app import app
 
 # INFO: what the drains of this process committed, at most one line a minute (none when idle)
 commits = logs.Summary(logging.getLogger("workers.tasks.drain"), logs.commit_line)
 
+# The batch this worker process claimed and could not commit (the database was down): its
+# next drain retries it first, so it commits as soon as the database answers again.
+_held = Held()
+
 
 @app.task(name="workers.tasks.drain", acks_late=True, ignore_result=True)
 def drain() -> dict[str, Any]:
     """Commit what the journal holds, for up to DRAIN_BUDGET seconds. A database outage is
-    logged and counted (ingest_transient_failures_total{task="drain"}); the claimed entries
-    stay pending for the reconciler."""
+    logged and counted (ingest_transient_failures_total{task="drain"}); the claimed batch
+    stays pending, held for the next drain of this process for up to DRAIN_RETRY_BUDGET
+    seconds (at most 3/4 of RECONCILE_AFTER, so never while the reconciler may take it), then
+    left to the reconciler."""
     rt = bootstrap.runtime()
     s = rt.settings
     done = drain_or_defer(
-        rt.journal, rt.committer, rt.consumer_name, s.batch_size, s.flush_interval, s.drain_budget, rt.metrics
+        rt.journal,
+        rt.committer,
+        rt.consumer_name,
+        s.batch_size,
+        s.flush_interval,
+        s.drain_budget,
+        rt.metrics,
+        _held,
+        min(s.drain_retry_budget, 0.75 * s.reconcile_after),
     )
     commits.add(**{k: done.get(k, 0) for k in ("batches", "committed", "superseded", "quarantined")})
     return done

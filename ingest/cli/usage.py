@@ -59,6 +59,17 @@ def cmd_sign(args: argparse.Namespace, settings: config.Settings) -> int:
     return 0
 
 
+def cmd_status_token(args: argparse.Namespace, settings: config.Settings) -> int:
+    from ingest.domain import signing
+
+    if not 0 < args.ttl <= settings.status_token_max_ttl:
+        raise CliError(
+            f"--ttl must be in (0, {settings.status_token_max_ttl:g}] seconds (STATUS_TOKEN_MAX_TTL)"
+        )
+    print(signing.sign_status_token(str(args.customer), args.secret, args.ttl))
+    return 0
+
+
 def cmd_push(args: argparse.Namespace, settings: config.Settings) -> int:
     import httpx
 
@@ -98,6 +109,7 @@ def _push_file(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any, add: Add) -> None:
+
     usage = sub.add_parser("usage", help="committed usage").add_subparsers(dest="sub", required=True)
     p = add("show", cmd_usage_show, "print committed usage rows of a resource", usage)
     p.add_argument("--resource", type=arguments.uuid_argument, required=True)
@@ -123,3 +135,13 @@ def register(sub: Any, add: Add) -> None:
         p.add_argument(
             "usage", nargs="*" if name == "push" else "+", type=arguments.usage, metavar="COMPONENT=AMOUNT"
         )
+
+    p = add(
+        "status-token",
+        cmd_status_token,
+        "print a short-lived token for reading this provider's report status "
+        "(Authorization: Bearer ..., with X-Customer)",
+    )
+    p.add_argument("--customer", type=arguments.uuid_argument, required=True)
+    p.add_argument("--secret", required=True, help="the provider's API secret code")
+    p.add_argument("--ttl", type=float, default=900.0, help="seconds the token is valid (default 900)")

@@ -24,6 +24,7 @@ import orjson
 from jwt.algorithms import HMACAlgorithm
 
 from ingest.domain.errors import non_field_error
+from ingest.domain.ids import parse_uuid
 
 SIGNATURE_FAILED = "Signature verification failed."
 SECRET_NOT_SET = "API secret code is not set."
@@ -159,6 +160,74 @@ def _check_registered_claims(claims: dict[str, Any], now: float) -> None:
             raise non_field_error(SIGNATURE_FAILED)
         if not must_be_past and value <= now:
             raise non_field_error(SIGNATURE_FAILED)
+
+
+# -- report-status tokens ------------------------------------------------------------------
+#
+# A provider reads its reports' status with a token made for that and nothing else: HS256
+# with its secret, ``aud`` = STATUS_AUDIENCE, ``sub`` = its customer UUID, and a short life
+# (``iat`` and ``exp`` required, ``exp`` at most STATUS_TOKEN_MAX_TTL ahead). A usage token
+# can never pass: intake refuses any token with an ``aud``, so no stored usage token has one.
+
+STATUS_AUDIENCE = "usage-ingest:report-status"
+STATUS_TOKEN_TTL = 900  # seconds, what ``ingest status-token`` mints by default
+STATUS_TOKEN_MAX_TTL = 3600.0  # the default of STATUS_TOKEN_MAX_TTL
+CLOCK_SKEW = 30.0  # seconds a provider's clock may run ahead of ours
+MAX_STATUS_TOKEN_BYTES = 4096
+
+
+class BadStatusToken(ValueError):
+    """Not a valid report-status token (the reason is for logs, never for the client)."""
+
+
+def sign_status_token(
+    customer: str, secret: str, ttl: float = STATUS_TOKEN_TTL, now: float | None = None
+) -> str:
+    """A report-status token for ``customer`` (its UUID as text), valid ``ttl`` seconds."""
+    issued = int(time.time() if now is None else now)
+    claims = {"aud": STATUS_AUDIENCE, "sub": customer, "iat": issued, "exp": issued + int(ttl)}
+    return sign(claims, secret)
+
+
+def verify_status_token(
+    token: str,
+    secrets: list[str],
+    customer: str,
+    max_ttl: float = STATUS_TOKEN_MAX_TTL,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """The claims of a valid report-status token of ``customer``, or BadStatusToken."""
+    if not isinstance(token, str) or len(token) > MAX_STATUS_TOKEN_BYTES or not token.isascii():
+        raise BadStatusToken("malformed")
+    try:
+        claims = json.loads(_decode(token, [k.encode("utf-8") for k in secrets]))
+    except (ValueError, RecursionError, binascii.Error):
+        raise BadStatusToken("malformed or wrongly signed") from None
+    if not isinstance(claims, dict):
+        raise BadStatusToken("not a claims object")
+    if claims.get("aud") != STATUS_AUDIENCE:
+        raise BadStatusToken("not a report-status token")
+    subject = parse_uuid(claims.get("sub"))
+    if subject is None or subject != parse_uuid(customer):
+        raise BadStatusToken("another customer's token")
+    moment = time.time() if now is None else now
+    times = {}
+    for name in ("iat", "exp", "nbf"):
+        if name not in claims:
+            if name == "nbf":
+                continue
+            raise BadStatusToken(f"no {name}")
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise BadStatusToken(f"{name} is not a number")
+        times[name] = float(value)
+    if times["exp"] <= moment:
+        raise BadStatusToken("expired")
+    if times["iat"] > moment + CLOCK_SKEW or times.get("nbf", moment) > moment + CLOCK_SKEW:
+        raise BadStatusToken("issued in the future")
+    if times["exp"] - times["iat"] > max_ttl or times["exp"] - moment > max_ttl + CLOCK_SKEW:
+        raise BadStatusToken("lives too long")
+    return claims
 
 
 _DUMMY_KEY = b"usage-ingest: no such customer, same cost"

@@ -1,7 +1,11 @@
 """Drain and reconcile: move journal entries into SQL batch by batch.
 
 A drain claims never-delivered entries, commits them in batches and acknowledges each batch
-only after its transaction committed. The reconciler re-drives entries that were claimed but
+only after its transaction committed. A batch it could not commit because the database was
+unavailable is held by the worker process (``Held``) and retried first by its next drain, so
+it commits within one drain interval of the database answering again instead of waiting for
+the reconciler; the hold ends well before RECONCILE_AFTER, when the reconciler may take the
+entries over. The reconciler re-drives entries that were claimed but
 never acknowledged (a worker died, the database was down) once they are older than
 RECONCILE_AFTER, quarantines poison after MAX_DELIVERIES, keeps the sequence ahead of SQL and
 trims the journal behind its retention window.
@@ -38,6 +42,44 @@ class DrainStats:
 
 
 NO_METRICS: Metrics = NoMetrics()
+
+
+@dataclasses.dataclass
+class Held:
+    """The batch a drain claimed and could not commit (Transient), kept by the process that
+    claimed it. Only that consumer holds those entries, and holding them in memory, not
+    reading them again from Redis, leaves their delivery counts alone: an outage does not
+    bring them nearer to quarantine as poison. Retried while younger than ``hold_for``
+    seconds (from the claim); after that they are the reconciler's."""
+
+    entries: list[Delivery] = dataclasses.field(default_factory=list)
+    queue: Journal | None = None
+    consumer: str = ""
+    since: float = 0.0  # time.monotonic() of the claim
+
+    def keep(self, queue: Journal, consumer: str, entries: list[Delivery], since: float) -> None:
+        self.entries, self.queue, self.consumer, self.since = entries, queue, consumer, since
+
+    def clear(self) -> None:
+        self.entries, self.queue = [], None
+
+    def take(self, queue: Journal, consumer: str, hold_for: float) -> list[Delivery]:
+        """The held entries still to retry by this consumer of this journal, else []."""
+        if not self.entries:
+            return []
+        if self.queue is not queue or self.consumer != consumer:
+            self.clear()  # another runtime's (a test's), not ours to commit
+            return []
+        age = time.monotonic() - self.since
+        if age > hold_for:
+            log.warning(
+                "drain: %d claimed reports still uncommitted after %.0f s; left to the reconciler",
+                len(self.entries),
+                age,
+            )
+            self.clear()
+            return []
+        return self.entries
 
 
 def commit_and_ack(
@@ -83,17 +125,27 @@ def drain(
     flush_interval: float,
     budget: float,
     metrics: Metrics = NO_METRICS,
+    held: Held | None = None,
+    hold_for: float = 0.0,
 ) -> DrainStats:
     """Claim and commit batches until the journal is empty or ``budget`` seconds passed.
 
     Raises Transient when the database stays unavailable: the claimed batch is then left
-    pending (unacknowledged) for the reconciler.
+    pending (unacknowledged) for the reconciler, and, given ``held`` and ``hold_for``, kept
+    there to be retried first by the next drain (which claims nothing new until it commits).
     """
     stats = DrainStats()
     queue.heartbeat(consumer)
+    if held is not None:
+        retry = held.take(queue, consumer, hold_for)
+        if retry:
+            # not fresh: a commit whose answer was lost may have reached SQL
+            stats.add(commit_and_ack(queue, committer, retry, metrics=metrics))
+            held.clear()
     deadline = time.monotonic() + budget
     block_ms = max(1, int(flush_interval * 1000))
     while time.monotonic() < deadline:
+        claimed_at = time.monotonic()
         entries = queue.claim(consumer, batch_size, block_ms)
         if not entries:
             break
@@ -103,7 +155,12 @@ def drain(
             # load, and their fixed cost took the CPU the web needed.
             time.sleep(flush_interval)
             entries += queue.claim(consumer, batch_size - len(entries), 0)
-        stats.add(commit_and_ack(queue, committer, entries, fresh=True, metrics=metrics))
+        try:
+            stats.add(commit_and_ack(queue, committer, entries, fresh=True, metrics=metrics))
+        except Transient:
+            if held is not None and hold_for > 0:
+                held.keep(queue, consumer, entries, claimed_at)
+            raise
     return stats
 
 
@@ -115,13 +172,16 @@ def drain_or_defer(
     flush_interval: float,
     budget: float,
     metrics: Metrics = NO_METRICS,
+    held: Held | None = None,
+    hold_for: float = 0.0,
 ) -> dict[str, Any]:
     """``drain`` for the drain task: a Transient (the database stays down) is logged and
-    counted, and the claimed entries stay pending for the reconciler; returns what was done.
-    Anything else (Redis refusing writes or gone, a bug) is logged with its traceback and
-    counted the same way, and never raised into the worker: the entries stay pending."""
+    counted, and the claimed entries stay pending for the reconciler (and ``held`` for the
+    next drain); returns what was done. Anything else (Redis refusing writes or gone, a bug)
+    is logged with its traceback and counted the same way, and never raised into the worker:
+    the entries stay pending."""
     try:
-        stats = drain(queue, committer, consumer, batch_size, flush_interval, budget, metrics)
+        stats = drain(queue, committer, consumer, batch_size, flush_interval, budget, metrics, held, hold_for)
     except Transient as exc:
         log.warning("drain: database unavailable; claimed entries stay pending for the reconciler: %s", exc)
         metrics.transient_failure("drain")

@@ -25,6 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from ingest.domain import signing
 from tests.e2e.conftest import CHECK_SIGNATURE, SET_USAGE, SET_USAGES, Stack
 
 pytestmark = pytest.mark.e2e
@@ -83,7 +84,10 @@ def test_every_operation_conforms_to_the_served_document(stack: Stack) -> None:
         "GET /api/schema/",
     }
 
-    provider = {"Authorization": f"Bearer {demo.sign({'purpose': 'status'})}", "X-Customer": demo.provider}
+    provider = {
+        "Authorization": f"Bearer {signing.sign_status_token(demo.provider, demo.secret)}",
+        "X-Customer": demo.provider,
+    }
     counts: dict[str, int] = {}
     failures: dict[str, BaseException] = {}
     with requests.Session() as session:
@@ -144,7 +148,10 @@ def test_every_operation_conforms_to_the_served_document(stack: Stack) -> None:
         f"GET {REPORT}", 200, path_parameters={"report_id": receipt["id"]}, headers=provider
     ).json()
     assert committed["state"] == "committed"
-    other = {"Authorization": f"Bearer {demo.sign({}, demo.other_secret)}", "X-Customer": demo.other_provider}
+    other = {
+        "Authorization": f"Bearer {signing.sign_status_token(demo.other_provider, demo.other_secret)}",
+        "X-Customer": demo.other_provider,
+    }
     call(f"GET {REPORT}", 404, path_parameters={"report_id": receipt["id"]}, headers=other)
     call("GET /readyz", 200)
 

@@ -165,24 +165,6 @@ def test_stalled_replica_then_primary_killed(stack, demo):
     check(stack, load, "stalled replica, then SIGKILL primary")
 
 
-SEQUENCES_REUSED = pytest.mark.xfail(
-    strict=False,
-    reason="measured: 0 reports lost, none left pending, but accepted reports end quarantined as "
-    "sequence_reused (split brain: 1-3 of ~1500; SENTINEL FAILOVER: 225-401). In the window where "
-    "the old primary is still a primary after the promotion, the web's writes there (SENTINEL "
-    "FAILOVER: acknowledged by the other replica, WAIT 1 met, 201; split brain: answered 503, as "
-    "many as are quarantined) are committed to SQL by the worker, still connected to it; the "
-    "promoted replica never had them, so it hands the same acceptance sequences out again, and "
-    "the reports that get them are refused by uq_usage_reports_seq_live. Awaits the "
-    "monotonic-sequence change (journal.py sequence, intake.py). The earlier 'worker stalls' "
-    "failure (198-394 entries pending for good) was not a blocked pool child: py-spy shows it "
-    "idle in billiard's Connection._recv between tasks; a batch holding a reused sequence could "
-    "not even write its quarantine record (same unique index), so the reconciler's re-drive "
-    "failed on every pass. Fixed by a695fa7 (batch isolation, partial unique index 0006)",
-)
-
-
-@SEQUENCES_REUSED
 def test_split_brain_old_primary_frozen_through_the_failover(stack, demo):
     """The old primary is frozen (SIGSTOP) past down-after-milliseconds, replaced, then
     thawed: the web still holds connections to it, and it still thinks it is the primary
@@ -201,7 +183,6 @@ def test_split_brain_old_primary_frozen_through_the_failover(stack, demo):
     check(stack, load, f"split brain: primary frozen through the failover (promoted {new.name})")
 
 
-@SEQUENCES_REUSED
 def test_forced_failover_web_re_resolves_on_readonly(stack, demo):
     """``SENTINEL FAILOVER``: the old primary is demoted and answers READONLY on the web's
     open connections; the web drops them and writes to the new primary, with no restart."""

@@ -28,6 +28,7 @@ import yaml
 from api.app import create_app
 from ingest import bootstrap
 from ingest.adapters import prometheus
+from ingest.domain import signing
 from ingest.services import access, catalog_file, operations
 from ingest.services.drain import drain
 
@@ -436,7 +437,7 @@ def test_report_status_answers_as_documented(make_api, demo):
     api = make_api()
     receipt = api.post(SET_USAGE, demo.body(claims(demo.resource))).json
     path = receipt["status_url"]
-    bearer = f"Bearer {demo.sign({'purpose': 'status'})}"
+    bearer = f"Bearer {signing.sign_status_token(demo.provider, demo.secret)}"
     assert api.get(REPORT, path).status_code == 401
     assert api.get(REPORT, path, Authorization="Token wrong").status_code == 401
     assert api.get(REPORT, path, Authorization=bearer).status_code == 401  # no X-Customer
@@ -446,7 +447,7 @@ def test_report_status_answers_as_documented(make_api, demo):
         api.get(REPORT, path, Authorization=bearer, **{"X-Customer": demo.provider}).json["id"]
         == receipt["id"]
     )
-    other = f"Bearer {demo.sign({}, demo.other_secret)}"
+    other = f"Bearer {signing.sign_status_token(demo.other_provider, demo.other_secret)}"
     assert (
         api.get(REPORT, path, Authorization=other, **{"X-Customer": demo.other_provider}).status_code == 404
     )
