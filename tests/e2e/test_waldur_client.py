@@ -106,7 +106,8 @@ def test_dry_run_writes_nothing(stack: Stack) -> None:
     stack.wait_final([sentinel["id"]])
     stack.wait_idle()
 
-    assert sentinel["sequence"] == 1, "a dry run consumed an acceptance sequence"
+    # the sequence is clock based, so count what the journal ever accepted instead
+    assert int(stack.redis.get(stack.queue.accepted_key) or 0) == 1, "a dry run was journaled"
     assert stack.usage(demo.resource) == {}
     assert stack.queue.journal_length() == 1
     assert [r["id"] for r in stack.all_reports()] == [sentinel["id"]]
