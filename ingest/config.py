@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
@@ -66,6 +67,21 @@ class Settings:
     redis_sentinel_master: str = ""
     redis_min_replicas_ack: int = 0
     redis_ack_timeout_ms: int = 100
+    # the Waldur bridge (services/waldur_sync.py, services/forward.py); off while waldur_url is ""
+    waldur_url: str = ""
+    waldur_token: str = ""
+    waldur_sync_interval: float = 300.0
+    waldur_full_sync_interval: float = 3600.0
+    waldur_forward_rate: float = 20.0
+    waldur_forward_concurrency: int = 4
+    waldur_timeout: float = 30.0
+    waldur_offerings: tuple[str, ...] = ()
+    waldur_secret_grace: float = 3600.0
+
+    @property
+    def bridge_enabled(self) -> bool:
+        """True when WALDUR_URL is set: the catalog comes from Waldur and usage goes back."""
+        return bool(self.waldur_url)
 
     @property
     def uses_sentinel(self) -> bool:
@@ -444,6 +460,85 @@ VARIABLES += [
 ]
 
 
+def _http_url(v: str) -> str:
+    if not v.startswith(("http://", "https://")) or not urlparse(v).netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return v.rstrip("/") + "/"
+
+
+def _uuid_list(v: str) -> tuple[str, ...]:
+    found = []
+    for item in (part.strip() for part in v.split(",")):
+        if not item:
+            continue
+        try:
+            found.append(uuid.UUID(item).hex)
+        except ValueError:
+            raise ValueError(f"{item!r} is not a UUID") from None
+    return tuple(found)
+
+
+VARIABLES += [
+    (
+        "WALDUR_URL",
+        "waldur_url",
+        _http_url,
+        "base URL of the Waldur in front of which this service runs (`https://waldur.example.com/`): "
+        "the catalog is synced from it and committed usage is forwarded to it; empty: standalone",
+    ),
+    (
+        "WALDUR_TOKEN",
+        "waldur_token",
+        str,
+        "Waldur API token (`Authorization: Token ...`) of a staff user, or of a user owning every "
+        "provider's customer (README, 'In front of Waldur'); needed with WALDUR_URL",
+    ),
+    (
+        "WALDUR_SYNC_INTERVAL",
+        "waldur_sync_interval",
+        _positive(float),
+        "seconds between incremental catalog syncs from Waldur (beat process)",
+    ),
+    (
+        "WALDUR_FULL_SYNC_INTERVAL",
+        "waldur_full_sync_interval",
+        _positive(float),
+        "seconds between full catalog syncs, which also remove what Waldur no longer has",
+    ),
+    (
+        "WALDUR_FORWARD_RATE",
+        "waldur_forward_rate",
+        _positive(float),
+        "most set_usage calls per second to Waldur, shared by every forwarder process "
+        "(Waldur itself takes about 54 a second on 2 cores)",
+    ),
+    (
+        "WALDUR_FORWARD_CONCURRENCY",
+        "waldur_forward_concurrency",
+        _positive(int),
+        "set_usage calls one forwarder process keeps in flight (one per resource at most)",
+    ),
+    (
+        "WALDUR_TIMEOUT",
+        "waldur_timeout",
+        _positive(float),
+        "seconds before a call to Waldur is abandoned (and retried)",
+    ),
+    (
+        "WALDUR_OFFERINGS",
+        "waldur_offerings",
+        _uuid_list,
+        "comma-separated offering UUIDs to sync and forward; empty: every offering the token sees",
+    ),
+    (
+        "WALDUR_SECRET_GRACE",
+        "waldur_secret_grace",
+        _positive(float),
+        "seconds a provider secret that changed in Waldur keeps verifying after a sync sees the change",
+    ),
+]
+
+
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the environment; raise SettingsError naming every bad variable."""
     env = os.environ if environ is None else environ
@@ -466,6 +561,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         values.setdefault("redis_sentinel_master", master)
     if values.get("redis_sentinels") and not values.get("redis_sentinel_master"):
         raise SettingsError("invalid configuration: REDIS_SENTINEL_MASTER: needed with REDIS_SENTINELS")
+    if values.get("waldur_url") and not values.get("waldur_token"):
+        raise SettingsError("invalid configuration: WALDUR_TOKEN: needed with WALDUR_URL")
     settings = Settings(**values)
     if settings.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise SettingsError(f"invalid configuration: LOG_LEVEL: unknown level {settings.log_level!r}")

@@ -16,7 +16,26 @@ from ingest import bootstrap, config, logs
 
 settings = config.load()
 
-app = Celery("ingest", broker=bootstrap.broker_url(settings), include=["workers.tasks"])
+# With WALDUR_URL: sync the catalog on its interval (the task decides when a full sync is
+# due) and forward as a safety net (commits kick a forward as soon as they land).
+BRIDGE_SCHEDULE = {
+    "waldur-sync": {
+        "task": "workers.sync.sync",
+        "schedule": settings.waldur_sync_interval,
+        "options": {"expires": settings.waldur_sync_interval},
+    },
+    "waldur-forward": {
+        "task": "workers.forward.forward",
+        "schedule": 5.0,
+        "options": {"expires": 10.0},
+    },
+}
+
+app = Celery(
+    "ingest",
+    broker=bootstrap.broker_url(settings),
+    include=["workers.tasks", "workers.forward", "workers.sync"],
+)
 app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
@@ -45,6 +64,8 @@ app.conf.update(
     task_soft_time_limit=int(settings.drain_budget * 6 + 30),
     worker_hijack_root_logger=False,
     timezone="UTC",
+    # the bridge's tasks have their own queue and process type (Procfile ``forwarder``)
+    task_routes={"workers.forward.*": {"queue": "waldur"}, "workers.sync.*": {"queue": "waldur"}},
     beat_schedule={
         "drain": {
             "task": "workers.tasks.drain",
@@ -56,7 +77,8 @@ app.conf.update(
             "schedule": settings.reconcile_interval,
             "options": {"expires": settings.reconcile_interval},
         },
-    },
+    }
+    | (BRIDGE_SCHEDULE if settings.bridge_enabled else {}),
 )
 
 

@@ -221,3 +221,74 @@ class JournalStateRow(Base):
     losses: Mapped[int] = mapped_column(Integer, default=0)
     last_loss_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     last_loss: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON
+
+
+# The Waldur bridge (migration 0008). Written only while WALDUR_URL is set.
+
+
+class UsageOutbox(Base):
+    """One row per (resource, billing period) whose committed usage Waldur must see.
+
+    The commit that applies a usage row raises ``dirty_seq`` (the highest report sequence
+    committed for the key) and sets ``dirty_since`` in the same transaction, so no commit can
+    be forgotten. The forwarder sends every component's latest amount in one call, then
+    records the sequence Waldur acknowledged; the key is clean again only if nothing newer
+    was committed meanwhile (``dirty_seq <= acked_seq``)."""
+
+    __tablename__ = "usage_outbox"
+    __table_args__ = (
+        Index(
+            "ix_usage_outbox_dirty",
+            "dirty_since",
+            postgresql_where=text("dirty_since IS NOT NULL"),
+            sqlite_where=text("dirty_since IS NOT NULL"),
+        ),
+    )
+    resource_uuid: Mapped[UUID] = mapped_column(Uuid, primary_key=True)
+    billing_period: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    dirty_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    dirty_since: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    pending_reports: Mapped[int] = mapped_column(Integer, default=0)
+    acked_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    acked_values: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON {type: "1.00"}
+    acked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    failed: Mapped[bool] = mapped_column(Boolean, default=False)  # in the forward quarantine
+
+
+class ForwardFailure(Base):
+    """A forward Waldur refused for good (4xx, or a 5xx that kept repeating): the forward
+    quarantine, with Waldur's status and body; ``ingest waldur failures retry`` re-dirties
+    the key and sets ``resolved_at``."""
+
+    __tablename__ = "forward_failures"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    resource_uuid: Mapped[UUID] = mapped_column(Uuid, index=True)
+    billing_period: Mapped[dt.date] = mapped_column(Date)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    request: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON of the call
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WaldurSyncState(Base):
+    """One row (id 1): what the last catalog sync from Waldur did, for the next incremental
+    sync (``watermark``: when the last successful one started) and ``ingest waldur status``."""
+
+    __tablename__ = "waldur_sync_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    watermark: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_sync_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_full_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_summary: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    server_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
