@@ -10,7 +10,7 @@ from pathlib import Path
 from types import FrameType
 
 from ingest.dev.fake_waldur.app import create_app
-from ingest.dev.fake_waldur.seed import SeedError, demo_document, generated_document, merge
+from ingest.dev.fake_waldur.seed import SeedError, demo_document, generate, merge
 from ingest.dev.fake_waldur.server import make_server
 from ingest.dev.fake_waldur.store import Config, Store
 
@@ -43,7 +43,12 @@ def build(args: argparse.Namespace) -> Store:
             time_zone=args.time_zone,
         )
     )
-    staff = {"token": args.token, "username": "staff", "is_staff": True, "token_lifetime": args.token_lifetime}
+    staff = {
+        "token": args.token,
+        "username": "staff",
+        "is_staff": True,
+        "token_lifetime": args.token_lifetime,
+    }
     merge(store, {"users": [staff]})
     store.staff_token = args.token
     if args.seed is not None:
@@ -59,7 +64,7 @@ def build(args: argparse.Namespace) -> Store:
     elif args.demo:
         merge(store, demo_document())
     elif args.generate:
-        merge(store, generated_document(args.generate))
+        generate(store, args.generate)
     merge(store, {"users": [staff]})  # the --token user stays staff whatever the seed says
     return store
 
@@ -81,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     worker = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     worker.start()
-    host, port = server.server_address[:2]
-    print(f"fake Waldur (mode {args.mode}) listening on http://{host}:{port}/", flush=True)
+    print(f"fake Waldur (mode {args.mode}) listening on http://{args.host}:{server.server_port}/", flush=True)
     while not stop.wait(0.5):
         pass
     server.shutdown()

@@ -124,7 +124,13 @@ class Collection:
         getter: Callable[[Any], Any],
         visible: Callable[[User, Any], bool],
     ) -> None:
-        self.store, self.lister, self.render, self.getter, self.visible = store, lister, render, getter, visible
+        self.store, self.lister, self.render, self.getter, self.visible = (
+            store,
+            lister,
+            render,
+            getter,
+            visible,
+        )
 
     def _page(self, req: falcon.Request, resp: falcon.Response, head: bool) -> None:
         q = Query(req.query_string)
@@ -218,7 +224,11 @@ class PlanPeriods:
             body = [
                 serialize.plan_period(
                     pp,
-                    [u for u in self.store.usages.values() if u.plan_period is pp and u.billing_period == billing],
+                    [
+                        u
+                        for u in self.store.usages_of(row)
+                        if u.plan_period is pp and u.billing_period == billing
+                    ],
                     self.store.config.mode,
                 )
                 for pp in row.plan_periods
@@ -255,11 +265,17 @@ class SetUsage:
                 return
             status = int(fault.get("status", 500))
             html = fault.get("html", status >= 500 and "body" not in fault)
-            send(resp, status, SERVER_ERROR_PAGE if html else fault.get("body", {"detail": "Injected fault."}), html)
+            send(
+                resp,
+                status,
+                SERVER_ERROR_PAGE if html else fault.get("body", {"detail": "Injected fault."}),
+                html,
+            )
             if fault.get("retry_after") is not None:
                 resp.set_header("Retry-After", str(fault["retry_after"]))
             return
         wait = self.pacer.admit(config.rate, config.rate_mode)
+        req.context.admitted = time.time()
         if wait is not None:
             seconds = max(1, round(wait + 0.5))
             send(resp, 429, {"detail": f"Request was throttled. Expected available in {seconds} seconds."})
@@ -270,12 +286,15 @@ class SetUsage:
         outcome = set_usage(self.store, _user(req), payload)
         send(resp, outcome.status, outcome.body, outcome.html)
 
-    def _record(self, req: falcon.Request, resp: falcon.Response, started: float, raw: bytes, payload: Any) -> None:
+    def _record(
+        self, req: falcon.Request, resp: falcon.Response, started: float, raw: bytes, payload: Any
+    ) -> None:
         with self.store.lock:
             self.store.calls.append(
                 {
                     "index": len(self.store.calls),
                     "time": started,
+                    "admitted": req.context.get("admitted"),
                     "finished": time.time(),
                     "user": _user(req).username,
                     "payload": payload if payload is not None else raw.decode("utf-8", "replace"),
@@ -287,19 +306,29 @@ class SetUsage:
             )
 
 
-def create_app(store: Store) -> falcon.App:
+def create_app(store: Store) -> falcon.App[falcon.Request, falcon.Response]:
     from ingest.dev.fake_waldur import control
 
     app = falcon.App(middleware=[Gatekeeper(store)])
     app.add_route("/api/users/me/", Me(store))
     app.add_route("/api/version/", Version(store))
     providers = Collection(store, listing.providers, _render_provider, store.providers.get, lambda u, r: True)
-    offerings = Collection(store, listing.offerings, _render_offering, store.offerings.get, listing.offering_visible)
+    offerings = Collection(
+        store, listing.offerings, _render_offering, store.offerings.get, listing.offering_visible
+    )
     resources = Collection(
-        store, listing.resources, _render_resource, store.resources.get, lambda u, r: listing.offering_visible(u, r.offering)
+        store,
+        listing.resources,
+        _render_resource,
+        store.resources.get,
+        lambda u, r: listing.offering_visible(u, r.offering),
     )
     usages = Collection(
-        store, listing.usages, _render_usage, store.usage_by_uuid, lambda u, r: listing.offering_visible(u, r.resource.offering)
+        store,
+        listing.usages,
+        _render_usage,
+        store.usage_by_uuid,
+        lambda u, r: listing.offering_visible(u, r.resource.offering),
     )
     for path, collection in (
         ("marketplace-service-providers", providers),

@@ -37,13 +37,19 @@ def _body(req: falcon.Request) -> Any:
     return json.loads(raw) if raw else {}
 
 
+def _shown_faults(store: Store) -> list[dict[str, Any]]:
+    return [{**f, "resource": f["resource"].hex if f.get("resource") else None} for f in store.faults]
+
+
 class _Control:
     def __init__(self, store: Store) -> None:
         self.store = store
 
 
 class Guard:
-    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any, params: Any) -> None:
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, params: Any
+    ) -> None:
         if isinstance(resource, _Control) and req.remote_addr not in LOOPBACK:
             _send(resp, 403, {"detail": "the control API answers loopback callers only"})
             resp.complete = True
@@ -87,7 +93,7 @@ class Stats(_Control):
                 "set_usage_calls": len(self.store.calls),
                 "api_secret_code_posts": len(self.store.rotations),
                 "rotations": self.store.rotations,
-                "faults": self.store.faults,
+                "faults": _shown_faults(self.store),
                 "resources": len(self.store.resources),
             }
             _send(resp, 200, body)
@@ -104,12 +110,16 @@ class Faults(_Control):
             if doc.get("clear"):
                 self.store.faults.clear()
             else:
-                fault = {k: v for k, v in doc.items() if k in ("status", "retry_after", "body", "html", "reset")}
+                fault = {
+                    k: v for k, v in doc.items() if k in ("status", "retry_after", "body", "html", "reset")
+                }
                 fault["remaining"] = doc.get("count", None if doc.get("resource") else 1)
                 if doc.get("resource"):
                     fault["resource"] = parse_uuid(str(doc["resource"]))
                 self.store.faults.append(fault)
-            shown = [{**f, "resource": f["resource"].hex if f.get("resource") else None} for f in self.store.faults]
+            shown = [
+                {**f, "resource": f["resource"].hex if f.get("resource") else None} for f in self.store.faults
+            ]
         _send(resp, 200, {"faults": shown})
 
 
@@ -157,8 +167,8 @@ class ResourceControl(_Control):
                 period.end = now
         row.plan = new
         if new is not None:
-            row.plan_periods.append(PlanPeriod(uuid=seed.derived(f"period:{now.isoformat()}", row.uuid), plan=new,
-                                               start=now, end=None))  # fmt: skip
+            key = seed.derived(f"period:{now.isoformat()}", row.uuid)
+            row.plan_periods.append(PlanPeriod(uuid=key, plan=new, start=now, end=None))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, uuid: str) -> None:
         key = parse_uuid(uuid)
@@ -178,7 +188,11 @@ class Rotate(_Control):
         if provider is None:
             _send(resp, 404, {"detail": "Not found."})
             return
-        _send(resp, 200, {"api_secret_code": rotate(self.store, provider), "service_provider": provider.uuid.hex})
+        _send(
+            resp,
+            200,
+            {"api_secret_code": rotate(self.store, provider), "service_provider": provider.uuid.hex},
+        )
 
 
 class Config(_Control):
@@ -211,7 +225,9 @@ class Config(_Control):
                     config.now = None if doc["now"] is None else parse_instant(doc["now"])
                 if "token_lifetime" in doc:
                     user = self.store.users[doc.get("token") or self.store.staff_token]
-                    user.token_lifetime = None if doc["token_lifetime"] is None else int(doc["token_lifetime"])
+                    user.token_lifetime = (
+                        None if doc["token_lifetime"] is None else int(doc["token_lifetime"])
+                    )
             except (ValueError, KeyError) as exc:
                 _send(resp, 400, {"detail": f"bad config: {exc}"})
                 return
@@ -225,7 +241,7 @@ class Config(_Control):
                 "time_zone": c.time_zone, "now": iso(now)}  # fmt: skip
 
 
-def add_routes(app: falcon.App, store: Store) -> None:
+def add_routes(app: falcon.App[falcon.Request, falcon.Response], store: Store) -> None:
     app.add_middleware(Guard())
     app.add_route("/__fake__/calls", Calls(store))
     app.add_route("/__fake__/usages", Usages(store))

@@ -181,9 +181,13 @@ def usages(store: Store, user: User, q: Query) -> list[Usage]:
         date_before = dt.date.fromisoformat(q.one("date_before") or "9999-12-31")
     except ValueError:
         raise BadQuery({"billing_period": ["Enter a valid date."]}) from None
+    if resources_ is not None:  # the read-back path: per resource, not a scan
+        source = [u for r in resources_ for u in store.by_resource.get(r, {}).values()]
+    else:
+        source = list(store.usages.values())
     rows = [
         u
-        for u in store.usages.values()
+        for u in source
         if (user.sees_all() or user.provides(u.resource.offering))
         and (resources_ is None or u.resource.uuid in resources_)
         and (offerings_ is None or u.resource.offering.uuid in offerings_)

@@ -121,7 +121,9 @@ class FakeWaldur:
     def __enter__(self) -> FakeWaldur:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -141,6 +143,7 @@ def start(
     use ``extra_args=["--generate", "1000"]``). Its output goes to ``log_path`` if given."""
     args = [sys.executable, "-m", "ingest.dev.fake_waldur", "--host", host, "--port", str(port)]
     args += ["--token", token, "--mode", mode]
+    written: str | None = None
     if seed == "demo":
         args.append("--demo")
     elif isinstance(seed, dict):
@@ -148,11 +151,14 @@ def start(
         with os.fdopen(handle, "w", encoding="utf-8") as f:
             json.dump(seed, f)
         args += ["--seed", name]
+        written = name
     elif seed is not None:
         args += ["--seed", str(seed)]
     args += list(extra_args)
     log = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115 (kept by FakeWaldur)
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log or subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=log or subprocess.STDOUT, text=True, bufsize=1
+    )
     assert proc.stdout is not None
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_pump, args=(proc.stdout, lines, log), daemon=True).start()
@@ -168,6 +174,8 @@ def start(
         seen.append(line)
         if READY in line:
             url = line.split(READY, 1)[1].strip()
+            if written:
+                os.unlink(written)  # read at start-up, before the listening line
             return FakeWaldur(proc, url, token, log)
 
 

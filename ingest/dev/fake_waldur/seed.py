@@ -57,21 +57,19 @@ def demo_document() -> dict[str, Any]:
     return doc
 
 
-def generated_document(count: int, providers: int = 4, offerings_each: int = 2) -> dict[str, Any]:
-    """``count`` resources over a few providers and offerings, the same every time."""
-    doc: dict[str, Any] = {"service_providers": [], "offerings": [], "resources": []}
-    offering_ids = []
+def generate(store: Store, count: int, providers: int = 4, offerings_each: int = 2) -> None:
+    """``count`` resources over a few providers and offerings, the same every time; built
+    directly rather than through a document, so 100,000 take about a second."""
+    doc: dict[str, Any] = {"service_providers": [], "offerings": []}
     for p in range(providers):
         customer = f"9a000000-0000-4000-8000-{p + 1:012x}"
         doc["service_providers"].append(
             {"customer": customer, "name": f"Provider {p + 1}", "api_secret_code": f"gen-secret-{p + 1:04d}"}
         )
         for o in range(offerings_each):
-            oid = f"9a000001-0000-4000-8000-{p * offerings_each + o + 1:012x}"
-            offering_ids.append(oid)
             doc["offerings"].append(
                 {
-                    "uuid": oid,
+                    "uuid": f"9a000001-0000-4000-8000-{p * offerings_each + o + 1:012x}",
                     "customer": customer,
                     "name": f"Offering {p + 1}.{o + 1}",
                     "components": [
@@ -81,20 +79,31 @@ def generated_document(count: int, providers: int = 4, offerings_each: int = 2) 
                     ],
                 }
             )
-    for i in range(count):
-        doc["resources"].append(
-            {
-                "uuid": f"9a000002-0000-4000-8000-{i + 1:012x}",
-                "offering": offering_ids[i % len(offering_ids)],
-                "name": f"allocation-{i + 1}",
-                "state": "OK",
-                "plan": f"9a000003-0000-4000-8000-{i % len(offering_ids) + 1:012x}",
-                "plan_periods": [
-                    {"uuid": f"9a000004-0000-4000-8000-{i + 1:012x}", "start": "2026-01-01T00:00:00Z"}
-                ],
-            }
-        )
-    return doc
+    merge(store, doc)
+    offerings = [store.offerings[_uuid(o["uuid"], "offering")] for o in doc["offerings"]]
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    base = {kind: uuid.UUID(f"9a00000{kind}-0000-4000-8000-000000000000").int for kind in range(2, 7)}
+    with store.lock:
+        for i in range(1, count + 1):
+            offering = offerings[(i - 1) % len(offerings)]
+            moment = store.stamp()
+            rid = uuid.UUID(int=base[2] + i)
+            plan = uuid.UUID(int=base[3] + (i - 1) % len(offerings) + 1)
+            store.add_resource(
+                Resource(
+                    uuid=rid,
+                    offering=offering,
+                    name=f"allocation-{i}",
+                    state="OK",
+                    plan=plan,
+                    plan_periods=[PlanPeriod(uuid.UUID(int=base[4] + i), plan, start, None)],
+                    customer_uuid=uuid.UUID(int=base[5] + i),
+                    project_uuid=uuid.UUID(int=base[6] + i),
+                    created=moment,
+                    modified=moment,
+                )
+            )
+        store.changed()
 
 
 def merge(store: Store, doc: Any) -> dict[str, int]:
@@ -244,4 +253,3 @@ def _users(store: Store, rows: list[Any]) -> int:
             token_lifetime=None if lifetime is None else int(lifetime),
         )
     return len(rows)
-

@@ -10,9 +10,9 @@ import dataclasses
 import datetime as dt
 import threading
 import time
-import uuid
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 UTC = dt.UTC
@@ -20,8 +20,8 @@ UTC = dt.UTC
 
 @dataclasses.dataclass(eq=False)  # rows are compared by identity
 class Provider:
-    uuid: uuid.UUID
-    customer: uuid.UUID
+    uuid: UUID
+    customer: UUID
     name: str
     secret: str
     created: dt.datetime
@@ -30,7 +30,7 @@ class Provider:
 
 @dataclasses.dataclass(eq=False)  # rows are compared by identity
 class Component:
-    uuid: uuid.UUID
+    uuid: UUID
     type: str
     billing_type: str
     measured_unit: str
@@ -41,8 +41,8 @@ class Component:
 
 @dataclasses.dataclass(eq=False)  # rows are compared by identity
 class Offering:
-    uuid: uuid.UUID
-    customer: uuid.UUID
+    uuid: UUID
+    customer: UUID
     name: str
     components: list[Component]
     created: dt.datetime
@@ -56,22 +56,22 @@ class Offering:
 
 @dataclasses.dataclass(eq=False)  # rows are compared by identity
 class PlanPeriod:
-    uuid: uuid.UUID
-    plan: uuid.UUID
+    uuid: UUID
+    plan: UUID
     start: dt.datetime | None
     end: dt.datetime | None
 
 
 @dataclasses.dataclass(eq=False)  # rows are compared by identity
 class Resource:
-    uuid: uuid.UUID
+    uuid: UUID
     offering: Offering
     name: str
     state: str
-    plan: uuid.UUID | None
+    plan: UUID | None
     plan_periods: list[PlanPeriod]
-    customer_uuid: uuid.UUID
-    project_uuid: uuid.UUID
+    customer_uuid: UUID
+    project_uuid: UUID
     created: dt.datetime
     modified: dt.datetime
     current_usages: dict[str, Decimal] = dataclasses.field(default_factory=dict)
@@ -83,12 +83,12 @@ class Resource:
 class User:
     token: str
     username: str
-    uuid: uuid.UUID
+    uuid: UUID
     is_staff: bool = False
     is_support: bool = False
     is_active: bool = True
-    owner_of: set[uuid.UUID] = dataclasses.field(default_factory=set)
-    manager_of: set[uuid.UUID] = dataclasses.field(default_factory=set)
+    owner_of: set[UUID] = dataclasses.field(default_factory=set)
+    manager_of: set[UUID] = dataclasses.field(default_factory=set)
     token_lifetime: int | None = None
     refreshed: float = dataclasses.field(default_factory=time.monotonic)
 
@@ -102,7 +102,7 @@ class User:
 
 @dataclasses.dataclass(eq=False)  # rows are compared by identity
 class Usage:
-    uuid: uuid.UUID
+    uuid: UUID
     resource: Resource
     component: Component
     billing_period: dt.date
@@ -134,12 +134,14 @@ class Store:
     def __init__(self, config: Config) -> None:
         self.lock = threading.RLock()
         self.config = config
-        self.providers: dict[uuid.UUID, Provider] = {}  # by service-provider uuid
-        self.offerings: dict[uuid.UUID, Offering] = {}
-        self.resources: dict[uuid.UUID, Resource] = {}
+        self.providers: dict[UUID, Provider] = {}  # by service-provider uuid
+        self.offerings: dict[UUID, Offering] = {}
+        self.resources: dict[UUID, Resource] = {}
         self.order: list[Resource] = []  # creation order
         self.users: dict[str, User] = {}
-        self.usages: dict[tuple[uuid.UUID, str, dt.date, uuid.UUID | None], Usage] = {}
+        self.usages: dict[tuple[UUID, str, dt.date, UUID | None], Usage] = {}
+        self.by_resource: dict[UUID, dict[tuple[UUID, str, dt.date, UUID | None], Usage]] = {}
+        self._periods: tuple[int, dict[UUID, tuple[Resource, PlanPeriod]]] = (-1, {})
         self.calls: list[dict[str, Any]] = []
         self.requests: dict[str, dict[str, int]] = {}
         self.rotations: list[dict[str, Any]] = []
@@ -174,7 +176,7 @@ class Store:
         self._cache[key] = rows
         return rows
 
-    def provider_of_customer(self, customer: uuid.UUID) -> Provider | None:
+    def provider_of_customer(self, customer: UUID) -> Provider | None:
         return next((p for p in self.providers.values() if p.customer == customer), None)
 
     def add_resource(self, resource: Resource) -> None:
@@ -188,11 +190,29 @@ class Store:
     def delete_resource(self, resource: Resource) -> None:
         del self.resources[resource.uuid]
         self.order.remove(resource)
-        for key in [k for k, u in self.usages.items() if u.resource is resource]:
+        for key in self.by_resource.pop(resource.uuid, {}):
             del self.usages[key]
         self.changed()
 
-    def usage_by_uuid(self, key: uuid.UUID) -> Usage | None:
+    def put_usage(self, key: tuple[UUID, str, dt.date, UUID | None], row: Usage) -> None:
+        self.usages[key] = row
+        self.by_resource.setdefault(key[0], {})[key] = row
+
+    def drop_usage(self, key: tuple[UUID, str, dt.date, UUID | None]) -> None:
+        if self.usages.pop(key, None) is not None:
+            del self.by_resource[key[0]][key]
+
+    def usages_of(self, resource: Resource) -> list[Usage]:
+        return list(self.by_resource.get(resource.uuid, {}).values())
+
+    def plan_period(self, key: UUID) -> tuple[Resource, PlanPeriod] | None:
+        """Plan periods by uuid, indexed once per layout (a plan switch changes the layout)."""
+        if self._periods[0] != self.layout:
+            index = {pp.uuid: (r, pp) for r in self.order for pp in r.plan_periods}
+            self._periods = (self.layout, index)
+        return self._periods[1].get(key)
+
+    def usage_by_uuid(self, key: UUID) -> Usage | None:
         return next((u for u in self.usages.values() if u.uuid == key), None)
 
     def count_request(self, endpoint: str, status: int) -> None:

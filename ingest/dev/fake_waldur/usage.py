@@ -84,7 +84,9 @@ def _items(raw: Any, mode8: bool) -> tuple[list[dict[str, Any]], Any]:
             continue
         type_ = entry.get("type")
         if type_ is None:
-            problems["type"] = ["This field is required." if "type" not in entry else "This field may not be null."]
+            problems["type"] = [
+                "This field is required." if "type" not in entry else "This field may not be null."
+            ]
         elif not str(type_).strip():
             problems["type"] = ["This field may not be blank."]
         if "amount" not in entry:
@@ -107,31 +109,34 @@ def _items(raw: Any, mode8: bool) -> tuple[list[dict[str, Any]], Any]:
         if not problems:
             policy = policy or ("reuse" if recurring else "none")
             items.append(
-                {"type": str(type_), "amount": number, "description": description, "recurring": bool(recurring),
-                 "policy": policy}
-            )  # fmt: skip
+                {
+                    "type": str(type_),
+                    "amount": number,
+                    "description": description,
+                    "recurring": bool(recurring),
+                    "policy": policy,
+                }
+            )
     return items, (errors if any(errors) else None)
 
 
-def _find_period(store: Store, key: uuid.UUID) -> tuple[Resource, PlanPeriod] | None:
-    for r in store.order:
-        for pp in r.plan_periods:
-            if pp.uuid == key:
-                return r, pp
-    return None
-
-
-def _resolve_period(store: Store, resource: Resource, moment: dt.datetime, zone: dt.tzinfo) -> PlanPeriod | None:
+def _resolve_period(
+    store: Store, resource: Resource, moment: dt.datetime, zone: dt.tzinfo
+) -> PlanPeriod | None:
     now = store.now()
     if store.config.mode != "8":  # 7.x: the latest-starting period covering now
         covering = [
-            p for p in resource.plan_periods if (p.start is None or p.start <= now) and (p.end is None or p.end > now)
+            p
+            for p in resource.plan_periods
+            if (p.start is None or p.start <= now) and (p.end is None or p.end > now)
         ]
         return max(covering, key=lambda p: p.start or dt.datetime.min.replace(tzinfo=UTC), default=None)
     first = month_start_instant(moment, zone)
     after = (first + dt.timedelta(days=32)).replace(day=1)
     overlapping = [
-        p for p in resource.plan_periods if (p.start is None or p.start < after) and (p.end is None or p.end >= first)
+        p
+        for p in resource.plan_periods
+        if (p.start is None or p.start < after) and (p.end is None or p.end >= first)
     ]
     early = dt.datetime.min.replace(tzinfo=UTC)
     started = [p for p in overlapping if (p.start or early) <= moment]
@@ -142,6 +147,7 @@ def _resolve_period(store: Store, resource: Resource, moment: dt.datetime, zone:
     if resource.plan is not None and month_start(moment, zone) == month_start(now, zone):
         created = PlanPeriod(uuid=uuid.uuid4(), plan=resource.plan, start=first, end=None)
         resource.plan_periods.append(created)
+        store.changed()  # a new plan period: the index must see it
         return created
     return None
 
@@ -160,7 +166,9 @@ def _set_usage(store: Store, user: User, payload: Any) -> Outcome:
     if payload is None:
         return _bad({"non_field_errors": ["No data provided"]})
     if not isinstance(payload, dict):
-        return _bad({"non_field_errors": [f"Invalid data. Expected a dictionary, but got {type(payload).__name__}."]})
+        return _bad(
+            {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {type(payload).__name__}."]}
+        )
     errors: dict[str, Any] = {}
     items: list[dict[str, Any]] = []
     if "usages" not in payload:
@@ -183,7 +191,7 @@ def _set_usage(store: Store, user: User, payload: Any) -> Outcome:
             if resource is None:
                 errors[name] = [f"Object with uuid={value} does not exist."]
         else:
-            found = _find_period(store, key)
+            found = store.plan_period(key)
             if found is None:
                 errors[name] = [f"Object with uuid={value} does not exist."]
             else:
@@ -233,7 +241,9 @@ def _set_usage(store: Store, user: User, payload: Any) -> Outcome:
     return Outcome(201, resource=resource)
 
 
-def _over_limit(store: Store, resource: Resource, items: list[dict[str, Any]], now: dt.datetime) -> str | None:
+def _over_limit(
+    store: Store, resource: Resource, items: list[dict[str, Any]], now: dt.datetime
+) -> str | None:
     billing = month_start(now, UTC)
     for item in items:
         component = resource.offering.component(item["type"])
@@ -246,9 +256,8 @@ def _over_limit(store: Store, resource: Resource, items: list[dict[str, Any]], n
             total += sum(
                 (
                     u.usage
-                    for u in store.usages.values()
-                    if u.resource is resource
-                    and u.component.type == component.type
+                    for u in store.usages_of(resource)
+                    if u.component.type == component.type
                     and u.billing_period != billing
                     and (component.limit_period == "total" or u.billing_period.year == billing.year)
                 ),
@@ -276,17 +285,19 @@ def _write(
     for type_, item in latest.items():
         component = resource.offering.component(type_)
         assert component is not None
-        for u in store.usages.values():
-            if u.resource is resource and u.component is component and u.billing_period == billing:
+        for u in store.usages_of(resource):
+            if u.component is component and u.billing_period == billing:
                 u.recurring = False
         key = (resource.uuid, type_, billing, period.uuid if period else None)
         stamp = store.stamp()
         if period is not None:  # 8.x consolidates a legacy NULL-plan-period twin
-            store.usages.pop((resource.uuid, type_, billing, None), None)
+            store.drop_usage((resource.uuid, type_, billing, None))
         row = store.usages.get(key)
         if row is None:
-            row = Usage(uuid.uuid4(), resource, component, billing, period, item["amount"], "", moment, stamp, stamp)
-            store.usages[key] = row
+            row = Usage(
+                uuid.uuid4(), resource, component, billing, period, item["amount"], "", moment, stamp, stamp
+            )
+            store.put_usage(key, row)
         row.usage = item["amount"]
         row.description = item["description"]
         row.date = moment
