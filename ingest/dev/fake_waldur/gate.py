@@ -50,13 +50,17 @@ class Pacer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._next = 0.0
+        self._rate: float | None = None
 
     def admit(self, rate: float | None, mode: str) -> float | None:
         """Sleeps until the caller's slot; in 429 mode answers the wait instead of taking one."""
         if not rate:
+            self._rate = None
             return None
         with self._lock:
             now = time.monotonic()
+            if rate != self._rate:  # a new cap starts afresh
+                self._rate, self._next = rate, now
             slot = max(now, self._next)
             if mode == "429" and slot - now > 0.001:
                 return slot - now

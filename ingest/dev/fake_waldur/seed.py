@@ -59,7 +59,7 @@ def demo_document() -> dict[str, Any]:
 
 def generate(store: Store, count: int, providers: int = 4, offerings_each: int = 2) -> None:
     """``count`` resources over a few providers and offerings, the same every time; built
-    directly rather than through a document, so 100,000 take about a second."""
+    directly rather than through a document, so 100,000 take a second or two."""
     doc: dict[str, Any] = {"service_providers": [], "offerings": []}
     for p in range(providers):
         customer = f"9a000000-0000-4000-8000-{p + 1:012x}"
@@ -83,6 +83,9 @@ def generate(store: Store, count: int, providers: int = 4, offerings_each: int =
     offerings = [store.offerings[_uuid(o["uuid"], "offering")] for o in doc["offerings"]]
     start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     base = {kind: uuid.UUID(f"9a00000{kind}-0000-4000-8000-000000000000").int for kind in range(2, 7)}
+    # consumers repeat, as in a real Waldur: 1 customer per 20 resources, 1 project per 5
+    customers = [uuid.UUID(int=base[5] + k) for k in range(1, count // 20 + 2)]
+    projects = [uuid.UUID(int=base[6] + k) for k in range(1, count // 5 + 2)]
     with store.lock:
         for i in range(1, count + 1):
             offering = offerings[(i - 1) % len(offerings)]
@@ -97,8 +100,8 @@ def generate(store: Store, count: int, providers: int = 4, offerings_each: int =
                     state="OK",
                     plan=plan,
                     plan_periods=[PlanPeriod(uuid.UUID(int=base[4] + i), plan, start, None)],
-                    customer_uuid=uuid.UUID(int=base[5] + i),
-                    project_uuid=uuid.UUID(int=base[6] + i),
+                    customer_uuid=customers[i // 20],
+                    project_uuid=projects[i // 5],
                     created=moment,
                     modified=moment,
                 )

@@ -17,8 +17,11 @@ RESET_KEY = "fake_waldur.reset"
 class _Handler(ServerHandler):
     def finish_response(self) -> None:
         if getattr(self, "environ", {}).get(RESET_KEY):
-            connection: socket.socket = self.request_handler.connection  # type: ignore[attr-defined]
+            handler = self.request_handler  # type: ignore[attr-defined]
+            connection: socket.socket = handler.connection
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            handler.rfile.close()  # the socket closes for real only when its files are closed
+            handler.wfile.close()
             connection.close()  # linger 0: the peer sees a reset, not an answer
             self.result = None
             return
