@@ -609,3 +609,43 @@ def test_generated_catalog_starts_fast_and_pages_cheaply() -> None:
             big, "GET", "/api/marketplace-provider-resources/", params={"page": 1000, "page_size": 100}
         )
         assert len(last.json()) == 100 and time.monotonic() - paged < 2
+
+
+def test_405_404_and_links_sorted_like_drf(fake: process.FakeWaldur) -> None:
+    wrong = raw(fake, "DELETE", "/api/marketplace-component-usages/set_usage/")
+    assert (wrong.status_code, wrong.json()) == (405, {"detail": 'Method "DELETE" not allowed.'})
+    nowhere = raw(fake, "GET", "/api/no-such-thing/")
+    assert (nowhere.status_code, nowhere.json()) == (404, {"detail": "Not found."})
+    page = raw(fake, "GET", "/api/marketplace-provider-resources/",
+               params=[("state", "OK"), ("field", "uuid"), ("state", "Erred"), ("page", "2")])  # fmt: skip
+    first = page.headers["Link"].split(", ")[0]
+    assert (
+        first
+        == f'<{fake.base_url}/api/marketplace-provider-resources/?field=uuid&state=OK&state=Erred>; rel="first"'
+    )
+
+
+def test_owner_permissions_parse(fake: process.FakeWaldur) -> None:
+    me = users_me_retrieve.sync(client=client(fake, "owner"))
+    assert me.is_staff is False and me.username == "owner"
+    assert [(p.role_name, p.scope_uuid) for p in me.permissions] == [("CUSTOMER.OWNER", uuid.UUID(C1))]
+
+
+def test_billing_period_in_the_server_time_zone(fake: process.FakeWaldur) -> None:
+    """23:30 UTC on 30 November is already December in Tallinn (UTC+2)."""
+    fake.configure(now="2026-11-30T23:30:00Z", time_zone="Europe/Tallinn")
+    try:
+        report(client=client(fake), body=usage(r(60), cpu_hours="1"))
+        dated = usage(r(61), cpu_hours="1")
+        dated.date = dt.datetime(2026, 11, 30, 21, 0, tzinfo=dt.UTC)  # 23:00 in Tallinn: November
+        report(client=client(fake), body=dated)
+    finally:
+        fake.configure(now=None, time_zone="UTC")
+    periods = {u["resource"]: u["billing_period"] for u in fake.usages()}
+    assert periods[uuid.UUID(r(60)).hex] == "2026-12-01"
+    assert periods[uuid.UUID(r(61)).hex] == "2026-11-01"
+
+
+def test_707_token_in_the_query_string(fake7: process.FakeWaldur) -> None:
+    reply = httpx.get(fake7.base_url + "/api/users/me/", params={"x-auth-token": fake7.token})
+    assert reply.status_code == 200 and reply.json()["is_staff"] is True

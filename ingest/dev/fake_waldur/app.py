@@ -2,45 +2,25 @@
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import falcon
-import orjson
 
 from ingest.dev.fake_waldur import listing, serialize
 from ingest.dev.fake_waldur.formats import iso, month_start_instant, parse_uuid
-from ingest.dev.fake_waldur.gate import Pacer, Unauthorized, authenticate, take_fault
+from ingest.dev.fake_waldur.gate import Unauthorized, authenticate
 from ingest.dev.fake_waldur.paging import BadQuery, Query, page
+from ingest.dev.fake_waldur.sink import SetUsage, send, user_of
 from ingest.dev.fake_waldur.store import Store, User
-from ingest.dev.fake_waldur.usage import FORBIDDEN, SERVER_ERROR_PAGE, set_usage
+from ingest.dev.fake_waldur.usage import FORBIDDEN
 
 NOT_FOUND = {"detail": "Not found."}
 VERSIONS = {"8": "8.0.1", "7.0.7": "7.0.7"}
 
 
-def send(resp: falcon.Response, status: int, body: Any = None, html: bool = False) -> None:
-    resp.status = status
-    if body is None:
-        resp.data = b""
-        resp.content_type = None  # Waldur's empty answers carry no Content-Type
-    elif html:
-        resp.content_type = "text/html; charset=utf-8"
-        resp.data = str(body).encode()
-    else:
-        resp.content_type = "application/json"
-        resp.data = orjson.dumps(body)
-
-
 def _base(req: falcon.Request) -> str:
     return str(req.prefix)
-
-
-def _user(req: falcon.Request) -> User:
-    user: User = req.context.user
-    return user
 
 
 class Gatekeeper:
@@ -62,12 +42,17 @@ class Gatekeeper:
             resp.complete = True
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool) -> None:
-        status = resp.status_code
-        if status == 405 and not resp.data:
-            send(resp, 405, {"detail": f'Method "{req.method}" not allowed.'})
-        elif status == 404 and resource is None:
-            send(resp, 404, NOT_FOUND)
-        self.store.count_request(f"{req.method} {req.uri_template or req.path}", status)
+        self.store.count_request(f"{req.method} {req.uri_template or req.path}", resp.status_code)
+
+
+def _not_allowed(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
+    send(resp, 405, {"detail": f'Method "{req.method}" not allowed.'})
+    if isinstance(ex, falcon.HTTPError) and isinstance(ex.headers, dict):
+        resp.set_headers(ex.headers)  # Allow
+
+
+def _not_found(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
+    send(resp, 404, NOT_FOUND)
 
 
 class Me:
@@ -75,7 +60,7 @@ class Me:
         self.store = store
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        send(resp, 200, serialize.user_me(_user(req), _base(req)))
+        send(resp, 200, serialize.user_me(user_of(req), _base(req)))
 
 
 class Version:
@@ -136,7 +121,7 @@ class Collection:
         q = Query(req.query_string)
         try:
             with self.store.lock:
-                rows, headers = page(self.lister(self.store, _user(req), q), q, _base(req) + req.path)
+                rows, headers = page(self.lister(self.store, user_of(req), q), q, _base(req) + req.path)
                 body = [serialize.restrict(self.render(self.store, r, _base(req)), q.fields()) for r in rows]
         except BadQuery as exc:
             send(resp, exc.status, exc.body)
@@ -156,7 +141,7 @@ class Collection:
     def find(self, req: falcon.Request, uuid: str) -> Any:
         key = parse_uuid(uuid)
         row = None if key is None else self.getter(key)
-        return row if row is not None and self.visible(_user(req), row) else None
+        return row if row is not None and self.visible(user_of(req), row) else None
 
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, uuid: str) -> None:
         with self.store.lock:
@@ -181,7 +166,7 @@ class Secret:
     def on_get(self, req: falcon.Request, resp: falcon.Response, uuid: str) -> None:
         key = parse_uuid(uuid)
         provider = None if key is None else self.store.providers.get(key)
-        user = _user(req)
+        user = user_of(req)
         if provider is None:
             send(resp, 404, NOT_FOUND)
         elif not (user.is_staff or provider.customer in user.owner_of):
@@ -192,7 +177,7 @@ class Secret:
     def on_post(self, req: falcon.Request, resp: falcon.Response, uuid: str) -> None:
         key = parse_uuid(uuid)
         provider = None if key is None else self.store.providers.get(key)
-        user = _user(req)
+        user = user_of(req)
         with self.store.lock:
             self.store.rotations.append(
                 {"time": iso(self.store.now()), "user": user.username, "service_provider": uuid}
@@ -237,79 +222,12 @@ class PlanPeriods:
         send(resp, 200, body)
 
 
-class SetUsage:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.pacer = Pacer()
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        started = time.time()
-        raw = req.bounded_stream.read()
-        try:
-            payload = json.loads(raw) if raw else None
-        except ValueError as exc:
-            payload = None
-            send(resp, 400, {"detail": f"JSON parse error - {exc}"})
-        else:
-            self._answer(req, resp, payload)
-        self._record(req, resp, started, raw, payload)
-
-    def _answer(self, req: falcon.Request, resp: falcon.Response, payload: Any) -> None:
-        config = self.store.config
-        fault = take_fault(self.store, payload)
-        if fault is not None:
-            req.context.fault = fault
-            if fault.get("reset"):
-                req.env["fake_waldur.reset"] = True
-                send(resp, 500, None)
-                return
-            status = int(fault.get("status", 500))
-            html = fault.get("html", status >= 500 and "body" not in fault)
-            send(
-                resp,
-                status,
-                SERVER_ERROR_PAGE if html else fault.get("body", {"detail": "Injected fault."}),
-                html,
-            )
-            if fault.get("retry_after") is not None:
-                resp.set_header("Retry-After", str(fault["retry_after"]))
-            return
-        wait = self.pacer.admit(config.rate, config.rate_mode)
-        req.context.admitted = time.time()
-        if wait is not None:
-            seconds = max(1, round(wait + 0.5))
-            send(resp, 429, {"detail": f"Request was throttled. Expected available in {seconds} seconds."})
-            resp.set_header("Retry-After", str(seconds))
-            return
-        if config.latency_ms:
-            time.sleep(config.latency_ms / 1000)
-        outcome = set_usage(self.store, _user(req), payload)
-        send(resp, outcome.status, outcome.body, outcome.html)
-
-    def _record(
-        self, req: falcon.Request, resp: falcon.Response, started: float, raw: bytes, payload: Any
-    ) -> None:
-        with self.store.lock:
-            self.store.calls.append(
-                {
-                    "index": len(self.store.calls),
-                    "time": started,
-                    "admitted": req.context.get("admitted"),
-                    "finished": time.time(),
-                    "user": _user(req).username,
-                    "payload": payload if payload is not None else raw.decode("utf-8", "replace"),
-                    "status": resp.status_code,
-                    "body": (resp.data or b"").decode("utf-8", "replace"),
-                    "fault": "fault" in req.context,
-                    "reset": bool(req.env.get("fake_waldur.reset")),
-                }
-            )
-
-
 def create_app(store: Store) -> falcon.App[falcon.Request, falcon.Response]:
     from ingest.dev.fake_waldur import control
 
     app = falcon.App(middleware=[Gatekeeper(store)])
+    app.add_error_handler(falcon.HTTPMethodNotAllowed, _not_allowed)
+    app.add_error_handler(falcon.HTTPNotFound, _not_found)
     app.add_route("/api/users/me/", Me(store))
     app.add_route("/api/version/", Version(store))
     providers = Collection(store, listing.providers, _render_provider, store.providers.get, lambda u, r: True)

@@ -101,11 +101,15 @@ def page(rows: Sequence[T], query: Query, url: str) -> tuple[Sequence[T], dict[s
     if number < 1 or number > pages:
         raise BadQuery({"detail": "Invalid page."}, 404)
 
-    rest = query.without("page")
+    grouped: dict[str, list[str]] = {}
+    for key, value in query.without("page"):
+        grouped.setdefault(key, []).append(value)
 
     def link(n: int | None) -> str:
-        pairs = rest if n is None else [*rest, ("page", str(n))]
-        return f"{url}?{urlencode(pairs)}" if pairs else url
+        # DRF's replace_query_param/remove_query_param: keys sorted, repeated values kept together
+        keys = grouped if n is None else {**grouped, "page": [str(n)]}
+        text = urlencode(sorted(keys.items()), doseq=True)
+        return f"{url}?{text}" if text else url
 
     links = [("first", link(None))]
     if number > 1:
