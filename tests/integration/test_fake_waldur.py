@@ -619,10 +619,8 @@ def test_405_404_and_links_sorted_like_drf(fake: process.FakeWaldur) -> None:
     page = raw(fake, "GET", "/api/marketplace-provider-resources/",
                params=[("state", "OK"), ("field", "uuid"), ("state", "Erred"), ("page", "2")])  # fmt: skip
     first = page.headers["Link"].split(", ")[0]
-    assert (
-        first
-        == f'<{fake.base_url}/api/marketplace-provider-resources/?field=uuid&state=OK&state=Erred>; rel="first"'
-    )
+    query = "field=uuid&state=OK&state=Erred"
+    assert first == f'<{fake.base_url}/api/marketplace-provider-resources/?{query}>; rel="first"'
 
 
 def test_owner_permissions_parse(fake: process.FakeWaldur) -> None:
