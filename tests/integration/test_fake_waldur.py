@@ -571,6 +571,8 @@ def test_707_set_usage_quirks(fake7: process.FakeWaldur) -> None:
         400,
         ["Total amount exceeds limit. Total amount: 150.00, limit: 100."],
     )
+    assert report(client=c, body=usage(LIMITED, storage_tb="60")) is None  # a monthly limit: this row only
+    assert report(client=c, body=usage(LIMITED, storage_tb="60")) is None
     long = usage(r(5), cpu_hours="1")
     long.usages[0].description = "x" * 2001
     for crash in (usage(NOPLAN, cpu_hours="1"), long, usage(r(5), cpu_hours="1000000000000")):

@@ -69,7 +69,7 @@ def _amount(value: Any) -> tuple[Decimal | None, str | None]:
         return None, "Ensure that there are no more than 2 decimal places."
     if whole > 18:
         return None, "Ensure that there are no more than 18 digits before the decimal point."
-    return number, None
+    return number.quantize(Decimal("0.01")), None  # DRF quantizes to the field's places
 
 
 def _items(raw: Any, mode8: bool) -> tuple[list[dict[str, Any]], Any]:
@@ -241,30 +241,34 @@ def _set_usage(store: Store, user: User, payload: Any) -> Outcome:
     return Outcome(201, resource=resource)
 
 
-def _over_limit(
-    store: Store, resource: Resource, items: list[dict[str, Any]], now: dt.datetime
-) -> str | None:
+def _over_limit(store: Store, resource: Resource, items: list[dict[str, Any]], now: dt.datetime) -> str | None:
+    """7.x OfferingComponent.validate_amount: stored usage of the limit period plus the new
+    amount must not pass the limit. The period's rows are the year's ("annual"), all ("total")
+    or, for "month", those dated exactly at the month start, as 7.x filters: in practice
+    none, since rows carry the time of the report. So annual and total limits count the
+    current month's own row too, and re-sending the same value can be refused."""
     billing = month_start(now, UTC)
+    first = month_start_instant(now, UTC)
     for item in items:
         component = resource.offering.component(item["type"])
         assert component is not None
-        limit = resource.limits.get(component.type, component.limit_amount)
-        if limit is None or component.limit_period is None:
+        if not component.limit_period or not component.limit_amount:
             continue
-        total: Decimal = item["amount"]
-        if component.limit_period in ("total", "annual"):
-            total += sum(
-                (
-                    u.usage
-                    for u in store.usages_of(resource)
-                    if u.component.type == component.type
-                    and u.billing_period != billing
-                    and (component.limit_period == "total" or u.billing_period.year == billing.year)
-                ),
-                Decimal(0),
-            )
-        if total > limit:
-            return f"Total amount exceeds limit. Total amount: {total:.2f}, limit: {limit}."
+        total: Decimal = item["amount"] + sum(
+            (
+                u.usage
+                for u in store.usages_of(resource)
+                if u.component is component
+                and (
+                    component.limit_period == "total"
+                    or (component.limit_period == "annual" and u.billing_period.year == billing.year)
+                    or (component.limit_period == "month" and u.date == first)
+                )
+            ),
+            Decimal(0),
+        )
+        if total > component.limit_amount:
+            return f"Total amount exceeds limit. Total amount: {total}, limit: {component.limit_amount}."
     return None
 
 
