@@ -327,7 +327,12 @@ def test_secret_by_service_provider_uuid(fake: process.FakeWaldur) -> None:
     with pytest.raises(UnexpectedStatus) as caught:  # the customer uuid is not the path's key
         service_provider_api_secret_code_retrieve.sync(uuid.UUID(C1), client=client(fake))
     assert caught.value.status_code == 404
+    mark = dt.datetime.now(dt.UTC)
     rotated = fake.rotate(C2)
+    (moved,) = marketplace_service_providers_list.sync(
+        client=client(fake), modified=mark
+    )  # the change signal
+    assert moved.customer_uuid == uuid.UUID(C2)
     beta = marketplace_service_providers_list.sync(client=client(fake), customer_uuid=uuid.UUID(C2))[0]
     assert (
         service_provider_api_secret_code_retrieve.sync(beta.uuid, client=client(fake)).api_secret_code

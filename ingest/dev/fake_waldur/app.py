@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,7 +13,7 @@ from ingest.dev.fake_waldur import listing, serialize
 from ingest.dev.fake_waldur.formats import iso, month_start_instant, parse_uuid
 from ingest.dev.fake_waldur.gate import Unauthorized, authenticate
 from ingest.dev.fake_waldur.paging import BadQuery, Query, page
-from ingest.dev.fake_waldur.sink import SetUsage, send, user_of
+from ingest.dev.fake_waldur.sink import SetUsage, record, send, user_of
 from ingest.dev.fake_waldur.store import Store, User
 from ingest.dev.fake_waldur.usage import FORBIDDEN
 
@@ -30,16 +32,24 @@ class Gatekeeper:
         self.store = store
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if not req.path.startswith("/api/") or req.path == "/api/version/":
+        if not req.path.startswith("/api/"):
             return
+        header = req.get_header("Authorization")
+        if req.path == "/api/version/" and not header:
+            return  # open to anonymous callers; a bad token is still refused, as DRF does
         try:
-            req.context.user = authenticate(
-                self.store, req.get_header("Authorization"), req.get_param("x-auth-token")
-            )
+            req.context.user = authenticate(self.store, header, req.get_param("x-auth-token"))
         except Unauthorized as exc:
             send(resp, 401, {"detail": exc.detail})
             resp.set_header("WWW-Authenticate", "Token")
             resp.complete = True
+            if req.path == "/api/marketplace-component-usages/set_usage/":
+                raw = req.bounded_stream.read()
+                try:
+                    payload = json.loads(raw) if raw else None
+                except ValueError:
+                    payload = None
+                record(self.store, req, resp, time.time(), raw, payload)
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool) -> None:
         self.store.count_request(f"{req.method} {req.uri_template or req.path}", resp.status_code)

@@ -49,7 +49,7 @@ class SetUsage:
             send(resp, 400, {"detail": f"JSON parse error - {exc}"})
         else:
             self._answer(req, resp, payload)
-        self._record(req, resp, started, raw, payload)
+        record(self.store, req, resp, started, raw, payload)
 
     def _answer(self, req: falcon.Request, resp: falcon.Response, payload: Any) -> None:
         config = self.store.config
@@ -83,21 +83,23 @@ class SetUsage:
         outcome = set_usage(self.store, user_of(req), payload)
         send(resp, outcome.status, outcome.body, outcome.html)
 
-    def _record(
-        self, req: falcon.Request, resp: falcon.Response, started: float, raw: bytes, payload: Any
-    ) -> None:
-        with self.store.lock:
-            self.store.calls.append(
-                {
-                    "index": len(self.store.calls),
-                    "time": started,
-                    "admitted": req.context.get("admitted"),
-                    "finished": time.time(),
-                    "user": user_of(req).username,
-                    "payload": payload if payload is not None else raw.decode("utf-8", "replace"),
-                    "status": resp.status_code,
-                    "body": (resp.data or b"").decode("utf-8", "replace"),
-                    "fault": "fault" in req.context,
-                    "reset": bool(req.env.get("fake_waldur.reset")),
-                }
-            )
+
+def record(
+    store: Store, req: falcon.Request, resp: falcon.Response, started: float, raw: bytes, payload: Any
+) -> None:
+    """One set_usage call, whatever its answer (401s too, with no user), for /__fake__/calls."""
+    with store.lock:
+        store.calls.append(
+            {
+                "index": len(store.calls),
+                "time": started,
+                "admitted": req.context.get("admitted"),
+                "finished": time.time(),
+                "user": req.context.user.username if "user" in req.context else None,
+                "payload": payload if payload is not None else raw.decode("utf-8", "replace"),
+                "status": resp.status_code,
+                "body": (resp.data or b"").decode("utf-8", "replace"),
+                "fault": "fault" in req.context,
+                "reset": bool(req.env.get("fake_waldur.reset")),
+            }
+        )

@@ -241,7 +241,9 @@ def _set_usage(store: Store, user: User, payload: Any) -> Outcome:
     return Outcome(201, resource=resource)
 
 
-def _over_limit(store: Store, resource: Resource, items: list[dict[str, Any]], now: dt.datetime) -> str | None:
+def _over_limit(
+    store: Store, resource: Resource, items: list[dict[str, Any]], now: dt.datetime
+) -> str | None:
     """7.x OfferingComponent.validate_amount: stored usage of the limit period plus the new
     amount must not pass the limit. The period's rows are the year's ("annual"), all ("total")
     or, for "month", those dated exactly at the month start, as 7.x filters: in practice
