@@ -7,6 +7,10 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import json
+import re
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -654,3 +658,33 @@ def test_billing_period_in_the_server_time_zone(fake: process.FakeWaldur) -> Non
 def test_707_token_in_the_query_string(fake7: process.FakeWaldur) -> None:
     reply = httpx.get(fake7.base_url + "/api/users/me/", params={"x-auth-token": fake7.token})
     assert reply.status_code == 200 and reply.json()["is_staff"] is True
+
+
+def test_cli_line_demo_token_lifetime_and_sigint(tmp_path: Any) -> None:
+    args = [sys.executable, "-m", "ingest.dev.fake_waldur", "--port", "0", "--token", "T", "--demo"]
+    proc = subprocess.Popen(
+        [*args, "--mode", "7.0.7", "--token-lifetime", "1"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        found = re.fullmatch(r"fake Waldur \(mode 7\.0\.7\) listening on (http://127\.0\.0\.1:\d+/)\n", line)
+        assert found, line
+        me = httpx.get(found.group(1) + "api/users/me/", headers={"Authorization": "Token T"})
+        assert me.json()["token_lifetime"] == 1
+        resources = httpx.get(
+            found.group(1) + "api/marketplace-provider-resources/", headers={"Authorization": "Token T"}
+        )
+        assert resources.headers["X-Result-Count"] == "2"  # ingest/dev/demo/catalog.json
+        time.sleep(1.3)
+        expired = httpx.get(found.group(1) + "api/users/me/", headers={"Authorization": "Token T"})
+        assert (expired.status_code, expired.json()) == (401, {"detail": "Token has expired."})
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"resources": [{"uuid": "nope"}]}')
+    failed = subprocess.run([*args[:-1], "--seed", str(bad)], capture_output=True, text=True, timeout=30)
+    assert failed.returncode == 2 and "is not a UUID" in failed.stderr
