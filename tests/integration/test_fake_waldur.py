@@ -22,6 +22,7 @@ from waldur_api_client import AuthenticatedClient
 from waldur_api_client.api.marketplace_component_usages import (
     marketplace_component_usages_list,
     marketplace_component_usages_set_usage,
+    marketplace_component_usages_set_user_usages,
 )
 from waldur_api_client.api.marketplace_provider_offerings import (
     marketplace_provider_offerings_count,
@@ -45,6 +46,8 @@ from waldur_api_client.errors import UnexpectedStatus
 from waldur_api_client.models import (
     ComponentUsageCreateRequest,
     ComponentUsageItemRequest,
+    ComponentUserUsageBulkCreateRequest,
+    ComponentUserUsageCreateRequest,
     ProviderOfferingDetailsFieldEnum,
     ResourceFieldEnum,
     ResourceOEnum,
@@ -688,3 +691,23 @@ def test_cli_line_demo_token_lifetime_and_sigint(tmp_path: Any) -> None:
     bad.write_text('{"resources": [{"uuid": "nope"}]}')
     failed = subprocess.run([*args[:-1], "--seed", str(bad)], capture_output=True, text=True, timeout=30)
     assert failed.returncode == 2 and "is not a UUID" in failed.stderr
+
+
+def test_set_user_usages_under_a_component_usage(fake: process.FakeWaldur) -> None:
+    report(client=client(fake), body=usage(r(70), cpu_hours="10"))
+    (row,) = marketplace_component_usages_list.sync_all(client=client(fake), resource_uuid=uuid.UUID(r(70)))
+    body = ComponentUserUsageBulkCreateRequest(
+        usages=[ComponentUserUsageCreateRequest(username="alice", usage="6"),
+                ComponentUserUsageCreateRequest(username="bob", usage="4.5")]
+    )  # fmt: skip
+    reply = marketplace_component_usages_set_user_usages.sync_detailed(
+        row.uuid, client=client(fake, "manager"), body=body
+    )
+    assert (reply.status_code, reply.parsed) == (201, None)
+    (stored,) = [u for u in fake.usages() if u["uuid"] == row.uuid.hex]
+    assert stored["user_usages"] == {"alice": "6.00", "bob": "4.50"}
+    with pytest.raises(UnexpectedStatus) as caught:
+        marketplace_component_usages_set_user_usages.sync_detailed(
+            row.uuid, client=client(fake, "stranger"), body=body
+        )
+    assert caught.value.status_code == 404  # a row the caller cannot see

@@ -10,7 +10,8 @@ It prints ``fake Waldur (mode 8) listening on http://127.0.0.1:N/`` when ready.
 Waldur's endpoints (docs/waldur-bridge.md §5.1): ``/api/users/me/``, ``/api/version/``,
 ``/api/marketplace-service-providers/`` (+ ``{uuid}/``, ``{uuid}/api_secret_code/``),
 ``/api/marketplace-provider-offerings/``, ``/api/marketplace-provider-resources/`` (+
-``{uuid}/plan_periods/``), ``/api/marketplace-component-usages/`` (+ ``set_usage/``).
+``{uuid}/plan_periods/``), ``/api/marketplace-component-usages/`` (+ ``set_usage/``,
+``{uuid}/set_user_usages/``, ``{uuid}/set_user_usage/``).
 
 The control API, under ``/__fake__/``, answers loopback callers only and needs no token.
 It is a test double's back door, not part of Waldur:

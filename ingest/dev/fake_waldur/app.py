@@ -16,6 +16,7 @@ from ingest.dev.fake_waldur.paging import BadQuery, Query, page
 from ingest.dev.fake_waldur.sink import SetUsage, record, send, user_of
 from ingest.dev.fake_waldur.store import Store, User
 from ingest.dev.fake_waldur.usage import FORBIDDEN
+from ingest.dev.fake_waldur.user_usage import UserUsages
 
 NOT_FOUND = {"detail": "Not found."}
 VERSIONS = {"8": "8.0.1", "7.0.7": "7.0.7"}
@@ -269,5 +270,8 @@ def create_app(store: Store) -> falcon.App[falcon.Request, falcon.Response]:
     app.add_route("/api/marketplace-service-providers/{uuid}/api_secret_code/", Secret(store))
     app.add_route("/api/marketplace-provider-resources/{uuid}/plan_periods/", PlanPeriods(store, resources))
     app.add_route("/api/marketplace-component-usages/set_usage/", SetUsage(store))
+    per_user = UserUsages(store)
+    app.add_route("/api/marketplace-component-usages/{uuid}/set_user_usages/", per_user, suffix="bulk")
+    app.add_route("/api/marketplace-component-usages/{uuid}/set_user_usage/", per_user, suffix="single")
     control.add_routes(app, store)
     return app

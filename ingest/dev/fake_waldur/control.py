@@ -79,6 +79,7 @@ class Usages(_Control):
                     "modified_by": u.modified_by,
                     "recurring": u.recurring,
                     "missing_usage_policy": u.missing_usage_policy,
+                    "user_usages": {name: two_places(v) for name, v in u.user_usages.items()},
                 }
                 for u in self.store.usages.values()
             ]

@@ -115,6 +115,7 @@ class Usage:
     recurring: bool = False
     missing_usage_policy: str = "none"
     modified_by: str | None = None
+    user_usages: dict[str, Decimal] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

@@ -44,7 +44,7 @@ def _bad(body: Any) -> Outcome:
     return Outcome(400, body)
 
 
-def _amount(value: Any) -> tuple[Decimal | None, str | None]:
+def amount_error(value: Any) -> tuple[Decimal | None, str | None]:
     if value is None:
         return None, "This field may not be null."
     if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -93,7 +93,7 @@ def _items(raw: Any, mode8: bool) -> tuple[list[dict[str, Any]], Any]:
             problems["amount"] = ["This field is required."]
             number = None
         else:
-            number, why = _amount(entry["amount"])
+            number, why = amount_error(entry["amount"])
             if why:
                 problems["amount"] = [why]
         description = str(entry.get("description") or "")
