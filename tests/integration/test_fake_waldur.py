@@ -711,3 +711,19 @@ def test_set_user_usages_under_a_component_usage(fake: process.FakeWaldur) -> No
             row.uuid, client=client(fake, "stranger"), body=body
         )
     assert caught.value.status_code == 404  # a row the caller cannot see
+
+
+def test_merge_changes_an_offering_in_place(fake: process.FakeWaldur) -> None:
+    mark = dt.datetime.now(dt.UTC)
+    beta = dict(SEED["offerings"][1])
+    beta["components"] = [
+        *beta["components"],
+        {"type": "gpu_hours", "billing_type": "usage", "measured_unit": "h"},
+    ]
+    assert fake.merge({"offerings": [beta]})["offerings"] == 1
+    (changed,) = marketplace_provider_offerings_list.sync(client=client(fake), modified=mark)
+    assert changed.uuid == uuid.UUID(O2) and [c.type_ for c in changed.components] == [
+        "cpu_hours",
+        "gpu_hours",
+    ]
+    assert report(client=client(fake), body=usage(OTHER, cpu_hours="2", gpu_hours="1")) is None

@@ -158,22 +158,26 @@ def _offerings(store: Store, rows: list[Any]) -> int:
     for i, o in enumerate(rows):
         where = f"offerings[{i}]"
         oid = _uuid(o["uuid"], f"{where}.uuid")
+        existing = store.offerings.get(oid)
         components = []
         for j, c in enumerate(o.get("components") or []):
             billing = c.get("billing_type", "usage")
             if billing not in BILLING_TYPES:
                 raise SeedError(f"{where}.components[{j}].billing_type: {billing!r} is not a Waldur type")
-            components.append(
-                Component(
-                    uuid=derived(f"component:{c['type']}", oid),
-                    type=str(c["type"]),
-                    billing_type=billing,
-                    measured_unit=str(c.get("measured_unit", "")),
-                    name=str(c.get("name") or c["type"]),
-                    limit_amount=None if c.get("limit_amount") is None else int(c["limit_amount"]),
-                    limit_period=c.get("limit_period"),
-                )
+            component = Component(
+                uuid=derived(f"component:{c['type']}", oid),
+                type=str(c["type"]),
+                billing_type=billing,
+                measured_unit=str(c.get("measured_unit", "")),
+                name=str(c.get("name") or c["type"]),
+                limit_amount=None if c.get("limit_amount") is None else int(c["limit_amount"]),
+                limit_period=c.get("limit_period"),
             )
+            kept = existing.component(component.type) if existing else None
+            if kept is not None:  # stored usages keep pointing at the one object
+                kept.__dict__.update(component.__dict__)
+                component = kept
+            components.append(component)
         state = str(o.get("state", "Active"))
         if state not in OFFERING_STATES:
             raise SeedError(f"{where}.state: {state!r} is not one of {', '.join(OFFERING_STATES)}")
