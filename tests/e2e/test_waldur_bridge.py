@@ -1,0 +1,284 @@
+"""The bridge end to end, in front of a fake Waldur run as a real process, in both of its modes
+(the 8.x line, and a 7.0.7 server's quirks): the catalog is synced from Waldur by the command
+line, providers report to our gunicorn, the Celery worker commits, the forwarder process sends
+one coalesced set_usage per changed resource through the official client, and Waldur ends up
+holding exactly our committed values. Faults on the way: 503s with Retry-After, and a
+permanent 400 that goes to the forward quarantine and is retried by the operator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from ingest.adapters.redis.journal import RedisQueue
+from ingest.adapters.sql.catalog import SqlCatalog
+from ingest.adapters.sql.unit_of_work import make_engine
+from ingest.dev.fake_waldur import process as fake_waldur
+from tests.conftest import free_port, migrated_database
+from tests.e2e.conftest import (
+    BIN,
+    STARTUP_DEADLINE,
+    Proc,
+    Stack,
+    _environment,
+    _redis_database_url,
+    _redis_databases,
+    _start,
+    _stop,
+)
+from tests.helpers import make_demo
+
+TOKEN = "e2e-waldur-staff"
+FORWARD_DEADLINE = 60.0
+
+CASES = [
+    pytest.param("8", "sqlite", id="waldur8-sqlite"),
+    pytest.param("8", "postgresql", id="waldur8-postgresql", marks=pytest.mark.postgres),
+    pytest.param("7.0.7", "postgresql", id="waldur707-postgresql", marks=pytest.mark.postgres),
+]
+
+
+def _celery(queue: str, name: str, concurrency: int = 1) -> list[str]:
+    return [
+        str(BIN / "celery"), "-A", "workers.app", "worker", "--loglevel", "INFO",
+        "--concurrency", str(concurrency), "--pool", "prefork", "-Q", queue,
+        "-n", f"{name}-{uuid.uuid4().hex[:8]}@%h",
+    ]  # fmt: skip
+
+
+@pytest.fixture(params=CASES)
+def bridge(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> Iterator[tuple[Stack, Any]]:
+    """A fake Waldur holding the demo catalog, and our web + worker + forwarder + beat with
+    WALDUR_URL pointing at it; our database starts empty and is filled by a first sync."""
+    mode, kind = request.param
+    demo = make_demo()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    waldur = fake_waldur.start(mode=mode, seed=demo.doc(), token=TOKEN, log_path=logs / "waldur.log")
+    databases = migrated_database(kind, tmp_path)
+    database_url = next(databases)
+    engine = make_engine(database_url)
+    db_url = _redis_database_url(redis_url, next(_redis_databases))
+    client = redis.Redis.from_url(db_url)
+    if not os.environ.get("TEST_REDIS_URL"):
+        client.flushdb()
+    prefix = f"e2e-{uuid.uuid4().hex[:10]}"
+    port = free_port()
+    env = _environment(database_url, db_url, prefix, port)
+    env.update(
+        WALDUR_URL=waldur.url,
+        WALDUR_TOKEN=TOKEN,
+        WALDUR_SYNC_INTERVAL="2",
+        WALDUR_FULL_SYNC_INTERVAL="6",
+        WALDUR_FORWARD_RATE="20",
+        WALDUR_TIMEOUT="5",
+    )
+    procs: list[Proc] = []
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    stack = Stack(
+        f"http://127.0.0.1:{port}",
+        env,
+        database_url,
+        db_url,
+        prefix,
+        demo,
+        engine,
+        client,
+        RedisQueue(client, prefix),
+        procs,
+        http,
+    )
+    try:
+        synced = stack.cli("waldur", "sync", "--full")
+        assert synced.returncode == 0, synced.stderr + synced.stdout
+        procs += [
+            _start(
+                "web",
+                [
+                    str(BIN / "gunicorn"),
+                    "-c",
+                    "python:api.gunicorn_conf",
+                    "--no-control-socket",
+                    "api.asgi:app",
+                ],
+                env,
+                logs,
+            ),
+            _start("worker", _celery("celery", "e2e"), env, logs),
+            _start("forwarder", _celery("waldur", "e2e-forwarder", 2), env, logs),
+            _start(
+                "beat",
+                [
+                    str(BIN / "celery"),
+                    "-A",
+                    "workers.app",
+                    "beat",
+                    "--loglevel",
+                    "INFO",
+                    "--schedule",
+                    str(tmp_path / "celerybeat-schedule"),
+                ],
+                env,
+                logs,
+            ),  # fmt: skip
+        ]
+
+        def ready() -> bool:
+            try:
+                return http.get("/readyz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        stack.wait_for("GET /readyz == 200", ready, STARTUP_DEADLINE)
+        yield stack, waldur
+    finally:
+        http.close()
+        _stop(procs)
+        waldur.stop()
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+        engine.dispose()
+        for _ in databases:  # drops a PostgreSQL database
+            pass
+
+
+def _held(waldur: Any, resource: str) -> dict[str, Decimal]:
+    """component -> the amount Waldur holds for ``resource`` this month."""
+    hexed = uuid.UUID(resource).hex
+    return {
+        row["type"]: Decimal(row["usage"])
+        for row in waldur.usages()
+        if row["resource"] == hexed and row["billing_period"][:7] == dt.date.today().isoformat()[:7]
+    }
+
+
+def _calls_for(waldur: Any, resource: str) -> list[dict[str, Any]]:
+    wanted = {resource, uuid.UUID(resource).hex}
+    return [c for c in waldur.calls() if str((c.get("payload") or {}).get("resource")) in wanted]
+
+
+def _status(stack: Stack) -> dict[str, Any]:
+    done = stack.cli("waldur", "status", "--json")
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def test_usage_reaches_waldur_coalesced_in_order_through_faults(bridge: tuple[Stack, Any]) -> None:
+    stack, waldur = bridge
+    demo = stack.demo
+    resources = [demo.resource, demo.resource2]
+
+    # the first sync loaded Waldur's catalog: a provider's secret verifies, its resources exist
+    snap = SqlCatalog(stack.engine).snapshot()
+    assert {uuid.UUID(r) for r in resources} <= set(snap.resources)
+    assert (
+        stack.http.post(
+            "/api/marketplace-public-api/check_signature/", json=stack.body({"resource": demo.resource})
+        ).status_code
+        == 200
+    )
+
+    # five reports per resource, amounts rising: Waldur must end with the last of each
+    ids = []
+    for step in range(1, 6):
+        for r in resources:
+            usages = [
+                {"type": "cpu_hours", "amount": f"{step * 10}.50"},
+                {"type": "ram_gb", "amount": str(step * 2)},
+            ]
+            ids.append(stack.set_usage({"resource": r, "usages": usages})["uuid"])
+    states = stack.wait_final(ids)
+    assert set(states.values()) <= {"committed", "superseded"}
+    final = {"cpu_hours": Decimal("50.50"), "ram_gb": Decimal("10")}
+    for r in resources:
+        stack.wait_for(
+            f"Waldur to hold the final values of {r}", lambda r=r: _held(waldur, r) == final, FORWARD_DEADLINE
+        )
+    for r in resources:
+        calls = [c for c in _calls_for(waldur, r) if c["status"] == 201]
+        assert 1 <= len(calls) <= 5, calls  # coalesced: never more calls than reports
+        seen = []
+        for call in calls:
+            body = call["payload"]
+            by_type = {u["type"]: Decimal(u["amount"]) for u in body["usages"]}
+            assert set(by_type) == {"cpu_hours", "ram_gb"}  # every component in one call
+            assert "plan_period" not in body or body["plan_period"] in (None, "")
+            moment = dt.datetime.fromisoformat(body["date"])
+            assert moment <= dt.datetime.now(dt.UTC)  # never in Waldur's future
+            seen.append(by_type["cpu_hours"])
+        assert seen == sorted(seen), f"an older value overwrote a newer one in Waldur: {seen}"
+
+    # Waldur answers 503 with Retry-After twice: the new value still arrives
+    waldur.fault(status=503, count=2, retry_after=1)
+    later = {"cpu_hours": Decimal("77.00"), "ram_gb": Decimal("11")}
+    stack.wait_final(
+        [
+            stack.set_usage(
+                {
+                    "resource": demo.resource,
+                    "usages": [{"type": k, "amount": str(v)} for k, v in later.items()],
+                }
+            )["uuid"]
+        ]
+    )
+    stack.wait_for(
+        "the value after two 503s", lambda: _held(waldur, demo.resource) == later, FORWARD_DEADLINE
+    )
+    assert [c["status"] for c in _calls_for(waldur, demo.resource)].count(503) == 2
+
+    # a permanent 400 for one resource: forward quarantine, visible, retried after the fix
+    refusal = {"resource": ["Resource is not in valid state."]}
+    waldur.fault(status=400, resource=demo.resource2, body=refusal)
+    stack.wait_final(
+        [
+            stack.set_usage({"resource": demo.resource2, "usages": [{"type": "cpu_hours", "amount": "99"}]})[
+                "uuid"
+            ]
+        ]
+    )
+
+    def quarantined() -> list[dict[str, Any]] | None:
+        done = stack.cli("waldur", "failures", "list", "--json")
+        assert done.returncode == 0, done.stderr
+        rows = [
+            row
+            for row in json.loads(done.stdout)
+            if uuid.UUID(str(row["resource"])) == uuid.UUID(demo.resource2)
+        ]
+        return rows or None
+
+    rows = stack.wait_for("the refused forward in the forward quarantine", quarantined, FORWARD_DEADLINE)
+    assert rows[0]["status"] == 400
+    assert json.loads(rows[0]["body"]) == refusal
+    assert _status(stack)["failed_keys"] >= 1
+    waldur.clear_faults()
+    retried = stack.cli("waldur", "failures", "retry", "--all")
+    assert retried.returncode == 0, retried.stderr + retried.stdout
+    stack.wait_for(
+        "the retried forward",
+        lambda: _held(waldur, demo.resource2).get("cpu_hours") == Decimal("99"),
+        FORWARD_DEADLINE,
+    )
+
+    # nothing left behind, and the bridge never rotated a secret in Waldur
+    def settled() -> dict[str, Any] | None:
+        status = _status(stack)
+        return status if status["dirty_keys"] == 0 and status["failed_keys"] == 0 else None
+
+    status = stack.wait_for("the outbox to settle", settled, FORWARD_DEADLINE)
+    assert status["catalog_sync"] and status["catalog_sync"]["last_sync_at"]
+    assert waldur.stats()["api_secret_code_posts"] == 0
+    stack.check_alive()
