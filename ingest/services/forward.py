@@ -163,6 +163,9 @@ class Forwarder:
             return QUARANTINED
         values = entry.amounts
         seq = entry.max_seq
+        if not values:  # no usage rows (deleted by hand): nothing to send
+            self.outbox.settle(entry, self.owner, max(entry.dirty_seq, entry.acked_seq), None, now)
+            return SKIPPED_UNCHANGED
         if seq < entry.acked_seq or (entry.acked_values is not None and values == entry.acked_values):
             # Waldur holds these values (or newer ones): no call, the key is clean
             self.outbox.settle(entry, self.owner, max(seq, entry.acked_seq), None, now)
