@@ -117,16 +117,18 @@ class Forwarder:
             more = True
             while True:
                 if more and self.monotonic() < deadline and len(running) < self.concurrency:
-                    if self.gate.held() is not None:
-                        more = False
+                    try:
+                        entries = self._lease(self.concurrency - len(running))
+                    except Exception as exc:  # SQL or Redis unavailable: the next pass retries
+                        log.warning("forward pass stopped: %s: %s", type(exc).__name__, exc)
+                        done["stopped"] += 1
+                        entries = []
+                    if entries is None:
+                        done["held"] += 1
                     else:
-                        now = self.clock()
-                        entries = self.outbox.lease(
-                            self.owner, self.concurrency - len(running), now, now + self.lease_for
-                        )
                         done["leased"] += len(entries)
-                        more = bool(entries)
-                        running |= {pool.submit(self._guarded, e, catalog) for e in entries}
+                    more = bool(entries)
+                    running |= {pool.submit(self._guarded, e, catalog) for e in entries or ()}
                 if not running:
                     break
                 finished, running = cf.wait(running, return_when=cf.FIRST_COMPLETED)
@@ -134,6 +136,13 @@ class Forwarder:
                     done[future.result()] += 1
         self._observe_lag()
         return dict(done)
+
+    def _lease(self, count: int) -> list[OutboxEntry] | None:
+        """Up to ``count`` keys to forward now; None while forwarding is held."""
+        if self.gate.held() is not None:
+            return None
+        now = self.clock()
+        return self.outbox.lease(self.owner, count, now, now + self.lease_for)
 
     def _observe_lag(self) -> None:
         try:

@@ -494,7 +494,7 @@ def test_401_holds_all_forwarding_and_quarantines_nothing() -> None:
     assert not w.outbox.failures
     assert len(w.outbox.dirty()) == len(w.resources)  # the backlog waits
     assert w.gate.holds[0][1] == "unauthorized" and w.gate.notes["last_error"]["status"] == 401
-    assert w.run() == {}  # held: the next pass takes nothing
+    assert w.run() == {"held": 1}  # held: the next pass takes nothing
     assert all(r["owner"] is None and r["attempts"] == 0 for r in w.outbox.rows.values())
 
 
