@@ -111,7 +111,11 @@ class Forwarder:
         Returns how many keys ended in each outcome."""
         done: collections.Counter[str] = collections.Counter()
         deadline = self.monotonic() + budget
-        catalog = self.catalog()
+        try:
+            catalog = self.catalog()
+        except Exception as exc:  # SQL unavailable: the next pass retries
+            log.warning("forward pass stopped: %s: %s", type(exc).__name__, exc)
+            return {"stopped": 1}
         with cf.ThreadPoolExecutor(self.concurrency, thread_name_prefix="forward") as pool:
             running: set[cf.Future[str]] = set()
             more = True
