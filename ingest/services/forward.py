@@ -204,7 +204,10 @@ class Forwarder:
                 entry, self.owner, entry.attempts, policy.not_before(entry.billing_period, self.tz), "not yet"
             )
             return NOT_YET
-        call = UsageCall(entry.resource, self._plan_period(entry), date, tuple(sorted(values.items())))
+        # By resource, never by plan period: intake stores the period it resolved from our catalog
+        # when the provider named none, so a stored period is not the provider's choice; Waldur
+        # resolves the period in force at ``date`` from its own, current data.
+        call = UsageCall(entry.resource, None, date, tuple(sorted(values.items())))
         if not self._token():
             self.outbox.release(entry, self.owner)
             return RELEASED
@@ -218,13 +221,6 @@ class Forwarder:
         self.outbox.settle(entry, self.owner, seq, values, self.clock())
         self.metrics.absorbed(entry.pending_reports)
         return ACKED
-
-    @staticmethod
-    def _plan_period(entry: OutboxEntry) -> Any:
-        """The plan period to name: only one the provider named, for every component of the
-        key; otherwise the call names the resource and Waldur resolves the period at ``date``."""
-        named = {v.plan_period for v in entry.values}
-        return named.pop() if len(named) == 1 else None
 
     def _token(self) -> bool:
         """Wait for a token of the global bucket; False if forwarding is put on hold."""

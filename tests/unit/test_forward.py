@@ -352,16 +352,15 @@ def test_every_component_of_a_key_goes_in_one_call_by_resource() -> None:
     assert call.as_json()["resource"] == str(r) and "plan_period" not in call.as_json()
 
 
-def test_a_plan_period_the_provider_named_for_every_component_is_sent() -> None:
+def test_the_call_names_the_resource_even_when_the_rows_carry_a_plan_period() -> None:
+    """Intake stores the plan period it resolved when the provider named none: a stored one
+    is not the provider's choice, and Waldur resolves the period at ``date`` itself."""
     w = World()
     r, p = w.resources[0], uuid.uuid4()
     w.outbox.commit(r, NOV, {"cpu": "1", "ram": "2"}, 1, plan_period=p)
-    w.outbox.commit(w.resources[1], NOV, {"cpu": "1"}, 2, plan_period=p)
-    w.outbox.commit(w.resources[1], NOV, {"ram": "1"}, 3)  # mixed: by resource
     w.run()
-    by_resource = {c.resource: c for c in w.sink.calls}
-    assert by_resource[r].plan_period == p and by_resource[r].as_json()["plan_period"] == str(p)
-    assert by_resource[w.resources[1]].plan_period is None
+    (call,) = w.sink.calls
+    assert call.plan_period is None and call.as_json()["resource"] == str(r)
 
 
 def test_never_two_forwards_in_flight_for_one_resource_and_at_most_concurrency() -> None:
