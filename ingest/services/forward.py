@@ -103,6 +103,7 @@ class Forwarder:
         self.version_ttl = version_ttl
         self._version: tuple[str | None, float] | None = None  # (version, read at, monotonic)
         self._version_lock = threading.Lock()
+        self._version_retry_at = 0.0  # after a failed read, not before this (monotonic)
 
     # -- one pass ------------------------------------------------------------------------
 
@@ -116,6 +117,10 @@ class Forwarder:
         except Exception as exc:  # SQL unavailable: the next pass retries
             log.warning("forward pass stopped: %s: %s", type(exc).__name__, exc)
             return {"stopped": 1}
+        try:
+            self._server_version()  # once per process (and TTL): for the 7.x rule and for status
+        except Exception as exc:  # Redis unavailable for the note: the pass goes on
+            log.warning("forward: cannot note Waldur's version: %s", exc)
         with cf.ThreadPoolExecutor(self.concurrency, thread_name_prefix="forward") as pool:
             running: set[cf.Future[str]] = set()
             more = True
@@ -232,21 +237,31 @@ class Forwarder:
                 return True
             self.sleep(min(wait, 1.0))
 
-    def _past_month_problem(self) -> str | None:
-        """None if the server files a past month's usage under the month of ``date``;
-        "unknown" while its version cannot be read; else why not."""
+    def _server_version(self) -> tuple[bool, str | None]:
+        """(known, Waldur's version), read once per process and again after ``version_ttl``;
+        not known while it cannot be read (then read again on the next call)."""
         with self._version_lock:
             if self._version is None or self.monotonic() - self._version[1] > self.version_ttl:
+                if self.monotonic() < self._version_retry_at:
+                    return False, None
                 try:
                     version: str | None = self.sink.server_version()
                 except SinkFailure as failure:
-                    if failure.kind not in (REJECTED,):
+                    if failure.kind != REJECTED:
                         log.warning("forward: cannot read Waldur's version: %s", failure)
-                        return "unknown"
-                    version = None  # no /api/version/: an old server
+                        self._version_retry_at = self.monotonic() + 30.0
+                        return False, None
+                    version = None  # no usable /api/version/: an old server
                 self._version = (version, self.monotonic())
                 self.gate.note("server", {"version": version, "at": time.time()})
-            version = self._version[0]
+            return True, self._version[0]
+
+    def _past_month_problem(self) -> str | None:
+        """None if the server files a past month's usage under the month of ``date``;
+        "unknown" while its version cannot be read; else why not."""
+        known, version = self._server_version()
+        if not known:
+            return "unknown"
         if policy.honours_date(version):
             return None
         return (
