@@ -365,7 +365,7 @@ def test_the_call_names_the_resource_even_when_the_rows_carry_a_plan_period() ->
 
 def test_never_two_forwards_in_flight_for_one_resource_and_at_most_concurrency() -> None:
     w = World(concurrency=4)
-    w.sink.delay = 0.02
+    w.sink.delay = 0.1
     for i, r in enumerate(w.resources):
         w.outbox.commit(r, OCT, {"cpu": "1"}, 10 * i + 1)
         w.outbox.commit(r, NOV, {"cpu": "2"}, 10 * i + 2)
