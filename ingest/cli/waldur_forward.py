@@ -101,7 +101,6 @@ def _bridge(settings: config.Settings) -> None:
 
 
 def cmd_failures_list(args: argparse.Namespace, settings: config.Settings) -> int:
-    _bridge(settings)
     rows = _moments(runtime().outbox.failures(include_resolved=args.all))
     if args.json:
         print_json(rows)
@@ -115,7 +114,6 @@ def cmd_failures_list(args: argparse.Namespace, settings: config.Settings) -> in
 
 
 def cmd_failures_show(args: argparse.Namespace, settings: config.Settings) -> int:
-    _bridge(settings)
     found = runtime().outbox.failure(args.id)
     if found is None:
         raise CliError(f"no forward failure {args.id}")
