@@ -87,7 +87,7 @@ def cmd_status(args: argparse.Namespace, settings: config.Settings) -> int:
             else str(error)
             if isinstance(error, str)
             else f"{error['at']} {error['kind']} HTTP {error['status']} for {error['resource']} "
-            f"{error['billing_period']}: {error['body'][:200]}"
+            f"{error['billing_period']}: {' '.join(str(error['body']).split())[:200]}"
         ),
         f"forward rate: {doc['forward_rate']}/s, concurrency {doc['forward_concurrency']} per process",
     ]

@@ -303,8 +303,12 @@ class Forwarder:
             # a 5xx that keeps repeating is Waldur refusing this input (bridge §7 row 7)
             self._quarantine(entry, reason, failure.status, failure.body, call.as_json(), attempts)
             return QUARANTINED
-        if failure.retry_after and failure.kind in (THROTTLED, SERVER_ERROR):
-            self.gate.hold(min(failure.retry_after, policy.BACKOFF_CAP), failure.kind, "Retry-After")
+        if failure.kind == THROTTLED:
+            # a 429 is about our rate as a whole (a proxy's limit): every forwarder waits; a
+            # 5xx is about this call, so only this key backs off (honouring its Retry-After)
+            self.gate.hold(
+                min(failure.retry_after or policy.BACKOFF_BASE, policy.BACKOFF_CAP), failure.kind, "429"
+            )
         delay = policy.backoff(attempts, failure.retry_after, self.rng)
         log.warning(
             "forward of %s %s failed (attempt %d), retrying in %.1f s: %s",

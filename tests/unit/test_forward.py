@@ -625,3 +625,17 @@ def test_the_request_json_is_what_the_client_sends() -> None:
         "resource": str(uuid.UUID(int=1)),
         "date": NOW.isoformat(),
     }
+
+
+def test_a_503_with_retry_after_backs_off_that_key_only() -> None:
+    w = World(concurrency=1)
+    sick, well = w.resources[:2]
+    w.outbox.commit(sick, NOV, {"cpu": "1"}, 1, since=NOW - dt.timedelta(minutes=2))
+    w.outbox.commit(well, NOV, {"cpu": "1"}, 2, since=NOW - dt.timedelta(minutes=1))
+    w.sink.script = lambda call: (
+        SinkFailure("server_error", 503, "busy", 30.0) if call.resource == sick else None
+    )
+    done = w.run()
+    assert done["retried"] == 1 and done["acked"] == 1  # the other resource went on
+    assert not w.gate.holds
+    assert w.row(sick)["next_at"] >= NOW + dt.timedelta(seconds=30)
