@@ -316,7 +316,8 @@ class SqlOutbox:
             query = query.where(f.c.id.in_(ids))
         with Session(self.engine) as session, session.begin():
             found = session.execute(query).all()
-            for _id, resource, period in found:
+            # in key order, as commits lock outbox rows: no deadlock with a batch in flight
+            for _id, resource, period in sorted(found, key=lambda r: (r[1], r[2])):
                 session.execute(
                     update(OUTBOX)
                     .where(OUTBOX.c.resource_uuid == resource, OUTBOX.c.billing_period == period)
