@@ -23,22 +23,26 @@ from ingest import config, logs
 from ingest.adapters import prometheus
 from ingest.adapters.redis import connections
 from ingest.adapters.redis.accept import AcceptPipeline
+from ingest.adapters.redis.forward_gate import RedisForwardGate
 from ingest.adapters.redis.journal import RedisQueue
 from ingest.adapters.secretbox import SecretBox
 from ingest.adapters.sql import migrate
 from ingest.adapters.sql import read_model as queries
 from ingest.adapters.sql.catalog import SqlCatalog
 from ingest.adapters.sql.journal_state import SqlEpochStore
+from ingest.adapters.sql.outbox import SqlOutbox
 from ingest.adapters.sql.unit_of_work import SqlUnitOfWork, make_engine
 from ingest.domain.errors import Transient
 from ingest.domain.model import UsageKey
 from ingest.services import journal_epoch
 from ingest.services.catalog_cache import CatalogCache
 from ingest.services.commit import Committer
+from ingest.services.forward import Forwarder
 from ingest.services.intake import Intake
 from ingest.services.ports import Metrics
 
 DRAIN_TASK = "workers.tasks.drain"
+FORWARD_TASK = "workers.forward.forward"
 
 
 def broker_url(settings: config.Settings) -> str:
@@ -318,7 +322,67 @@ class Runtime:
             self.worker_catalog.get,
             self.settings.max_deliveries,
             tz=self.settings.tz,  # the catalog rules judge periods in the billing zone, as intake does
+            outbox=self.settings.bridge_enabled,  # the bridge: commits mark usage_outbox
         )
+
+    # -- the Waldur bridge: forwarding committed usage (services/forward.py) ---------------
+
+    @functools.cached_property
+    def outbox(self) -> SqlOutbox:
+        return SqlOutbox(self.engine)
+
+    @functools.cached_property
+    def forward_gate(self) -> RedisForwardGate:
+        return RedisForwardGate(self.redis, self.settings.redis_prefix)
+
+    @functools.cached_property
+    def forwarder(self) -> Forwarder:
+        # imported here: httpx and the client load only in processes that forward
+        from ingest.adapters.waldur.client import make_client
+        from ingest.adapters.waldur.sink import WaldurSink
+
+        s = self.settings
+        return Forwarder(
+            self.outbox,
+            WaldurSink(make_client(s.waldur_url, s.waldur_token, s.waldur_timeout)),
+            self.forward_gate,
+            self.worker_catalog.get,  # the authoritative catalog: only our resources go out
+            self.consumer_name,
+            s.waldur_forward_rate,
+            s.waldur_forward_concurrency,
+            s.tz,
+            s.waldur_timeout,
+            prometheus.PrometheusForwardMetrics(),
+        )
+
+    _forward_kicked: float = 0.0
+
+    def kick_forward(self) -> None:
+        """Ask a forwarder to run soon: at most once a second from this process (beat runs
+        one every 5 s regardless)."""
+        now = time.monotonic()
+        if now - self._forward_kicked < 1.0:
+            return
+        self._forward_kicked = now
+        self.producer.send_task(FORWARD_TASK, expires=10.0)
+
+    def forward_status(self) -> dict[str, Any]:
+        """What ``ingest waldur status`` prints: the outbox, the forward quarantine, the last
+        catalog sync, the hold and last error the forwarders shared through Redis."""
+        s = self.settings
+        found = self.outbox.status(dt.datetime.now(dt.UTC))
+        found["forward_rate"] = s.waldur_forward_rate
+        found["forward_concurrency"] = s.waldur_forward_concurrency
+        try:
+            gate = self.forward_gate
+            hold = gate.held()
+            found["hold"] = hold
+            found["last_forward_error"] = gate.noted("last_error")
+            server = gate.noted("server")
+            found["server_version"] = server.get("version") if server else None
+        except redis.RedisError as exc:
+            found["hold"] = found["last_forward_error"] = f"Redis unavailable: {type(exc).__name__}"
+        return found
 
     @property
     def consumer_name(self) -> str:

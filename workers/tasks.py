@@ -42,6 +42,11 @@ def drain() -> dict[str, Any]:
         min(s.drain_retry_budget, 0.75 * s.reconcile_after),
     )
     commits.add(**{k: done.get(k, 0) for k in ("batches", "committed", "superseded", "quarantined")})
+    if s.bridge_enabled and done.get("committed"):
+        try:
+            rt.kick_forward()  # the outbox has news for Waldur (at most once a second)
+        except Exception as exc:  # the broker is down: beat's forward runs anyway
+            logging.getLogger(__name__).warning("cannot kick a forward: %s", exc)
     return done
 
 

@@ -68,6 +68,33 @@ CLOCK_BEHIND = Counter(
     "Accepts whose sequence ran more than a second ahead of Redis's clock (the clock jumped back)",
 )
 
+# The Waldur bridge's forwarder (services/forward.py)
+FORWARD_OUTCOMES = ("acked", "skipped_unchanged", "retried", "quarantined", "unauthorized")
+FORWARDS = Counter(
+    "ingest_waldur_forwards_total",
+    "Outbox keys the forwarder finished, by outcome (acked: one set_usage 201; skipped_unchanged: "
+    "equal to the last acknowledged values, no call; retried: a transient failure, backed off; "
+    "quarantined: the forward quarantine; unauthorized: a 401/403 held forwarding)",
+    ["outcome"],
+)
+for _outcome in FORWARD_OUTCOMES:
+    FORWARDS.labels(_outcome)
+FORWARD_ABSORBED = Histogram(
+    "ingest_waldur_reports_per_forward",
+    "Committed reports one forward (a set_usage, or a skip) absorbed",
+    buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 10000),
+)
+FORWARD_LAG = Gauge(
+    "ingest_waldur_forward_lag_seconds",
+    "Age of the oldest dirty outbox key (0 when none), as of the last forward pass",
+    multiprocess_mode="mostrecent",
+)
+WALDUR_SECONDS = Histogram(
+    "ingest_waldur_set_usage_seconds",
+    "Waldur set_usage latency, any outcome",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
 
 def observe_many(histogram: Histogram, values: list[float]) -> None:
     """``histogram.observe`` for each value, with one write per bucket touched: in
@@ -213,3 +240,19 @@ class PrometheusMetrics:
 
     def transient_failure(self, task: str) -> None:
         TRANSIENT.labels(task).inc()
+
+
+class PrometheusForwardMetrics:
+    """The forwarder's metrics port (ingest.services.forward_ports.ForwardMetrics)."""
+
+    def forwarded(self, outcome: str) -> None:
+        FORWARDS.labels(outcome).inc()
+
+    def absorbed(self, reports: int) -> None:
+        FORWARD_ABSORBED.observe(reports)
+
+    def latency(self, seconds: float) -> None:
+        WALDUR_SECONDS.observe(seconds)
+
+    def lag(self, seconds: float) -> None:
+        FORWARD_LAG.set(seconds)

@@ -15,7 +15,7 @@ import dataclasses
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -33,7 +33,14 @@ from ingest.domain.model import (
     month_start_instant,
     next_month_start_instant,
 )
-from ingest.services.ports import Delivery, ReportRecord, SequenceTaken, UnitOfWork, UsageRow
+from ingest.services.ports import (
+    Delivery,
+    OutboxMark,
+    ReportRecord,
+    SequenceTaken,
+    UnitOfWork,
+    UsageRow,
+)
 from schemas import queue as wire
 
 log = logging.getLogger(__name__)
@@ -232,6 +239,19 @@ def _rows(report: wire.QueuedReport, seq: int) -> list[UsageRow]:
     ]
 
 
+def _outbox_marks(
+    winners: Iterable[UsageRow], applied: set[int], touched: dict[tuple[str, str], int]
+) -> list[OutboxMark]:
+    """The keys a batch applied usage to, with their highest applied sequence, sorted."""
+    seqs: dict[tuple[str, str], int] = {}
+    for row in winners:
+        if row.seq in applied:
+            where = (row.key.resource, row.key.billing_period)
+            if row.seq > seqs.get(where, 0):
+                seqs[where] = row.seq
+    return [OutboxMark(r, p, seq, touched.get((r, p), 0)) for (r, p), seq in sorted(seqs.items())]
+
+
 class Committer:
     def __init__(
         self,
@@ -242,8 +262,12 @@ class Committer:
         retry_wait_max: float = 8.0,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         tz: ZoneInfo = UTC,
+        outbox: bool = False,
     ) -> None:
-        """``tz``: the billing time zone (BILLING_TIMEZONE), the one intake judged in."""
+        """``tz``: the billing time zone (BILLING_TIMEZONE), the one intake judged in.
+        ``outbox``: the Waldur bridge is on (WALDUR_URL); every key a batch applies usage to
+        is marked dirty in ``usage_outbox`` in the batch's own transaction. Off, the commit
+        path is exactly the standalone one."""
         self.unit_of_work = unit_of_work
         self.catalog = catalog
         self.max_deliveries = max_deliveries
@@ -251,6 +275,7 @@ class Committer:
         self.retry_wait_max = retry_wait_max
         self.clock = clock
         self.tz = tz
+        self.outbox = outbox
         self._check: CatalogCheck | None = None
 
     def commit(self, deliveries: Sequence[Delivery], revive: bool = False, fresh: bool = False) -> Outcome:
@@ -414,14 +439,21 @@ class Committer:
                 else:
                     live.append(item)
             winners: dict[UsageKey, UsageRow] = {}
+            touched: dict[tuple[str, str], int] = {}  # (resource, period) -> reports (bridge)
             for item in live:
                 assert item.report is not None
-                for row in _rows(item.report, item.delivery.seq):
+                rows = _rows(item.report, item.delivery.seq)
+                for row in rows:
                     best = winners.get(row.key)
                     # >=: a report naming a component twice keeps its last line, as Waldur does
                     if best is None or row.seq >= best.seq:
                         winners[row.key] = row
+                if self.outbox and rows:
+                    where = (rows[0].key.resource, rows[0].key.billing_period)
+                    touched[where] = touched.get(where, 0) + 1
             applied_seqs = uow.upsert_usages(list(winners.values()))
+            if self.outbox and applied_seqs:
+                uow.mark_outbox(_outbox_marks(winners.values(), applied_seqs, touched), now)
             for item in live:
                 assert item.report is not None
                 won = not item.report.usages or item.delivery.seq in applied_seqs

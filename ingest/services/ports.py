@@ -29,6 +29,15 @@ class UsageRow(NamedTuple):
     seq: int
 
 
+class OutboxMark(NamedTuple):
+    """A (resource, billing period) a commit applied usage to: Waldur must see it (bridge)."""
+
+    resource: str  # canonical uuid
+    billing_period: str  # YYYY-MM-01
+    seq: int  # the highest sequence applied to the key in this batch
+    reports: int  # reports of this batch the key absorbed
+
+
 class SequenceTaken(Exception):
     """Raised by ``UnitOfWork.record_reports`` when a report's acceptance sequence already
     belongs to another committed or superseded report: Redis lost acknowledged writes (an AOF
@@ -107,6 +116,12 @@ class UnitOfWork(Protocol):
 
     def record_reports(self, records: list[ReportRecord]) -> None:
         """Store each report's final state (idempotent per report id)."""
+
+    def mark_outbox(self, marks: list[OutboxMark], now: dt.datetime) -> None:
+        """Mark each key dirty for the Waldur forwarder, in this transaction, in one statement:
+        ``dirty_seq = max(dirty_seq, seq)``, ``dirty_since = coalesce(dirty_since, now)``,
+        ``pending_reports += reports``; a key in the forward quarantine becomes dirty again.
+        ``marks`` come sorted by key (lock order: concurrent batches never deadlock)."""
 
 
 class Kicker(Protocol):

@@ -23,7 +23,7 @@ from sqlalchemy import FromClause
 from sqlalchemy.dialects import postgresql
 
 from ingest.adapters.sql import tables as t
-from ingest.services.ports import ReportRecord, UsageRow
+from ingest.services.ports import OutboxMark, ReportRecord, UsageRow
 
 # The COPY fields, in the order _usage_line and _report_line write them.
 USAGE_COLUMNS = t.USAGE_COLUMNS
@@ -141,3 +141,36 @@ def upsert_usages(conn: Any, rows: Sequence[UsageRow], now: dt.datetime) -> set[
 def record_reports(conn: Any, records: Sequence[ReportRecord]) -> None:
     cursor = _stage(conn, "stage_reports", REPORT_COLUMNS, "".join([_report_line(r) for r in records]))
     cursor.execute(_MERGE_REPORTS)
+
+
+# The bridge's outbox marking: one statement per batch over arrays (constant text, no COPY
+# for a few hundred keys), inserted in key order so concurrent batches lock rows in the same
+# order. A key in the forward quarantine (failed) becomes dirty again, its attempts reset.
+_MARK_OUTBOX = """
+INSERT INTO usage_outbox (resource_uuid, billing_period, dirty_seq, dirty_since, pending_reports,
+                          acked_seq, attempts, failed)
+SELECT m.r, m.p, m.s, %s, m.n, 0, 0, false
+FROM unnest(%s::uuid[], %s::date[], %s::bigint[], %s::int[]) AS m(r, p, s, n)
+ORDER BY m.r, m.p
+ON CONFLICT (resource_uuid, billing_period) DO UPDATE SET
+  dirty_seq = GREATEST(usage_outbox.dirty_seq, EXCLUDED.dirty_seq),
+  dirty_since = COALESCE(usage_outbox.dirty_since, EXCLUDED.dirty_since),
+  pending_reports = usage_outbox.pending_reports + EXCLUDED.pending_reports,
+  attempts = CASE WHEN usage_outbox.failed THEN 0 ELSE usage_outbox.attempts END,
+  next_attempt_at = CASE WHEN usage_outbox.failed THEN NULL ELSE usage_outbox.next_attempt_at END,
+  failed = false
+"""
+
+
+def mark_outbox(conn: Any, marks: Sequence[OutboxMark], now: dt.datetime) -> None:
+    with conn.cursor() as cursor:
+        cursor.execute(
+            _MARK_OUTBOX,
+            (
+                now,
+                [m.resource for m in marks],
+                [m.billing_period for m in marks],
+                [m.seq for m in marks],
+                [m.reports for m in marks],
+            ),
+        )

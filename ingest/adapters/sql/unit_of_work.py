@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, or_, select, text
+from sqlalchemy import Engine, case, create_engine, event, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -17,7 +17,7 @@ from ingest.adapters.sql import pg_copy
 from ingest.adapters.sql import tables as t
 from ingest.domain.errors import Transient
 from ingest.domain.ids import uuid_or_none
-from ingest.services.ports import ReportRecord, SequenceTaken, UsageRow
+from ingest.services.ports import OutboxMark, ReportRecord, SequenceTaken, UsageRow
 
 
 def make_engine(url: str, pool_size: int = 5) -> Engine:
@@ -185,6 +185,42 @@ class SqlUnitOfWork:
             where=or_(*[table.c.state == state for state in t.REPORT_REPLACEABLE]),
         )
         params = [dict(zip(t.REPORT_COLUMNS, _report_values(r), strict=True)) for r in records]
+        self.session.execute(stmt, params)
+
+    def mark_outbox(self, marks: list[OutboxMark], now: dt.datetime) -> None:
+        """Mark keys dirty for the Waldur forwarder (see ports.UnitOfWork.mark_outbox)."""
+        if not marks:
+            return
+        if self.is_postgres:
+            pg_copy.mark_outbox(self._driver(), marks, now)
+            return
+        table = t.UsageOutbox.__table__
+        stmt = dialect_insert(self.session, table)
+        new, old = stmt.excluded, table.c
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["resource_uuid", "billing_period"],
+            set_={
+                "dirty_seq": func.max(old.dirty_seq, new.dirty_seq),  # SQLite's scalar max
+                "dirty_since": func.coalesce(old.dirty_since, new.dirty_since),
+                "pending_reports": old.pending_reports + new.pending_reports,
+                "attempts": case((old.failed, 0), else_=old.attempts),
+                "next_attempt_at": case((old.failed, None), else_=old.next_attempt_at),
+                "failed": False,
+            },
+        )
+        params = [
+            {
+                "resource_uuid": uuid.UUID(m.resource),
+                "billing_period": dt.date.fromisoformat(m.billing_period),
+                "dirty_seq": m.seq,
+                "dirty_since": now,
+                "pending_reports": m.reports,
+                "acked_seq": 0,
+                "attempts": 0,
+                "failed": False,
+            }
+            for m in marks
+        ]
         self.session.execute(stmt, params)
 
     def max_seq(self) -> int:
