@@ -16,7 +16,7 @@ RESET_KEY = "fake_waldur.reset"
 
 class _Handler(ServerHandler):
     def finish_response(self) -> None:
-        if getattr(self, "environ", {}).get(RESET_KEY):
+        if getattr(self, "wsgi_env", {}).get(RESET_KEY):
             handler = self.request_handler  # type: ignore[attr-defined]
             connection: socket.socket = handler.connection
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -61,17 +61,17 @@ class _RequestHandler(WSGIRequestHandler):
             return
         if not self.parse_request():
             return
-        environ = self.get_environ()
+        wsgi_env = self.get_environ()
         try:  # read the whole body first, so an unread one cannot poison the next request
-            length = int(environ.get("CONTENT_LENGTH") or 0)
+            length = int(wsgi_env.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        environ["wsgi.input"] = io.BytesIO(self.rfile.read(length) if length > 0 else b"")
+        wsgi_env["wsgi.input"] = io.BytesIO(self.rfile.read(length) if length > 0 else b"")
         handler = _Handler(
-            environ["wsgi.input"],
+            wsgi_env["wsgi.input"],
             self.wfile,  # type: ignore[arg-type]
             self.get_stderr(),
-            environ,
+            wsgi_env,
             multithread=True,
         )
         handler.request_handler = self  # type: ignore[attr-defined]
@@ -81,7 +81,7 @@ class _RequestHandler(WSGIRequestHandler):
         except OSError:
             self.close_connection = True
             return
-        if environ.get(RESET_KEY):
+        if wsgi_env.get(RESET_KEY):
             self.close_connection = True
 
 
@@ -97,14 +97,14 @@ class Server(socketserver.ThreadingMixIn, WSGIServer):
 def _no_type_on_empty(app: Any) -> Any:
     """Waldur's empty answers (201 of set_usage) carry no Content-Type; Falcon adds one."""
 
-    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+    def wrapped(wsgi_env: dict[str, Any], start_response: Any) -> Any:
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             names = {k.lower(): v for k, v in headers}
-            if names.get("content-length") == "0" and environ.get("REQUEST_METHOD") != "HEAD":
+            if names.get("content-length") == "0" and wsgi_env.get("REQUEST_METHOD") != "HEAD":
                 headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
             return start_response(status, headers, exc_info)
 
-        return app(environ, start)
+        return app(wsgi_env, start)
 
     return wrapped
 
