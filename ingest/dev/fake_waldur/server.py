@@ -16,7 +16,7 @@ RESET_KEY = "fake_waldur.reset"
 
 class _Handler(ServerHandler):
     def finish_response(self) -> None:
-        if getattr(self, "wsgi_env", {}).get(RESET_KEY):
+        if getattr(self, "environ", {}).get(RESET_KEY):
             handler = self.request_handler  # type: ignore[attr-defined]
             connection: socket.socket = handler.connection
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
