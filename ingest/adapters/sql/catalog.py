@@ -7,19 +7,31 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Connection, Engine, String, delete, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from ingest.adapters.secretbox import SecretBox
 from ingest.adapters.sql import tables as t
 from ingest.adapters.sql.unit_of_work import upsert
-from ingest.domain import model
+from ingest.domain import catalog_index, model
 
 
 def as_utc(value: dt.datetime | None) -> dt.datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+_SLICE = 5000  # rows fetched at a time while loading the snapshot
+
+
+def _raw(column: Any) -> Any:
+    """A uuid column as the driver returns it, without the per-row UUID() of the Uuid type."""
+    return type_coerce(column, String)
+
+
+def _key(raw: object) -> int:
+    return raw.int if isinstance(raw, uuid.UUID) else int(str(raw), 16)
 
 
 class SqlCatalog:
@@ -54,23 +66,34 @@ class SqlCatalog:
                 row.uuid: model.Offering(row.uuid, row.customer_uuid, dict(components[row.uuid]))
                 for row in conn.execute(select(t.Offering.__table__))
             }
-            periods: dict[uuid.UUID, list[model.PlanPeriod]] = defaultdict(list)
-            plan_periods: dict[uuid.UUID, model.PlanPeriod] = {}
-            for row in conn.execute(select(t.PlanPeriod.__table__).order_by(t.PlanPeriod.start)):
-                period = model.PlanPeriod(row.uuid, row.resource_uuid, as_utc(row.start), as_utc(row.end))
-                periods[row.resource_uuid].append(period)
-                plan_periods[row.uuid] = period
-            resources = {
-                row.uuid: model.Resource(
-                    row.uuid,
-                    row.offering_uuid,
-                    row.state,
-                    row.plan_uuid,
-                    tuple(periods.get(row.uuid, ())),
-                )
-                for row in conn.execute(select(t.Resource.__table__))
-            }
+            resources, plan_periods = self._tables(conn)
         return model.CatalogSnapshot(providers, offerings, resources, plan_periods, int(version or 0))
+
+    @staticmethod
+    def _tables(conn: Connection) -> tuple[catalog_index.ResourceTable, catalog_index.PlanPeriodTable]:
+        """Resources and plan periods straight into the compact tables: only the columns the
+        snapshot keeps, streamed in slices (no list of every row), uuids read as stored (a
+        UUID on PostgreSQL, 32 hex digits elsewhere) and turned into one int each, the few
+        distinct offerings, plans and states parsed once."""
+        build = catalog_index.TablesBuilder()
+        shared: dict[object, uuid.UUID] = {}
+
+        def value(raw: object) -> uuid.UUID:
+            found = shared.get(raw)
+            if found is None:
+                found = shared[raw] = raw if isinstance(raw, uuid.UUID) else uuid.UUID(str(raw))
+            return found
+
+        r = t.Resource.__table__.c
+        rows = select(_raw(r.uuid), _raw(r.offering_uuid), r.state, _raw(r.plan_uuid))
+        for key, offering, state, plan in conn.execute(rows.execution_options(yield_per=_SLICE)):
+            build.resource(_key(key), value(offering), state, None if plan is None else value(plan))
+        p = t.PlanPeriod.__table__.c
+        rows = select(_raw(p.uuid), _raw(p.resource_uuid), p.start, p.end).order_by(p.start)
+        micros = catalog_index.micros
+        for key, resource, start, end in conn.execute(rows.execution_options(yield_per=_SLICE)):
+            build.plan_period(_key(key), _key(resource), micros(start), micros(end))
+        return build.build()
 
     def load(self, data: dict[str, Any]) -> dict[str, int]:
         """Upsert a parsed catalog document (see catalog_file.parse); idempotent."""
