@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from array import array
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TypeVar, overload
 from uuid import UUID, SafeUUID
 
@@ -349,36 +349,54 @@ class TablesBuilder:
         self._period_owner_lo = array("Q")
 
     def resource(self, key: int, offering: UUID, state: str, plan: UUID | None) -> None:
+        self.resources([(key, offering, state, plan)])
+
+    def resources(self, rows: Iterable[tuple[int, UUID, str, UUID | None]]) -> None:
+        """(key, offering, state, plan) per resource; the loading loop, so locals only."""
         s = self._store
-        s.resources.append(key)
-        o = self._offerings.get(offering)
-        if o is None:
-            o = self._offerings[offering] = len(s.offerings)
-            s.offerings.append(offering)
-        s.offering.append(o)
-        st = self._states.get(state)
-        if st is None:
-            st = self._states[state] = len(s.states)
-            s.states.append(state)
-        s.state.append(st)
-        if plan is None:
-            s.plan.append(-1)
-        else:
-            p = self._plans.get(plan)
-            if p is None:
-                p = self._plans[plan] = len(s.plans)
-                s.plans.append(plan)
-            s.plan.append(p)
+        add_hi, add_lo = s.resources._hi.append, s.resources._lo.append
+        add_offering, add_state, add_plan = s.offering.append, s.state.append, s.plan.append
+        offerings, states, plans = self._offerings, self._states, self._plans
+        for key, offering, state, plan in rows:
+            add_hi(key >> 64)
+            add_lo(key & _M64)
+            o = offerings.get(offering)
+            if o is None:
+                o = offerings[offering] = len(s.offerings)
+                s.offerings.append(offering)
+            add_offering(o)
+            st = states.get(state)
+            if st is None:
+                st = states[state] = len(s.states)
+                s.states.append(state)
+            add_state(st)
+            if plan is None:
+                add_plan(-1)
+            else:
+                p = plans.get(plan)
+                if p is None:
+                    p = plans[plan] = len(s.plans)
+                    s.plans.append(plan)
+                add_plan(p)
 
     def plan_period(self, key: int, resource: int, start: int, end: int) -> None:
-        """``start``/``end`` as ``micros`` (NO_TIME: open). A resource's periods keep the order
-        they are added in (the SQL adapter adds them by start)."""
+        self.plan_periods([(key, resource, start, end)])
+
+    def plan_periods(self, rows: Iterable[tuple[int, int, int, int]]) -> None:
+        """(key, resource key, start, end) per plan period, ``start``/``end`` as ``micros``
+        (NO_TIME: open). A resource's periods keep the order they are added in (the SQL
+        adapter adds them by start)."""
         s = self._store
-        s.periods.append(key)
-        self._period_owner_hi.append(resource >> 64)
-        self._period_owner_lo.append(resource & _M64)
-        s.start.append(start)
-        s.end.append(end)
+        add_hi, add_lo = s.periods._hi.append, s.periods._lo.append
+        owner_hi, owner_lo = self._period_owner_hi.append, self._period_owner_lo.append
+        add_start, add_end = s.start.append, s.end.append
+        for key, resource, start, end in rows:
+            add_hi(key >> 64)
+            add_lo(key & _M64)
+            owner_hi(resource >> 64)
+            owner_lo(resource & _M64)
+            add_start(start)
+            add_end(end)
 
     def build(self, cache_size: int = CACHE_SIZE) -> tuple[ResourceTable, PlanPeriodTable]:
         s = self._store

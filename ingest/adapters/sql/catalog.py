@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -22,7 +24,43 @@ def as_utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
-_SLICE = 5000  # rows fetched at a time while loading the snapshot
+# Rows fetched and added at a time while loading the snapshot: a slice is a few milliseconds
+# of Python, then the loader offers the GIL (the web reloads in a thread beside its loop).
+_SLICE = 500
+
+
+def _release_free_memory() -> None:
+    """Hand freed heap back to the system (glibc ``malloc_trim``; elsewhere nothing). A reload
+    frees a whole snapshot's columns and the rows it read; glibc keeps such memory mapped, so
+    a web worker's RSS grew by one snapshot per reload until this. Runs without the GIL."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+_later: threading.Timer | None = None
+
+
+def _release_free_memory_later(delay: float = 1.0) -> None:
+    """Once the caller has swapped the new snapshot in and the requests holding the old one
+    are done with it, its memory is free: release it then (one pending timer at a time)."""
+    global _later
+    if _malloc_trim is None or (_later is not None and _later.is_alive()):
+        return
+    _later = threading.Timer(delay, _release_free_memory)
+    _later.daemon = True
+    _later.start()
+
+
+def _find_malloc_trim() -> Any:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 def _raw(column: Any) -> Any:
@@ -46,6 +84,7 @@ class SqlCatalog:
 
     def snapshot(self) -> model.CatalogSnapshot:
         """Read the whole catalog in one transaction (five queries, no ORM objects)."""
+        _release_free_memory()  # what the snapshot this one replaces left behind
         with self.engine.connect() as conn, conn.begin():
             version = conn.execute(select(t.CatalogMeta.version).where(t.CatalogMeta.id == 1)).scalar()
             providers = {
@@ -67,6 +106,8 @@ class SqlCatalog:
                 for row in conn.execute(select(t.Offering.__table__))
             }
             resources, plan_periods = self._tables(conn)
+        _release_free_memory()  # the rows read
+        _release_free_memory_later()  # the snapshot this one replaces
         return model.CatalogSnapshot(providers, offerings, resources, plan_periods, int(version or 0))
 
     @staticmethod
@@ -84,15 +125,19 @@ class SqlCatalog:
                 found = shared[raw] = raw if isinstance(raw, uuid.UUID) else uuid.UUID(str(raw))
             return found
 
-        r = t.Resource.__table__.c
-        rows = select(_raw(r.uuid), _raw(r.offering_uuid), r.state, _raw(r.plan_uuid))
-        for key, offering, state, plan in conn.execute(rows.execution_options(yield_per=_SLICE)):
-            build.resource(_key(key), value(offering), state, None if plan is None else value(plan))
-        p = t.PlanPeriod.__table__.c
-        rows = select(_raw(p.uuid), _raw(p.resource_uuid), p.start, p.end).order_by(p.start)
+        res = t.Resource.__table__.c
+        rows = select(_raw(res.uuid), _raw(res.offering_uuid), res.state, _raw(res.plan_uuid))
+        for chunk in conn.execute(rows.execution_options(yield_per=_SLICE)).partitions():
+            build.resources(
+                [(_key(k), value(o), state, None if p is None else value(p)) for k, o, state, p in chunk]
+            )
+            time.sleep(0)  # let a waiting thread (the web's event loop) have the GIL
+        per = t.PlanPeriod.__table__.c
+        rows = select(_raw(per.uuid), _raw(per.resource_uuid), per.start, per.end).order_by(per.start)
         micros = catalog_index.micros
-        for key, resource, start, end in conn.execute(rows.execution_options(yield_per=_SLICE)):
-            build.plan_period(_key(key), _key(resource), micros(start), micros(end))
+        for chunk in conn.execute(rows.execution_options(yield_per=_SLICE)).partitions():
+            build.plan_periods([(_key(k), _key(owner), micros(s), micros(e)) for k, owner, s, e in chunk])
+            time.sleep(0)
         return build.build()
 
     def load(self, data: dict[str, Any]) -> dict[str, int]:
