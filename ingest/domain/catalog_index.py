@@ -36,7 +36,7 @@ _M64 = (1 << 64) - 1
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 NO_TIME = -(1 << 63)  # an open start or end
 _MICRO = dt.timedelta(microseconds=1)
-CACHE_SIZE = 4096  # built objects kept per table (~0.4 kB each with one plan period)
+CACHE_SIZE = 1024  # built objects kept per table (~0.4 kB each with one plan period)
 
 _new = object.__new__
 _UNKNOWN = SafeUUID.unknown
@@ -226,11 +226,16 @@ class _Store:
         periods: tuple[PlanPeriod, ...] = ()
         p = self.first_period[position]
         if p >= 0:
-            found = []
-            while p >= 0:
-                found.append(self.period(p, None, key))
-                p = self.next_period[p]
-            periods = tuple(found)
+            first = self.period(p, None, key)
+            p = self.next_period[p]
+            if p < 0:  # the usual case: one plan period
+                periods = (first,)
+            else:
+                found = [first]
+                while p >= 0:
+                    found.append(self.period(p, None, key))
+                    p = self.next_period[p]
+                periods = tuple(found)
         plan = self.plan[position]
         return new_resource(
             key,
