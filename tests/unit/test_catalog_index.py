@@ -7,12 +7,10 @@ import dataclasses
 import datetime as dt
 import random
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ingest.adapters.sql import migrate
 from ingest.adapters.sql.catalog import SqlCatalog
 from ingest.adapters.sql.unit_of_work import make_engine
 from ingest.domain import catalog_index as ci
@@ -227,9 +225,10 @@ def test_a_snapshot_over_the_tables_serves_its_rules() -> None:
     assert r not in changed.resources and r in snap.resources
 
 
-def test_sql_snapshot_matches_the_document_it_loaded(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    migrate.upgrade(url)
+def test_sql_snapshot_matches_the_document_it_loaded(database_url: str) -> None:
+    """SQLite always; PostgreSQL (native uuids, aware instants, a server-side cursor) when
+    TEST_DATABASE_URL names a server."""
+    url = database_url
     customer, offering = uuid.uuid4(), uuid.uuid4()
     plan = uuid.uuid4()
     rows, periods = [], []
@@ -269,7 +268,8 @@ def test_sql_snapshot_matches_the_document_it_loaded(tmp_path: Path) -> None:
     SqlCatalog(engine).load(doc)
     snap = SqlCatalog(engine).snapshot()
     assert isinstance(snap.resources, ci.ResourceTable) and isinstance(snap.plan_periods, ci.PlanPeriodTable)
-    ordered = sorted(periods, key=lambda p: (p[2] is not None, p[2] or T0))  # SQLite: NULL first
+    nulls_first = engine.dialect.name == "sqlite"  # ORDER BY start: PostgreSQL puts NULL last
+    ordered = sorted(periods, key=lambda p: ((p[2] is None) != nulls_first, p[2] or T0))
     want_r, want_p = _reference(rows, ordered)
     assert dict(snap.resources) == want_r and dict(snap.plan_periods) == want_p
     assert snap.version >= 1 and snap.owner_of(snap.resources[rows[0][0]]) == customer
