@@ -12,7 +12,12 @@
    VmHWM of each worker;
 4. unless --no-load: paced set_usage load (bench.loadgen) twice, quiet and with the catalog
    version bumped every --bump seconds (CATALOG_REFRESH=1, so the worker's background thread
-   reloads the whole snapshot over and over), and reports p50/p99/max of each.
+   reloads the whole snapshot over and over), and reports p50/p99/max of each, then the
+   workers' memory again --settle seconds later;
+5. the same web over an empty catalog (unless --no-empty-baseline): a worker's memory that is
+   not the catalog's.
+
+The latencies are only comparable between runs on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -132,7 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--seconds", type=float, default=8.0, help="each load")
     p.add_argument("--bump", type=float, default=2.0, help="seconds between catalog version bumps")
+    p.add_argument("--settle", type=float, default=4.0, help="seconds after the reloads before measuring")
     p.add_argument("--no-load", action="store_true", help="memory and build time only")
+    p.add_argument(
+        "--no-empty-baseline",
+        dest="empty_baseline",
+        action="store_false",
+        help="skip the reference web worker over an empty catalog",
+    )
     p.add_argument("--json", type=Path, help="also write the results here")
     o = p.parse_args(argv)
     out: dict[str, Any] = {"resources": o.resources, "providers": o.providers}
@@ -188,8 +200,22 @@ def main(argv: list[str] | None = None) -> int:
                 bumper.join()
             out["intake_reloading"]["version_bumps"] = bumper.bumps
             say(f"intake, reloading: {out['intake_reloading']}")
+            time.sleep(o.settle)  # the last reload done, its leftovers released
             out["web_after_reloads"] = {str(pid): proc_memory(pid) for pid in workers}
             say(f"web after reloads: {out['web_after_reloads']}")
+        web_stack.stop()
+
+        if o.empty_baseline:  # the same web over an empty catalog: what is not the catalog's
+            (workdir / "empty").mkdir()
+            empty = Database(o.database_url, workdir / "empty")
+            stack.callback(empty.drop)
+            migrate.upgrade(empty.url)
+            bare = Stack(workdir / "empty", empty.url, redis_server.url, 1, {"CATALOG_REFRESH": "1"})
+            stack.callback(bare.stop)
+            bare_web, _ = bare.web("web-empty", "api.asgi:app", timeout=180)
+            time.sleep(2.0)
+            out["web_empty_catalog"] = {str(pid): proc_memory(pid) for pid in children(bare_web.pid)}
+            say(f"web over an empty catalog: {out['web_empty_catalog']}")
 
     text = json.dumps(out, indent=2)
     print(text)
