@@ -9,7 +9,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Connection, Engine, String, delete, select, type_coerce, update
+from sqlalchemy import Connection, Engine, String, cast, delete, select, update
 from sqlalchemy.orm import Session
 
 from ingest.adapters.secretbox import SecretBox
@@ -64,12 +64,13 @@ _malloc_trim = _find_malloc_trim()
 
 
 def _raw(column: Any) -> Any:
-    """A uuid column as the driver returns it, without the per-row UUID() of the Uuid type."""
-    return type_coerce(column, String)
+    """A uuid column as text (32 hex digits on SQLite, hyphenated on PostgreSQL): no UUID
+    object per row and value, by SQLAlchemy or by the driver (~15% of a load on PostgreSQL)."""
+    return cast(column, String)
 
 
 def _key(raw: object) -> int:
-    return raw.int if isinstance(raw, uuid.UUID) else int(str(raw), 16)
+    return raw.int if isinstance(raw, uuid.UUID) else int(str(raw).replace("-", ""), 16)
 
 
 class SqlCatalog:
