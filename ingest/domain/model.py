@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 from uuid import UUID
@@ -105,12 +105,16 @@ def _latest_start(periods: Iterable[PlanPeriod]) -> PlanPeriod | None:
 
 @dataclasses.dataclass(frozen=True)
 class CatalogSnapshot:
-    """An immutable view of the catalog; the web cache swaps whole snapshots."""
+    """An immutable view of the catalog; the web cache swaps whole snapshots.
+
+    ``resources`` and ``plan_periods`` are read-only mappings: plain dicts when built by hand
+    (tests), compact tables (``catalog_index``) when loaded from SQL, where each ``get``
+    builds the object from a few packed columns. Providers and offerings are few: dicts."""
 
     providers: dict[UUID, Provider]
     offerings: dict[UUID, Offering]
-    resources: dict[UUID, Resource]
-    plan_periods: dict[UUID, PlanPeriod]
+    resources: Mapping[UUID, Resource]
+    plan_periods: Mapping[UUID, PlanPeriod]
     version: int = 0
 
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -148,7 +148,7 @@ def _in_range(moment: dt.datetime, tz: ZoneInfo) -> bool:
 def _related(
     claims: dict[str, Any],
     name: str,
-    table: dict[uuid.UUID, Any],
+    table: Mapping[uuid.UUID, Any],
     missing: Callable[[object], rules.Broken],
     errors: dict[str, Any],
 ) -> Any:

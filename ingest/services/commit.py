@@ -79,30 +79,38 @@ class CatalogCheck:
     """Re-check at commit what may have changed since acceptance; raise Quarantine.
 
     The rules are intake's own (``ingest.domain.rules``); what this class adds is caching.
-    Built once per catalog snapshot, and everything it works out is kept for that snapshot:
-    an index of the resources by their text form (the journal carries text, and parsing a
-    uuid per report was a tenth of a worker), the reportable components per offering, and the
-    verdict per (plan period, month of acceptance). The plan-period rule is judged against the
-    month the report was accepted in, in the billing time zone ``tz``, as intake judged it.
+    Built once per catalog snapshot, and what it works out is kept for that snapshot: the
+    resources and plan periods looked up, by their text form (the journal carries text, and
+    parsing a uuid per report was a tenth of a worker; filled as reports name them and
+    emptied when ``MEMO`` are held, as the whole catalog must not be copied per worker), the
+    reportable components per offering, and the verdict per (plan period, month of
+    acceptance). The plan-period rule is judged against the month the report was accepted
+    in, in the billing time zone ``tz``, as intake judged it.
     Rules that cannot change after acceptance (dates) or that intake alone applies (ownership,
     a plan) are not re-checked.
     """
 
+    MEMO = 65536  # resources (and, apart, plan periods) remembered by text
+
     def __init__(self, catalog: CatalogSnapshot, tz: ZoneInfo = UTC) -> None:
         self.catalog = catalog
         self.tz = tz
-        self._by_text: dict[str, Resource] | None = None
-        self._periods_by_text: dict[str, PlanPeriod] | None = None
+        self._by_text: dict[str, Resource] = {}
+        self._periods_by_text: dict[str, PlanPeriod] = {}
         self._reportable: dict[uuid.UUID, frozenset[str]] = {}
         self._periods: dict[tuple[str, float], rules.Broken | None] = {}
         # the billing month last seen: [opens, closes) as Unix times, and its first instant
         self._month: tuple[float, float, dt.datetime] = (0.0, 0.0, dt.datetime.min.replace(tzinfo=dt.UTC))
 
     def _resource(self, text: str) -> Resource | None:
-        if self._by_text is None:
-            self._by_text = {str(k): v for k, v in self.catalog.resources.items()}
         found = self._by_text.get(text)
-        return found if found is not None else self.catalog.resources.get(as_uuid(text))
+        if found is None:
+            found = self.catalog.resources.get(as_uuid(text))
+            if found is not None:
+                if len(self._by_text) >= self.MEMO:
+                    self._by_text.clear()
+                self._by_text[text] = found
+        return found
 
     def _components(self, resource: Resource) -> frozenset[str]:
         found = self._reportable.get(resource.offering)
@@ -139,13 +147,14 @@ class CatalogCheck:
                 raise problem.quarantine()
 
     def _period_problem(self, plan_period: str, opened: dt.datetime) -> rules.Broken | None:
-        if self._periods_by_text is None:
-            self._periods_by_text = {str(k): v for k, v in self.catalog.plan_periods.items()}
         period = self._periods_by_text.get(plan_period)
         if period is None:
             period = self.catalog.plan_periods.get(as_uuid(plan_period))
-        if period is None:
-            return rules.plan_period_missing(plan_period)
+            if period is None:
+                return rules.plan_period_missing(plan_period)
+            if len(self._periods_by_text) >= self.MEMO:
+                self._periods_by_text.clear()
+            self._periods_by_text[plan_period] = period
         return rules.period_closed(period, opened)
 
 
