@@ -14,7 +14,7 @@ import socket
 import time
 import uuid
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from sqlalchemy import Engine, text
@@ -37,6 +37,10 @@ from ingest.services.catalog_cache import CatalogCache
 from ingest.services.commit import Committer
 from ingest.services.intake import Intake
 from ingest.services.ports import Metrics
+
+if TYPE_CHECKING:  # the Waldur client loads thousands of modules: only the bridge pays for it
+    from ingest.adapters.sql.sync_state import SqlSyncState
+    from ingest.services.waldur_sync import CatalogSync
 
 DRAIN_TASK = "workers.tasks.drain"
 
@@ -323,6 +327,42 @@ class Runtime:
     @property
     def consumer_name(self) -> str:
         return f"{socket.gethostname()}-{os.getpid()}"
+
+    # -- the catalog sync from Waldur (services/waldur_sync.py) --
+
+    @functools.cached_property
+    def sync_state(self) -> SqlSyncState:
+        """The SyncStateStore port (waldur_sync_state), for the sync and ``ingest waldur status``."""
+        from ingest.adapters.sql.sync_state import SqlSyncState
+
+        return SqlSyncState(self.engine)
+
+    @functools.cached_property
+    def catalog_sync(self) -> CatalogSync:
+        """The catalog sync (a CatalogSync) from WALDUR_URL; one run at a time across
+        processes by a Redis lock (``<REDIS_PREFIX>:waldur:sync-lock``)."""
+        from ingest.adapters.redis.sync_lock import RedisSyncLock
+        from ingest.adapters.waldur.catalog_reader import WaldurCatalogReader
+        from ingest.adapters.waldur.client import make_client
+        from ingest.services.waldur_sync import CatalogSync, SyncSettings, hex_scope
+
+        s = self.settings
+        if not s.bridge_enabled:
+            raise config.SettingsError("WALDUR_URL is not set: set WALDUR_URL and WALDUR_TOKEN")
+        reader = WaldurCatalogReader(make_client(s.waldur_url, s.waldur_token, s.waldur_timeout))
+        return CatalogSync(
+            reader,
+            self.catalog_source,
+            self.sync_state,
+            RedisSyncLock(self.redis, f"{s.redis_prefix}:waldur:sync-lock"),
+            SyncSettings(
+                scope=hex_scope(s.waldur_offerings),
+                grace=dt.timedelta(seconds=s.waldur_secret_grace),
+                full_interval=dt.timedelta(seconds=s.waldur_full_sync_interval),
+                secret_min_length=s.secret_min_length,
+            ),
+            on_outcome=prometheus.waldur_sync_outcome,
+        )
 
 
 @functools.cache
