@@ -210,7 +210,7 @@ class WaldurCatalogReader:
                 offering_uuid=list(offerings) if offerings else UNSET,
                 # the client sends since.isoformat(): a date gives 7.x's day filter
                 modified=UNSET if since is None else since,
-                page=page,
+                page=UNSET if page == 1 else page,  # as sync_all: the first request names none
                 page_size=PAGE_SIZE,
             )
             if page == 1:
