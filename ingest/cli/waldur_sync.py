@@ -101,6 +101,25 @@ def human(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def sync_status() -> dict[str, Any]:
+    """What ``ingest waldur status`` shows of the catalog sync (the waldur_sync_state row):
+    when it last ran and fully ran, the server's version, the last error (a refused
+    WALDUR_TOKEN stays here until a sync succeeds) and what the last run changed."""
+    state = runtime().sync_state.read()
+    last = state.last_summary or {}
+    return {
+        "last_sync_at": state.last_sync_at,
+        "last_full_at": state.last_full_at,
+        "watermark": state.watermark,
+        "server_version": state.server_version,
+        "last_error": state.last_error,
+        "last_error_at": state.last_error_at,
+        "last_mode": last.get("mode"),
+        "last_changes": last.get("changes"),
+        "secrets_unreadable": len((last.get("secrets") or {}).get("unreadable") or []),
+    }
+
+
 def cmd_sync(args: argparse.Namespace, settings: config.Settings) -> int:
     from ingest.services.waldur_sync import ConfigurationError, SyncFailed
 

@@ -204,10 +204,12 @@ class CatalogSync:
         old = info.major is not None and info.major < 8
         progress.phase("service providers", None)
         providers = self._filtered(self.reader.providers, None if old else since)
+        progress.advance(len(providers))
         progress.phase("offerings", None)
         offerings = self._filtered(
             lambda when: self.reader.offerings(self.settings.scope, when), None if old else since
         )
+        progress.advance(len(offerings))
         held = view.offerings
         listed = {p.customer for p in providers}
         in_scope = set(self.settings.scope)

@@ -255,3 +255,29 @@ def test_a_sync_of_a_few_thousand_resources(settings: Settings, mode: str, count
             )
         finally:
             runtime.engine.dispose()
+
+
+def test_the_task(
+    settings: Settings, rt: bootstrap.Runtime, fake: Any, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    from workers import sync as task
+
+    monkeypatch.setattr(bootstrap, "runtime", lambda: rt)
+    assert task.sync.run()["mode"] == "full"
+    assert task.sync.run()["mode"] == "incremental"
+    with rt.catalog_sync.lock():  # another process's sync (the same Redis key)
+        assert task.sync.run() == {"skipped": "busy"}
+
+    standalone = bootstrap.Runtime(dataclasses.replace(settings, waldur_url=""))
+    monkeypatch.setattr(bootstrap, "runtime", lambda: standalone)
+    assert task.sync.run() == {"skipped": "standalone"}
+
+    refused = bridge_runtime(settings, fake, waldur_token="expired")
+    monkeypatch.setattr(bootstrap, "runtime", lambda: refused)
+    try:
+        with caplog.at_level("ERROR", logger="workers.sync"):
+            assert task.sync.run() == {"error": "unauthorized"}
+        assert [r.levelname for r in caplog.records if "WALDUR_TOKEN" in r.getMessage()] == ["ERROR"]
+        assert "Invalid token." in (refused.sync_state.read().last_error or "")
+    finally:
+        refused.engine.dispose()
