@@ -90,6 +90,14 @@ def human(summary: dict[str, Any]) -> list[str]:
         )
     if summary["resource_filter"] != "none":
         lines.append(f"  resources filtered by modified as a {summary['resource_filter']}")
+    for kind, actions in (summary.get("would_change") or {}).items():
+        for action, found in actions.items():
+            if found["count"]:
+                more = found["count"] - len(found["first"])
+                tail = f" (+{more} more)" if more else ""
+                lines.append(
+                    f"  would {action} {KIND_NAMES.get(kind, kind)}: {', '.join(found['first'])}{tail}"
+                )
     if summary["dry_run"]:
         lines.append(
             "dry run: nothing was written" + ("" if summary["changed"] else " (and nothing would change)")

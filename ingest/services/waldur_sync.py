@@ -23,6 +23,7 @@ from ingest.services.sync_ports import (
     UNAUTHORIZED,
     CatalogStore,
     CatalogView,
+    ChangeSet,
     NoProgress,
     Progress,
     RemoteOffering,
@@ -178,6 +179,7 @@ class CatalogSync:
             "changed": not changes.empty,
             "catalog_version": catalog_version,
             **diff.summary,
+            **({"would_change": preview(changes)} if dry_run else {}),
             "started_at": started.isoformat(),
             "seconds": round(time.monotonic() - begun, 3),
         }
@@ -283,6 +285,40 @@ class CatalogSync:
         diff.summary["vanished_confirmed"] = True
         diff.summary["vanished_but_listed_again"] = len(alive)
         return diff
+
+
+PREVIEW = 20  # uuids per list in a dry run's ``would_change``
+
+
+def preview(changes: ChangeSet) -> dict[str, dict[str, dict[str, Any]]]:
+    """What a dry run would write: per kind and action, how many and the first PREVIEW
+    uuids (never a secret)."""
+
+    def ids(values: Sequence[Any]) -> dict[str, Any]:
+        return {"count": len(values), "first": [str(v) for v in values[:PREVIEW]]}
+
+    return {
+        "service_providers": {
+            "upsert": ids([p.customer for p in changes.providers]),
+            "remove": ids(changes.remove_providers),
+        },
+        "secrets": {
+            "set": ids([c for c, _s, rotate in changes.secrets if not rotate]),
+            "rotate": ids([c for c, _s, rotate in changes.secrets if rotate]),
+        },
+        "offerings": {
+            "upsert": ids([o.uuid for o in changes.offerings]),
+            "remove": ids(changes.remove_offerings),
+        },
+        "resources": {
+            "upsert": ids([f"{r.uuid} {r.state}" for r in changes.resources]),
+            "remove": ids(changes.remove_resources),
+        },
+        "plan_periods": {
+            "upsert": ids([p.uuid for p in changes.plan_periods]),
+            "remove": ids(changes.remove_plan_periods),
+        },
+    }
 
 
 class _FilterRefused(Exception):

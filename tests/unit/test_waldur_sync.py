@@ -456,6 +456,11 @@ def test_dry_run_writes_nothing_and_says_what_would_change(world: World) -> None
     assert summary["changes"]["resources"]["added"] == 3
     assert world.catalog.applied == 0 and world.catalog.resources == {}
     assert world.state.state == SyncState()
+    would = summary["would_change"]
+    assert would["resources"]["upsert"]["count"] == 3
+    assert f"{u('r2')} Erred" in would["resources"]["upsert"]["first"]
+    assert would["secrets"]["set"]["count"] == 2
+    assert "secret-0123456789" not in json.dumps(summary)
 
 
 @pytest.mark.parametrize("detail", ["Token has expired.", "Invalid token."])
