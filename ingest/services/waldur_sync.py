@@ -63,13 +63,21 @@ class SyncSettings:
 
 
 def choose_mode(
-    state: SyncState, now: dt.datetime, full_interval: dt.timedelta, forced: bool
+    state: SyncState,
+    now: dt.datetime,
+    full_interval: dt.timedelta,
+    forced: bool,
+    scope: Sequence[UUID] = (),
 ) -> tuple[bool, str]:
-    """(full?, why)."""
+    """(full?, why). A changed WALDUR_OFFERINGS needs a full run: an incremental one would
+    not see the unchanged resources of an offering just added to the scope."""
     if forced:
         return True, "asked for (--full)"
     if state.watermark is None or state.last_full_at is None:
         return True, "first sync"
+    before = (state.last_summary or {}).get("scope")
+    if before is not None and sorted(before) != sorted(u.hex for u in scope):
+        return True, "WALDUR_OFFERINGS changed"
     if now - state.last_full_at >= full_interval:
         return True, f"WALDUR_FULL_SYNC_INTERVAL ({full_interval.total_seconds():g} s) has passed"
     return False, f"changes since {state.watermark.isoformat()}"
@@ -122,7 +130,8 @@ class CatalogSync:
 
     def due(self) -> bool:
         """True when a full sync is due (for a caller that wants to say so)."""
-        return choose_mode(self.state.read(), self.clock(), self.settings.full_interval, False)[0]
+        state, now = self.state.read(), self.clock()
+        return choose_mode(state, now, self.settings.full_interval, False, self.settings.scope)[0]
 
     def run(
         self, full: bool = False, dry_run: bool = False, progress: Progress | None = None
@@ -137,7 +146,9 @@ class CatalogSync:
         started = self.clock()
         begun = time.monotonic()
         previous = self.state.read()
-        full, reason = choose_mode(previous, started, self.settings.full_interval, forced)
+        full, reason = choose_mode(
+            previous, started, self.settings.full_interval, forced, self.settings.scope
+        )
         version: str | None = previous.server_version
         try:
             info = self.reader.server()
@@ -176,6 +187,7 @@ class CatalogSync:
             "server_version": info.version,
             "is_staff": info.is_staff,
             "resource_filter": read.resource_filter,
+            "scope": sorted(u.hex for u in self.settings.scope),
             "changed": not changes.empty,
             "catalog_version": catalog_version,
             **diff.summary,

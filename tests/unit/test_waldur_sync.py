@@ -423,6 +423,15 @@ def test_scope_keeps_to_the_offerings_named_and_their_providers(world: World) ->
     assert summary["seen"]["offerings"] == 1
 
 
+def test_a_changed_scope_makes_the_next_sync_full(world: World) -> None:
+    world.sync(scope=[u("compute")]).run()
+    world.clock.advance(minutes=10)
+    assert world.sync(scope=[u("compute")]).run()["mode"] == "incremental"
+    summary = world.sync(scope=[u("compute"), u("vms")]).run()
+    assert (summary["mode"], summary["reason"]) == ("full", "WALDUR_OFFERINGS changed")
+    assert u("r3") in world.catalog.resources
+
+
 def test_a_rotated_secret_keeps_the_old_one_for_the_grace(world: World) -> None:
     sync = world.sync(grace=dt.timedelta(minutes=30))
     sync.run()
