@@ -80,7 +80,12 @@ def choose_mode(
         return True, "WALDUR_OFFERINGS changed"
     if now - state.last_full_at >= full_interval:
         return True, f"WALDUR_FULL_SYNC_INTERVAL ({full_interval.total_seconds():g} s) has passed"
-    return False, f"changes since {state.watermark.isoformat()}"
+    return False, f"changes since {utc_text(state.watermark)}"
+
+
+def utc_text(moment: dt.datetime) -> str:
+    """``2026-12-01T10:00:00.123Z``, as everything the command line prints."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def unauthorized_message(error: WaldurError) -> str:
@@ -192,7 +197,7 @@ class CatalogSync:
             "catalog_version": catalog_version,
             **diff.summary,
             **({"would_change": preview(changes)} if dry_run else {}),
-            "started_at": started.isoformat(),
+            "started_at": utc_text(started),
             "seconds": round(time.monotonic() - begun, 3),
         }
         if not dry_run:

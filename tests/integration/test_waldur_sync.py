@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -223,7 +225,9 @@ def test_the_command(settings: Settings, fake: Any, tmp_path: Path) -> None:
     assert "full sync (first sync)" in done.stdout and "resources          6 added" in done.stdout
     assert fake.token not in done.stdout + done.stderr
     again = ingest("waldur", "sync", "--json")
-    assert '"mode": "incremental"' in again.stdout
+    doc = json.loads(again.stdout)
+    assert doc["mode"] == "incremental" and doc["changed"] is False
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", doc["started_at"])
     bad = ingest("waldur", "sync", WALDUR_TOKEN="wrong")
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
