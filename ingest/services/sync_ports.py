@@ -196,7 +196,10 @@ class ChangeSet:
 
 
 class CatalogStore(Protocol):
-    def view(self) -> CatalogView: ...
+    def view(self, resources: Sequence[UUID] | None = None) -> CatalogView:
+        """Providers and offerings, and the resources (with their plan periods): all of
+        them, or only those of ``resources`` (an incremental run needs no more)."""
+        ...
 
     def apply(self, changes: ChangeSet, grace: dt.timedelta) -> int:
         """Upsert, delete and rotate in one transaction that bumps the catalog version once;

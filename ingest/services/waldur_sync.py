@@ -158,12 +158,13 @@ class CatalogSync:
         try:
             info = self.reader.server()
             version = info.version or version
-            view = self.store.view()
+            held = self.store.view(resources=())  # providers and offerings: few
             try:
-                read = self._read(info, None if full else previous.watermark, progress, view)
+                read = self._read(info, None if full else previous.watermark, progress, held)
             except _FilterRefused as refused:
                 full, reason = True, f"Waldur refused the modified filter ({refused})"
-                read = self._read(info, None, progress, view)
+                read = self._read(info, None, progress, held)
+            view = self.store.view(None if full else [r.uuid for r in read.resources])
             diff = self._compare(view, read, read.resources, full, started)
             if full and diff.vanished_resources:
                 diff = self._confirm_vanished(diff, view, read, started)

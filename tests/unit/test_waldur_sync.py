@@ -190,13 +190,16 @@ class FakeCatalog:
         self.periods: dict[UUID, RemotePlanPeriod] = {}
         self.version = 0
         self.applied = 0
+        self.views: list[int | None] = []  # None: the whole catalog, else how many resources
 
-    def view(self) -> CatalogView:
+    def view(self, resources: Sequence[UUID] | None = None) -> CatalogView:
+        wanted = set(self.resources) if resources is None else set(resources)
+        self.views.append(None if resources is None else len(wanted))
         return CatalogView(
             {c: HeldProvider(p.name, p.secret) for c, p in self.providers.items()},
             dict(self.offerings),
-            dict(self.resources),
-            dict(self.periods),
+            {k: r for k, r in self.resources.items() if k in wanted},
+            {k: p for k, p in self.periods.items() if p.resource in wanted},
         )
 
     def apply(self, changes: ChangeSet, grace: dt.timedelta) -> int:
@@ -346,6 +349,7 @@ def test_incremental_adds_and_updates_and_reads_plan_periods_only_of_changed(wor
     assert summary["resource_filter"] == "date-time"
     assert summary["changes"]["resources"] == {"added": 1, "updated": 1, "removed": 0}
     assert sorted(world.waldur.plan_period_requests) == sorted([u("r1"), u("r4")])
+    assert world.catalog.views[-2:] == [0, 4]  # an incremental run reads only what Waldur returned
     assert world.catalog.resources[u("r1")].state == "Terminating"
     assert u("r4") in world.catalog.resources
     assert world.catalog.version == 2

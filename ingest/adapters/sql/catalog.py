@@ -152,10 +152,13 @@ class SqlCatalog:
             bump_version(session)
         return True
 
-    def view(self) -> CatalogView:
-        """What a sync compares Waldur's answers with (one transaction; secrets revealed)."""
+    def view(self, resources: Sequence[uuid.UUID] | None = None) -> CatalogView:
+        """What a sync compares Waldur's answers with (one transaction; secrets revealed):
+        providers, offerings, and every resource or only those of ``resources``."""
+        sp, res, pp = t.ServiceProvider, t.Resource, t.PlanPeriod
+        held: dict[uuid.UUID, HeldResource] = {}
+        periods: dict[uuid.UUID, RemotePlanPeriod] = {}
         with self.engine.connect() as conn, conn.begin():
-            sp = t.ServiceProvider
             providers = {
                 row.customer_uuid: HeldProvider(row.name, self.secrets.reveal(row.api_secret_code))
                 for row in conn.execute(select(sp.customer_uuid, sp.name, sp.api_secret_code))
@@ -167,15 +170,25 @@ class SqlCatalog:
                 row.uuid: HeldOffering(row.customer_uuid, row.name, dict(components[row.uuid]))
                 for row in conn.execute(select(t.Offering.__table__))
             }
-            resources = {
-                row.uuid: HeldResource(row.offering_uuid, row.name, row.state, row.plan_uuid)
-                for row in conn.execute(select(t.Resource.__table__))
-            }
-            periods = {
-                row.uuid: RemotePlanPeriod(row.uuid, row.resource_uuid, as_utc(row.start), as_utc(row.end))
-                for row in conn.execute(select(t.PlanPeriod.__table__))
-            }
-        return CatalogView(providers, offerings, resources, periods)
+            queries = (
+                [(select(res.__table__), select(pp.__table__))]
+                if resources is None
+                else [
+                    (
+                        select(res.__table__).where(res.uuid.in_(c)),
+                        select(pp.__table__).where(pp.resource_uuid.in_(c)),
+                    )
+                    for c in _chunks(list(resources))
+                ]
+            )
+            for of_resources, of_periods in queries:
+                for row in conn.execute(of_resources):
+                    held[row.uuid] = HeldResource(row.offering_uuid, row.name, row.state, row.plan_uuid)
+                for row in conn.execute(of_periods):
+                    periods[row.uuid] = RemotePlanPeriod(
+                        row.uuid, row.resource_uuid, as_utc(row.start), as_utc(row.end)
+                    )
+        return CatalogView(providers, offerings, held, periods)
 
     def apply(self, changes: ChangeSet, grace: dt.timedelta) -> int:
         """Removals, upserts and secret rotations of one sync in ONE transaction, bumping the
