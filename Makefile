@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CODE := ingest api workers schemas tests bench
 
-.PHONY: run test test-unit test-integration test-e2e test-faults lint typecheck format bench clean
+.PHONY: run run-waldur-demo test test-unit test-integration test-e2e test-faults lint typecheck format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/ingest run
+
+# the service in front of a fake Waldur (ingest/dev/fake_waldur): catalog synced, usage forwarded
+run-waldur-demo: $(STAMP)
+	$(BIN)/ingest run --waldur-demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -580,6 +580,13 @@ def redis_url_given(environ: Mapping[str, str] | None = None) -> bool:
     return bool(env.get("REDIS_URL") or env.get("REDIS_SENTINELS"))
 
 
+def database_url_given(environ: Mapping[str, str] | None = None) -> bool:
+    """True when DATABASE_URL is set (``ingest run --waldur-demo`` then uses it, else its own
+    SQLite file)."""
+    env = os.environ if environ is None else environ
+    return bool(env.get("DATABASE_URL"))
+
+
 def port_text(environ: Mapping[str, str] | None = None) -> str:
     """PORT as given (unparsed, for a command-line default), else 8000."""
     env = os.environ if environ is None else environ

@@ -26,6 +26,11 @@ def cmd_run(args: argparse.Namespace, settings: config.Settings) -> int:
     unknown = sorted(set(args.scale) - set(processes))
     if unknown:
         raise CliError(f"--scale names {', '.join(unknown)}: not a process type of the Procfile")
+    waldur_demo = None
+    if args.waldur_demo:
+        if settings.bridge_enabled:
+            raise CliError("--waldur-demo starts its own fake Waldur: unset WALDUR_URL")
+        waldur_demo = runner.WaldurDemo(args.waldur_port, args.waldur_mode)
     return runner.run(
         settings,
         embedded=not config.redis_url_given(),
@@ -33,6 +38,7 @@ def cmd_run(args: argparse.Namespace, settings: config.Settings) -> int:
         procfile=text,
         formation=args.scale,
         redis_port=args.redis_port,
+        waldur_demo=waldur_demo,
     )
 
 
@@ -58,6 +64,18 @@ def register(sub: Any, add: Add) -> None:
         type=int,
         default=config.EMBEDDED_REDIS_PORT,
         help="port of the embedded Redis (not used when REDIS_URL is set)",
+    )
+    p.add_argument(
+        "--waldur-demo",
+        action="store_true",
+        help="also start a fake Waldur with the demo catalog, sync from it and forward usage to it",
+    )
+    p.add_argument("--waldur-port", type=int, default=8001, help="port of the fake Waldur of --waldur-demo")
+    p.add_argument(
+        "--waldur-mode",
+        choices=("8", "7.0.7"),
+        default="8",
+        help="how the fake Waldur behaves: the 8.x line, or a 7.0.7 server's quirks",
     )
     p.add_argument(
         "--scale",

@@ -5,6 +5,10 @@ demo catalog, prints a copy-paste example, then runs the process formation (the 
 shipped in this package, ``ingest/dev/Procfile``, unless ``--procfile`` names another) as one
 process tree that it stops in order (see ingest.dev.supervisor). Everything it writes goes
 under ``var/`` of the working directory.
+
+With ``waldur_demo`` it also starts a fake Waldur (ingest.dev.fake_waldur) holding the demo
+catalog, points WALDUR_URL/WALDUR_TOKEN at it, syncs the catalog from it instead of loading
+the file, and runs the forwarder: usage pushed to us shows up in the fake Waldur.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ import dataclasses
 import os
 import shlex
 import shutil
+import subprocess
 import sys
+import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ingest import bootstrap, config
 from ingest.config import EMBEDDED_REDIS_PORT, Settings
@@ -43,6 +50,7 @@ def run(
     procfile: str,
     formation: dict[str, int],
     redis_port: int = EMBEDDED_REDIS_PORT,
+    waldur_demo: WaldurDemo | None = None,
 ) -> int:
     """Serve until a stop signal (exit 0 when everything stopped cleanly) or until a child
     dies (the rest are stopped; one line on stderr names it; exit 1)."""
@@ -68,8 +76,14 @@ def run(
             settings = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{redis_port}/0")
             env["REDIS_URL"] = settings.redis_url
             print(f"embedded Redis on 127.0.0.1:{redis_port} (AOF in {data})", flush=True)
+        if waldur_demo is not None and not sup.stop_requested:
+            settings = waldur_demo.start(sup, settings, env)
+            demo = False  # the catalog comes from the fake Waldur
         if not sup.stop_requested:
             prepare_database(settings, demo)
+            if waldur_demo is not None:
+                waldur_demo.sync(env)
+                print(waldur_demo.example(settings.port), flush=True)
             if demo:
                 print(
                     example(
@@ -85,6 +99,8 @@ def run(
         env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(prom))
         # the Procfile names gunicorn and celery: find them next to this interpreter
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+        if not settings.bridge_enabled:  # standalone: nothing to forward
+            formation = {"forwarder": 0, **formation}
         expanded = expand_processes(processes, concurrency=formation, env=env, port=settings.port)
         sup.width = max([sup.width, *(len(p.name) for p in expanded)])
         for p in expanded:
@@ -105,12 +121,87 @@ def run(
     return 0
 
 
+WALDUR_DEMO_TOKEN = "demo-waldur-token"
+
+
+@dataclasses.dataclass
+class WaldurDemo:
+    """The fake Waldur of ``ingest run --waldur-demo``, on 127.0.0.1:``port``."""
+
+    port: int
+    mode: str = "8"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self, sup: Any, settings: Settings, env: dict[str, str]) -> Settings:
+        """Start the fake (a supervised child, stopped with the rest) and wait until it answers;
+        return the settings pointed at it."""
+        import httpx
+
+        command = (
+            f"{shlex.quote(sys.executable)} -m ingest.dev.fake_waldur --host 127.0.0.1 "
+            f"--port {self.port} --token {WALDUR_DEMO_TOKEN} --mode {shlex.quote(self.mode)} --demo "
+            f"--time-zone {shlex.quote(settings.billing_timezone)}"
+        )
+        sup.start("waldur", "waldur", command, env)
+        deadline = time.monotonic() + 30
+        while not sup.stop_requested:
+            try:
+                httpx.get(f"{self.url}api/version/", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the fake Waldur did not answer on {self.url}") from None
+                time.sleep(0.2)
+        print(f"fake Waldur (mode {self.mode}) on {self.url}, token {WALDUR_DEMO_TOKEN}", flush=True)
+        env["WALDUR_URL"] = self.url
+        env["WALDUR_TOKEN"] = WALDUR_DEMO_TOKEN
+        env.setdefault("WALDUR_SYNC_INTERVAL", "30")
+        if not config.database_url_given():
+            env["DATABASE_URL"] = f"sqlite:///{Path('var').resolve() / 'waldur-demo.db'}"
+        return dataclasses.replace(
+            settings,
+            waldur_url=self.url,
+            waldur_token=WALDUR_DEMO_TOKEN,
+            database_url=env.get("DATABASE_URL", settings.database_url),
+        )
+
+    def sync(self, env: dict[str, str]) -> None:
+        """A first full catalog sync, as an operator would run it."""
+        done = subprocess.run([*ingest_argv(), "waldur", "sync", "--full"], env=env, check=False)
+        if done.returncode != 0:
+            raise RuntimeError("the first catalog sync from the fake Waldur failed (see above)")
+
+    def example(self, port: int) -> str:
+        ingest = ingest_command()
+        resource = "7f3e2a10-0000-4000-8000-0000000000a1"
+        return f"""
+Catalog synced from the fake Waldur. In another terminal, report usage to us, watch it
+being forwarded, and read it back from Waldur:
+
+  {ingest} push --url http://127.0.0.1:{port} \\
+      --customer 7f3e2a10-0000-4000-8000-000000000001 --secret demo-secret-0001 \\
+      --resource {resource} cpu_hours=12.5 ram_gb=4
+  WALDUR_URL={self.url} WALDUR_TOKEN={WALDUR_DEMO_TOKEN} {ingest} waldur status
+  curl -s -H 'Authorization: Token {WALDUR_DEMO_TOKEN}' \\
+      '{self.url}api/marketplace-component-usages/?resource_uuid={resource.replace("-", "")}'
+"""
+
+
 def prepare_database(settings: Settings, demo: bool) -> None:
     """Migrate the database and, with ``demo``, load the demo catalog -- through bootstrap,
     so its secrets are sealed with SECRET_ENCRYPTION_KEY like any other catalog's."""
     bootstrap.upgrade_database(settings.database_url)
     if demo:
         bootstrap.load_catalog(settings, catalog_file.read(DEMO))
+
+
+def ingest_argv() -> list[str]:
+    """This installation's ``ingest``, as an argument vector."""
+    script = Path(sys.executable).parent / "ingest"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "ingest.cli.main"]
 
 
 def ingest_command() -> str:
