@@ -341,8 +341,8 @@ class Runtime:
     @functools.cached_property
     def catalog_sync(self) -> CatalogSync:
         """The catalog sync (a CatalogSync) from WALDUR_URL; one run at a time across
-        processes by a Redis lock (``<REDIS_PREFIX>:waldur:sync-lock``)."""
-        from ingest.adapters.redis.sync_lock import RedisSyncLock
+        processes by a lock in the database (a PostgreSQL advisory lock; SQLite: a file lock)."""
+        from ingest.adapters.sql.sync_state import SqlSyncLock
         from ingest.adapters.waldur.catalog_reader import WaldurCatalogReader
         from ingest.adapters.waldur.client import make_client
         from ingest.services.waldur_sync import CatalogSync, SyncSettings, hex_scope
@@ -358,7 +358,7 @@ class Runtime:
             reader,
             self.catalog_source,
             self.sync_state,
-            RedisSyncLock(self.redis, f"{s.redis_prefix}:waldur:sync-lock"),
+            SqlSyncLock(self.engine),
             SyncSettings(
                 scope=hex_scope(s.waldur_offerings),
                 grace=dt.timedelta(seconds=s.waldur_secret_grace),

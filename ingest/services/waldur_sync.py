@@ -38,9 +38,10 @@ from ingest.services.sync_ports import (
     WaldurError,
 )
 
-# the watermark is when a successful run started minus this: clocks of Waldur and of this
-# host differ, and a row saved while the previous run was reading must be read again
-SAFETY_MARGIN = dt.timedelta(minutes=5)
+# the watermark is when a successful run started minus this: the clocks of Waldur and of this
+# host differ (NTP keeps them within a second or so), and Waldur stamps ``modified`` when it
+# saves a row, a moment before it commits it
+SAFETY_MARGIN = dt.timedelta(seconds=60)
 # vanished resources are confirmed one by one (a page walk can skip a row when another is
 # deleted meanwhile); past this many, the listing is trusted
 CONFIRM_LIMIT = 500

@@ -269,7 +269,7 @@ def test_the_task(
     monkeypatch.setattr(bootstrap, "runtime", lambda: rt)
     assert task.sync.run()["mode"] == "full"
     assert task.sync.run()["mode"] == "incremental"
-    with rt.catalog_sync.lock():  # another process's sync (the same Redis key)
+    with rt.catalog_sync.lock():  # as if another process were syncing
         assert task.sync.run() == {"skipped": "busy"}
 
     standalone = bootstrap.Runtime(dataclasses.replace(settings, waldur_url=""))
@@ -285,3 +285,28 @@ def test_the_task(
         assert "Invalid token." in (refused.sync_state.read().last_error or "")
     finally:
         refused.engine.dispose()
+
+
+def test_the_lock_holds_across_processes(rt: bootstrap.Runtime) -> None:
+    """Another process (not just another object) finds the sync taken while one runs."""
+    code = (
+        "import sys\n"
+        "from ingest.services.sync_ports import SyncBusy\n"
+        "from ingest.adapters.sql.sync_state import SqlSyncLock\n"
+        "from ingest.adapters.sql.unit_of_work import make_engine\n"
+        "try:\n"
+        "    with SqlSyncLock(make_engine(sys.argv[1]))():\n"
+        "        print('took it')\n"
+        "except SyncBusy as exc:\n"
+        "    print('busy:', exc)\n"
+    )
+
+    def other() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", code, rt.settings.database_url], capture_output=True, text=True, timeout=60
+        )
+        return done.stdout.strip() + done.stderr.strip()
+
+    with rt.catalog_sync.lock():
+        assert other().startswith("busy: another catalog sync is running")
+    assert other() == "took it"

@@ -34,7 +34,13 @@ from ingest.services.sync_ports import (
     SyncState,
     WaldurError,
 )
-from ingest.services.waldur_sync import CatalogSync, ConfigurationError, SyncFailed, SyncSettings
+from ingest.services.waldur_sync import (
+    SAFETY_MARGIN,
+    CatalogSync,
+    ConfigurationError,
+    SyncFailed,
+    SyncSettings,
+)
 
 T0 = dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.UTC)
 
@@ -332,7 +338,7 @@ def test_first_sync_is_full_and_loads_everything(world: World) -> None:
     assert summary["changes"]["resources"] == {"added": 3, "updated": 0, "removed": 0}
     assert summary["secrets"]["set"] == 2
     assert world.catalog.version == 1
-    assert world.state.state.watermark == T0 - dt.timedelta(minutes=5)
+    assert world.state.state.watermark == T0 - SAFETY_MARGIN
     assert world.state.state.last_full_at == T0
     assert world.outcomes == ["changed"]
 
@@ -506,7 +512,7 @@ def test_7x_gets_a_day_filter_and_no_filter_on_providers(world: World) -> None:
     assert summary["mode"] == "incremental"
     assert summary["resource_filter"] == "date"
     assert ("providers", None) in world.waldur.calls
-    assert ("resources", (T0 - dt.timedelta(minutes=5)).date()) in world.waldur.calls
+    assert ("resources", (T0 - SAFETY_MARGIN).date()) in world.waldur.calls
 
 
 def test_a_refused_datetime_filter_falls_back_to_a_date_then_to_full(world: World) -> None:

@@ -1,17 +1,21 @@
-"""The SyncStateStore port: the one row (id 1) of ``waldur_sync_state``."""
+"""The SyncStateStore port (the one row, id 1, of ``waldur_sync_state``) and the SyncLock
+port (one catalog sync at a time)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
+from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from ingest.adapters.sql import tables as t
 from ingest.adapters.sql.catalog import as_utc
-from ingest.services.sync_ports import SyncState
+from ingest.services.sync_ports import SyncBusy, SyncState
 
 
 class SqlSyncState:
@@ -74,3 +78,59 @@ class SqlSyncState:
             row.last_error_at = at
             if server_version:
                 row.server_version = server_version[:64]
+
+
+class SqlSyncLock:
+    """The SyncLock port in the database itself, so a sync needs nothing but SQL and Waldur.
+
+    PostgreSQL: a session advisory lock (per database) taken with ``pg_try_advisory_lock`` on
+    a connection of its own, in autocommit (no transaction stays open while the sync reads
+    Waldur); if this process dies the server frees it with the connection. SQLite (one
+    host): an exclusive ``flock`` on a file beside the database, freed by the kernel."""
+
+    KEY = 0x5741_4C44_5359_4E43  # "WALDSYNC"
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        if self.engine.dialect.name == "postgresql":
+            with self._advisory():
+                yield
+        else:
+            with self._flock():
+                yield
+
+    @contextlib.contextmanager
+    def _advisory(self) -> Iterator[None]:
+        conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.KEY}).scalar():
+                raise SyncBusy("another catalog sync is running (PostgreSQL advisory lock)")
+            try:
+                yield
+            finally:
+                try:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.KEY})
+                except Exception:
+                    conn.invalidate()  # the session ends, and the lock with it
+                    raise
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def _flock(self) -> Iterator[None]:
+        database = self.engine.url.database
+        if not database or database == ":memory:":
+            yield  # an in-memory database is one process's own
+            return
+        with open(f"{database}.waldur-sync.lock", "a+b") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SyncBusy(f"another catalog sync is running (lock file {handle.name})") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
