@@ -10,6 +10,7 @@ write leaves the catalog as it was and is recorded in the sync state.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import time
@@ -142,11 +143,21 @@ class CatalogSync:
     def run(
         self, full: bool = False, dry_run: bool = False, progress: Progress | None = None
     ) -> dict[str, Any]:
-        """Sync once; returns the summary (see ``summary`` keys in the README). Raises
-        ConfigurationError on a 401, SyncFailed on any other Waldur failure, SyncBusy when
-        another sync holds the lock."""
+        """Sync once; returns the summary (mode and why, per-kind counts of what changed,
+        secrets set/rotated/unreadable, seconds). Raises ConfigurationError on a 401,
+        SyncFailed on any other Waldur failure, SyncBusy when another sync holds the lock;
+        anything else (the database) is recorded as the last error too, and re-raised."""
         with self.lock():
-            return self._run(full, dry_run, progress or NoProgress())
+            begun = time.monotonic()
+            try:
+                return self._run(full, dry_run, progress or NoProgress())
+            except (ConfigurationError, SyncFailed):
+                raise
+            except Exception as exc:
+                self.on_outcome("failed", time.monotonic() - begun)
+                with contextlib.suppress(Exception):  # the database may be what failed
+                    self._failed(dry_run, self.clock(), f"{type(exc).__name__}: {exc}", None)
+                raise
 
     def _run(self, forced: bool, dry_run: bool, progress: Progress) -> dict[str, Any]:
         started = self.clock()

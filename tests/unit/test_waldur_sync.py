@@ -502,6 +502,17 @@ def test_a_failure_midway_writes_nothing_and_is_recorded(world: World) -> None:
     assert world.state.state.watermark is None
 
 
+def test_a_database_failure_is_recorded_and_raised(world: World) -> None:
+    def broken(changes: ChangeSet, grace: dt.timedelta) -> int:
+        raise OSError("disk full")
+
+    world.catalog.apply = broken  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        world.sync().run()
+    assert world.state.state.last_error == "OSError: disk full"
+    assert world.outcomes == ["failed"]
+
+
 def test_7x_gets_a_day_filter_and_no_filter_on_providers(world: World) -> None:
     world.waldur.version = "7.0.7"
     sync = world.sync()
