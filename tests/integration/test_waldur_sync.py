@@ -310,3 +310,21 @@ def test_the_lock_holds_across_processes(rt: bootstrap.Runtime) -> None:
     with rt.catalog_sync.lock():
         assert other().startswith("busy: another catalog sync is running")
     assert other() == "took it"
+
+
+def test_waldur_offerings_scopes_the_sync(settings: Settings, fake: Any, demo: Demo) -> None:
+    runtime = bridge_runtime(settings, fake, waldur_offerings=(uuid.UUID(demo.offering).hex,))
+    try:
+        summary = runtime.catalog_sync.run()
+        snap = runtime.catalog_source.snapshot()
+        assert set(snap.offerings) == {uuid.UUID(demo.offering)}
+        assert uuid.UUID(demo.other_resource) not in snap.resources
+        assert set(snap.providers) == {uuid.UUID(demo.provider)}  # no other provider's secret
+        requests = fake.stats()["requests"]
+        reads = [
+            sum(n.values()) for k, n in requests.items() if k.startswith("GET ") and "api_secret_code" in k
+        ]
+        assert reads == [1], requests
+        assert summary["scope"] == [uuid.UUID(demo.offering).hex]
+    finally:
+        runtime.engine.dispose()
