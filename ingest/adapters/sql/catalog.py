@@ -7,9 +7,9 @@ import datetime as dt
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, Table, delete, select, update
 from sqlalchemy.orm import Session
 
 from ingest.adapters.secretbox import SecretBox
@@ -203,16 +203,13 @@ class SqlCatalog:
                 ["customer_uuid"],
                 [{"customer_uuid": p.customer, "name": p.name} for p in changes.providers],
             )
+            sp = cast(Table, t.ServiceProvider.__table__)  # Core: no ORM session to synchronise
             for customer, secret, rotate in changes.secrets:
                 values: dict[str, Any] = {"api_secret_code": self.secrets.seal(secret)}
-                if rotate:
-                    values["previous_secret"] = t.ServiceProvider.api_secret_code
+                if rotate:  # SET reads the row as it was: the current secret becomes the previous
+                    values["previous_secret"] = sp.c.api_secret_code
                     values["previous_secret_until"] = now + grace
-                session.execute(
-                    update(t.ServiceProvider)
-                    .where(t.ServiceProvider.customer_uuid == customer)
-                    .values(**values)
-                )
+                session.execute(update(sp).where(sp.c.customer_uuid == customer).values(**values))
             _upsert_many(
                 session,
                 t.Offering.__table__,
