@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import gc
+import logging
 import os
 import socket
 import time
 import uuid
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from sqlalchemy import Engine, text
@@ -40,6 +41,10 @@ from ingest.services.commit import Committer
 from ingest.services.forward import Forwarder
 from ingest.services.intake import Intake
 from ingest.services.ports import Metrics
+
+if TYPE_CHECKING:  # the Waldur client loads thousands of modules: only the bridge pays for it
+    from ingest.adapters.sql.sync_state import SqlSyncState
+    from ingest.services.waldur_sync import CatalogSync
 
 DRAIN_TASK = "workers.tasks.drain"
 FORWARD_TASK = "workers.forward.forward"
@@ -387,6 +392,45 @@ class Runtime:
     @property
     def consumer_name(self) -> str:
         return f"{socket.gethostname()}-{os.getpid()}"
+
+    # -- the catalog sync from Waldur (services/waldur_sync.py) --
+
+    @functools.cached_property
+    def sync_state(self) -> SqlSyncState:
+        """The SyncStateStore port (waldur_sync_state), for the sync and ``ingest waldur status``."""
+        from ingest.adapters.sql.sync_state import SqlSyncState
+
+        return SqlSyncState(self.engine)
+
+    @functools.cached_property
+    def catalog_sync(self) -> CatalogSync:
+        """The catalog sync (a CatalogSync) from WALDUR_URL; one run at a time across
+        processes by a lock in the database (a PostgreSQL advisory lock; SQLite: a file lock)."""
+        from ingest.adapters.sql.sync_state import SqlSyncLock
+        from ingest.adapters.waldur.catalog_reader import WaldurCatalogReader
+        from ingest.adapters.waldur.client import make_client
+        from ingest.services.waldur_sync import CatalogSync, SyncSettings, hex_scope
+
+        s = self.settings
+        if not s.bridge_enabled:
+            raise config.SettingsError("WALDUR_URL is not set: set WALDUR_URL and WALDUR_TOKEN")
+        # httpx logs every request at INFO: a full sync is one line per resource
+        httpx_log = logging.getLogger("httpx")
+        httpx_log.setLevel(max(httpx_log.getEffectiveLevel(), logging.WARNING))
+        reader = WaldurCatalogReader(make_client(s.waldur_url, s.waldur_token, s.waldur_timeout))
+        return CatalogSync(
+            reader,
+            self.catalog_source,
+            self.sync_state,
+            SqlSyncLock(self.engine),
+            SyncSettings(
+                scope=hex_scope(s.waldur_offerings),
+                grace=dt.timedelta(seconds=s.waldur_secret_grace),
+                full_interval=dt.timedelta(seconds=s.waldur_full_sync_interval),
+                secret_min_length=s.secret_min_length,
+            ),
+            on_outcome=prometheus.waldur_sync_outcome,
+        )
 
 
 @functools.cache

@@ -95,6 +95,29 @@ WALDUR_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
+# the catalog sync from Waldur (services/waldur_sync.py): outcome is changed, unchanged,
+# unauthorized (WALDUR_TOKEN refused: a configuration error) or failed
+WALDUR_SYNC = Counter("ingest_waldur_sync_total", "Catalog syncs from Waldur, by outcome", ["outcome"])
+for _outcome in ("changed", "unchanged", "unauthorized", "failed"):
+    WALDUR_SYNC.labels(_outcome)
+WALDUR_SYNC_SECONDS = Histogram(
+    "ingest_waldur_sync_seconds",
+    "Duration of a catalog sync from Waldur",
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)
+WALDUR_SYNC_SUCCESS = Gauge(
+    "ingest_waldur_sync_last_success_timestamp",
+    "End of the last successful catalog sync from Waldur",
+    multiprocess_mode="max",
+)
+
+
+def waldur_sync_outcome(outcome: str, seconds: float) -> None:
+    WALDUR_SYNC.labels(outcome).inc()
+    WALDUR_SYNC_SECONDS.observe(seconds)
+    if outcome in ("changed", "unchanged"):
+        WALDUR_SYNC_SUCCESS.set(time.time())
+
 
 def observe_many(histogram: Histogram, values: list[float]) -> None:
     """``histogram.observe`` for each value, with one write per bucket touched: in

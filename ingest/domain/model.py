@@ -13,7 +13,9 @@ from zoneinfo import ZoneInfo
 VALID_RESOURCE_STATES = frozenset({"OK", "UPDATING", "TERMINATING"})
 REPORTABLE_BILLING_TYPES = frozenset({"usage", "limit", "one"})
 BACKFILL_BILLING_TYPES = frozenset({"limit", "one"})
-BILLING_TYPES = frozenset({"usage", "limit", "fixed", "one"})
+# Waldur's five (OfferingComponent.BillingTypes); `few` is "one-time on plan switch": held in
+# the catalog, not reportable (set_usage takes usage, limit and, in 8.x, prepaid one)
+BILLING_TYPES = frozenset({"usage", "limit", "fixed", "one", "few"})
 MISSING_USAGE_POLICIES = ("none", "reuse", "zero")
 
 MAX_DIGITS = 20

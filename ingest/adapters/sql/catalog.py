@@ -1,4 +1,5 @@
-"""Catalog in SQL: the snapshot the caches serve, and the idempotent upsert of a catalog file."""
+"""Catalog in SQL: the snapshot the caches serve, the idempotent upsert of a catalog file, and
+the CatalogStore port of the sync from Waldur (``view`` and ``apply``)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,42 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, String, cast, delete, select, update
+from sqlalchemy import Connection, Engine, String, Table, delete, select, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
 from ingest.adapters.secretbox import SecretBox
 from ingest.adapters.sql import tables as t
-from ingest.adapters.sql.unit_of_work import upsert
+from ingest.adapters.sql.unit_of_work import dialect_insert, upsert
 from ingest.domain import catalog_index, model
+from ingest.services.sync_ports import (
+    CatalogView,
+    ChangeSet,
+    HeldOffering,
+    HeldProvider,
+    HeldResource,
+    RemotePlanPeriod,
+)
+
+CHUNK = 500  # rows per multi-row statement (well inside SQLite's bound-parameter limit)
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), CHUNK):
+        yield items[i : i + CHUNK]
+
+
+def _upsert_many(session: Session, table: Any, keys: list[str], rows: list[dict[str, Any]]) -> None:
+    """Insert or overwrite ``rows`` (all with the same columns), a chunk per statement."""
+    if not rows:
+        return
+    for chunk in _chunks(rows):
+        stmt = dialect_insert(session, table).values(list(chunk))
+        changes = {k: stmt.excluded[k] for k in chunk[0] if k not in keys}
+        session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changes))
 
 
 def as_utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -66,7 +94,7 @@ _malloc_trim = _find_malloc_trim()
 def _raw(column: Any) -> Any:
     """A uuid column as text (32 hex digits on SQLite, hyphenated on PostgreSQL): no UUID
     object per row and value, by SQLAlchemy or by the driver (~15% of a load on PostgreSQL)."""
-    return cast(column, String)
+    return sql_cast(column, String)
 
 
 def _key(raw: object) -> int:
@@ -193,6 +221,142 @@ class SqlCatalog:
             row.api_secret_code = self.secrets.seal(new_secret)
             bump_version(session)
         return True
+
+    def view(self, resources: Sequence[uuid.UUID] | None = None) -> CatalogView:
+        """What a sync compares Waldur's answers with (one transaction; secrets revealed):
+        providers, offerings, and every resource or only those of ``resources``."""
+        sp, res, pp = t.ServiceProvider, t.Resource, t.PlanPeriod
+        held: dict[uuid.UUID, HeldResource] = {}
+        periods: dict[uuid.UUID, RemotePlanPeriod] = {}
+        with self.engine.connect() as conn, conn.begin():
+            providers = {
+                row.customer_uuid: HeldProvider(row.name, self.secrets.reveal(row.api_secret_code))
+                for row in conn.execute(select(sp.customer_uuid, sp.name, sp.api_secret_code))
+            }
+            components: dict[uuid.UUID, dict[str, tuple[str, str]]] = defaultdict(dict)
+            for row in conn.execute(select(t.OfferingComponent.__table__)):
+                components[row.offering_uuid][row.type] = (row.billing_type, row.measured_unit)
+            offerings = {
+                row.uuid: HeldOffering(row.customer_uuid, row.name, dict(components[row.uuid]))
+                for row in conn.execute(select(t.Offering.__table__))
+            }
+            queries = (
+                [(select(res.__table__), select(pp.__table__))]
+                if resources is None
+                else [
+                    (
+                        select(res.__table__).where(res.uuid.in_(c)),
+                        select(pp.__table__).where(pp.resource_uuid.in_(c)),
+                    )
+                    for c in _chunks(list(resources))
+                ]
+            )
+            for of_resources, of_periods in queries:
+                for row in conn.execute(of_resources):
+                    held[row.uuid] = HeldResource(row.offering_uuid, row.name, row.state, row.plan_uuid)
+                for row in conn.execute(of_periods):
+                    periods[row.uuid] = RemotePlanPeriod(
+                        row.uuid, row.resource_uuid, as_utc(row.start), as_utc(row.end)
+                    )
+        return CatalogView(providers, offerings, held, periods)
+
+    def apply(self, changes: ChangeSet, grace: dt.timedelta) -> int:
+        """Removals, upserts and secret rotations of one sync in ONE transaction, bumping the
+        catalog version once; returns the new version. A rotated secret keeps the previous
+        one verifying for ``grace`` (as rotate_secret). ``rate_limit`` is left as it is."""
+        now = dt.datetime.now(dt.UTC)
+        with Session(self.engine) as session, session.begin():
+            self._remove(session, changes)
+            _upsert_many(
+                session,
+                t.ServiceProvider.__table__,
+                ["customer_uuid"],
+                [{"customer_uuid": p.customer, "name": p.name} for p in changes.providers],
+            )
+            sp = cast(Table, t.ServiceProvider.__table__)  # Core: no ORM session to synchronise
+            for customer, secret, rotate in changes.secrets:
+                values: dict[str, Any] = {"api_secret_code": self.secrets.seal(secret)}
+                if rotate:  # SET reads the row as it was: the current secret becomes the previous
+                    values["previous_secret"] = sp.c.api_secret_code
+                    values["previous_secret_until"] = now + grace
+                session.execute(update(sp).where(sp.c.customer_uuid == customer).values(**values))
+            _upsert_many(
+                session,
+                t.Offering.__table__,
+                ["uuid"],
+                [{"uuid": o.uuid, "customer_uuid": o.customer, "name": o.name} for o in changes.offerings],
+            )
+            for o in changes.offerings:
+                keep = [c.type for c in o.components]
+                session.execute(
+                    delete(t.OfferingComponent).where(
+                        t.OfferingComponent.offering_uuid == o.uuid, t.OfferingComponent.type.not_in(keep)
+                    )
+                )
+            _upsert_many(
+                session,
+                t.OfferingComponent.__table__,
+                ["offering_uuid", "type"],
+                [
+                    {
+                        "offering_uuid": o.uuid,
+                        "type": c.type,
+                        "billing_type": c.billing_type,
+                        "measured_unit": c.measured_unit,
+                    }
+                    for o in changes.offerings
+                    for c in o.components
+                ],
+            )
+            _upsert_many(
+                session,
+                t.Resource.__table__,
+                ["uuid"],
+                [
+                    {
+                        "uuid": r.uuid,
+                        "offering_uuid": r.offering,
+                        "name": r.name,
+                        "state": r.state,
+                        "plan_uuid": r.plan,
+                    }
+                    for r in changes.resources
+                ],
+            )
+            _upsert_many(
+                session,
+                t.PlanPeriod.__table__,
+                ["uuid"],
+                [
+                    {"uuid": p.uuid, "resource_uuid": p.resource, "start": p.start, "end": p.end}
+                    for p in changes.plan_periods
+                ],
+            )
+            bump_version(session)
+            return int(
+                session.execute(select(t.CatalogMeta.version).where(t.CatalogMeta.id == 1)).scalar() or 0
+            )
+
+    @staticmethod
+    def _remove(session: Session, changes: ChangeSet) -> None:
+        """Children first (SQLite enforces the foreign keys too, without cascades)."""
+        pp, res, comp, off = t.PlanPeriod, t.Resource, t.OfferingComponent, t.Offering
+        for chunk in _chunks(changes.remove_plan_periods):
+            session.execute(delete(pp).where(pp.uuid.in_(chunk)))
+        for chunk in _chunks(changes.remove_resources):
+            session.execute(delete(pp).where(pp.resource_uuid.in_(chunk)))
+            session.execute(delete(res).where(res.uuid.in_(chunk)))
+        gone_offerings = list(changes.remove_offerings)
+        for chunk in _chunks(changes.remove_providers):
+            gone_offerings += session.execute(select(off.uuid).where(off.customer_uuid.in_(chunk))).scalars()
+        for chunk in _chunks(gone_offerings):
+            owned = select(res.uuid).where(res.offering_uuid.in_(chunk))
+            session.execute(delete(pp).where(pp.resource_uuid.in_(owned)))
+            session.execute(delete(res).where(res.offering_uuid.in_(chunk)))
+            session.execute(delete(comp).where(comp.offering_uuid.in_(chunk)))
+            session.execute(delete(off).where(off.uuid.in_(chunk)))
+        for chunk in _chunks(changes.remove_providers):
+            session.execute(delete(t.ServiceProvider).where(t.ServiceProvider.customer_uuid.in_(chunk)))
 
     def remove_resource(self, resource: uuid.UUID) -> bool:
         with Session(self.engine) as session, session.begin():
