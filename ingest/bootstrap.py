@@ -185,8 +185,6 @@ class Runtime:
         q = RedisQueue(
             self.redis, self.settings.redis_prefix, kick_ms=max(1, int(self.settings.flush_interval * 1000))
         )
-        # every reconciler pass ends with the journal epoch check (see check_journal)
-        q.reconcile_hook = lambda: self.check_journal().status
         return q
 
     @functools.cached_property
