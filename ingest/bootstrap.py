@@ -183,7 +183,10 @@ class Runtime:
     @functools.cached_property
     def queue(self) -> RedisQueue:
         q = RedisQueue(
-            self.redis, self.settings.redis_prefix, kick_ms=max(1, int(self.settings.flush_interval * 1000))
+            self.redis,
+            self.settings.redis_prefix,
+            kick_ms=max(1, int(self.settings.flush_interval * 1000)),
+            min_replicas=self.settings.redis_min_replicas_ack,
         )
         return q
 

@@ -144,14 +144,6 @@ def test_sigkill_primary_sentinel_promotes_a_replica(stack, demo):
     assert verdict.accepted >= 400
 
 
-FLAKY = pytest.mark.xfail(
-    strict=False,
-    reason="flaky on 2026-12-01: passed in most runs (0 lost, 0 applied twice, 0 rolled back), "
-    "failed in one CI rehearsal each, cause not captured; run, and reported, but not a gate yet",
-)
-
-
-@FLAKY
 def test_stalled_replica_then_primary_killed(stack, demo):
     cluster = stack.cluster
     old = cluster.primary
@@ -173,7 +165,6 @@ def test_stalled_replica_then_primary_killed(stack, demo):
     check(stack, load, "stalled replica, then SIGKILL primary")
 
 
-@FLAKY
 def test_split_brain_old_primary_frozen_through_the_failover(stack, demo):
     """The old primary is frozen (SIGSTOP) past down-after-milliseconds, replaced, then
     thawed: the web still holds connections to it, and it still thinks it is the primary
