@@ -148,7 +148,9 @@ def test_stalled_replica_then_primary_killed(stack, demo):
     cluster = stack.cluster
     old = cluster.primary
     stalled, healthy = cluster.replicas_of(old)
-    load = Load(stack, [demo.resource, demo.resource2], limit=1500).start()
+    # room for the 503s while the new primary has no replica (below): they must not use up
+    # the reports the load sends before 100 more are answered 201
+    load = Load(stack, [demo.resource, demo.resource2], limit=2500).start()
     load.wait_for(200)
     stalled.signal(signal.SIGSTOP)  # WAIT 1 is still met by the other replica
     mark = len(load.accepted)
@@ -158,7 +160,11 @@ def test_stalled_replica_then_primary_killed(stack, demo):
     new = cluster.wait_new_primary(old.port)
     assert new is healthy, "the stalled replica was promoted"
     time.sleep(1.0)  # the new primary has no replica to acknowledge: 503 + Retry-After
-    stalled.signal(signal.SIGCONT)  # Sentinel makes it a replica of the new primary
+    stalled.signal(signal.SIGCONT)  # Sentinel makes it a replica of the new primary ...
+    # ... once its INFO shows it still following the old one: Sentinel asks replicas for INFO
+    # every 10 s, so that took 1-11 s in the runs of 2026-12-01 (min-replicas-to-write: 503s
+    # until then)
+    cluster.wait_replicas(new, 1, timeout=40)
     mark = len(load.accepted)
     _accepted_after(load, mark, 100)
     load.finish()
