@@ -192,10 +192,11 @@ class Runtime:
     @functools.cached_property
     def queue(self) -> RedisQueue:
         q = RedisQueue(
-            self.redis, self.settings.redis_prefix, kick_ms=max(1, int(self.settings.flush_interval * 1000))
+            self.redis,
+            self.settings.redis_prefix,
+            kick_ms=max(1, int(self.settings.flush_interval * 1000)),
+            min_replicas=self.settings.redis_min_replicas_ack,
         )
-        # every reconciler pass ends with the journal epoch check (see check_journal)
-        q.reconcile_hook = lambda: self.check_journal().status
         return q
 
     @functools.cached_property

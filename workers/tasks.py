@@ -51,9 +51,9 @@ def drain() -> dict[str, Any]:
 
 
 @app.task(name="workers.tasks.reconcile", acks_late=True, ignore_result=True)
-def reconcile() -> dict[str, int]:
+def reconcile() -> dict[str, Any]:
     """Re-drive stale pending entries (only while SQL answers), keep the sequence ahead of
-    SQL and trim the journal."""
+    SQL, trim the journal, and end with the journal epoch check (did Redis lose data?)."""
     rt = bootstrap.runtime()
     s = rt.settings
     max_seq = rt.reachable_committed_sequence()
@@ -67,6 +67,7 @@ def reconcile() -> dict[str, int]:
         max_seq or 0,
         max_seq is not None,
         rt.metrics,
+        check_journal=lambda: rt.check_journal().status,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ingest.domain.errors import Transient
@@ -204,14 +205,19 @@ def reconcile(
     database_ok: bool,
     metrics: Metrics = NO_METRICS,
     budget: float = 60.0,
-) -> dict[str, int]:
-    """One reconciler pass; returns what it did (also logged).
+    check_journal: Callable[[], str] | None = None,
+) -> dict[str, Any]:
+    """One reconciler pass; returns what it did (also logged and recorded in the journal).
 
     The pass always ends, trims and records itself: it takes each stale entry at most once
     (an entry it could not settle is left for the next pass), stops after ``budget`` seconds,
     and a failure of one step (the database, Redis refusing writes, a bug) is logged and
-    counted, and ends the re-driving, not the pass."""
-    report = {
+    counted, and ends the re-driving, not the pass.
+
+    ``check_journal`` (the journal epoch check, services/journal_epoch.py) runs at the end of
+    the pass; the status line it returns is kept in the summary under "journal" ("unknown:
+    ..." when it raised: Redis or SQL unreachable, the next pass checks again)."""
+    report: dict[str, Any] = {
         "reclaimed": 0,
         "committed": 0,
         "superseded": 0,
@@ -230,12 +236,22 @@ def reconcile(
         _redrive(queue, committer, consumer, stale_after, batch_size, budget, metrics, report)
     try:
         report["trimmed"] = queue.trim(retention_seconds)
+    except Exception as exc:
+        log.warning("reconcile: trim refused: %s", exc)
+        metrics.transient_failure("reconcile")
+    if check_journal is not None:
+        try:
+            report["journal"] = check_journal()
+        except Exception as exc:
+            log.warning("journal epoch check failed: %s", exc)
+            report["journal"] = f"unknown: {type(exc).__name__}"
+    try:
         queue.record_reconcile(report)
     except Exception as exc:
-        log.warning("reconcile: trim or summary refused: %s", exc)
+        log.warning("reconcile: summary refused: %s", exc)
         metrics.transient_failure("reconcile")
     metrics.reconciled()
-    changed = any(v for k, v in report.items() if k != "seq")  # INFO only when it changed something
+    changed = any(v for k, v in report.items() if k not in ("seq", "journal"))  # INFO if it changed something
     log.log(logging.INFO if changed else logging.DEBUG, "reconcile %s", report)
     return report
 

@@ -8,9 +8,14 @@ compares the two, holding that row's lock so only one process acts on what it fi
 
 - Redis's epoch is missing or another one: Redis came back empty (or was flushed), or it is
   a different instance;
-- Redis's sequence counter is below the highest sequence SQL committed, or the newest
-  committed report is no longer in the journal although its retention has not passed:
-  Redis was restarted from an older AOF or snapshot (a power cut's lost second).
+- Redis's sequence counter is below the highest sequence SQL committed, SQL's newest report
+  is newer than the journal's newest entry, or a report SQL committed since the last check
+  is not in the journal although its retention has not passed: Redis was restarted from an
+  older AOF or snapshot (a power cut's lost second). The counter alone is not enough (the
+  clock sequence lifts it past SQL's at the first accept after a restart); the comparison
+  of SQL's sequences with the journal's entries does not depend on when the check runs, as
+  long as the last check left a baseline -- the entry it saw, or, when it saw an empty
+  journal, SQL's highest sequence then (see _findings).
 
 Either is a detected loss: logged once as an ERROR with what was found, counted, shown by
 /readyz ("journal": "degraded: ...", still 200) and ``ingest stats`` for DEGRADED_SECONDS.
@@ -144,16 +149,29 @@ def _findings(
     journal: EpochJournal,
     txn: EpochTransaction,
     state: JournalState,
-    top: int,
+    newest: NewestCommitted | None,
     now: float,
     retention_seconds: float,
 ) -> tuple[list[str], str | None, int, tuple[str, int] | None]:
     """What is wrong, Redis's (epoch, sequence), and the newest entry now verified.
 
-    Besides the epoch and the counter, every report SQL committed since the last check must
-    be in the journal (its retention has not passed): SQL's sequences above the entry the
-    last check saw are compared with the journal's entries after it. New accepts cannot
-    hide a rewind from this, as they would hide it from the counter alone."""
+    Besides the epoch and the counter (which the clock sequence and the reconciler's floor
+    lift past SQL's again at the first accept or pass after a restart, so they cannot be
+    relied on), SQL's committed reports are compared with the journal, which keeps every
+    entry for its retention window:
+
+    - the newest report committed in this epoch must not be newer than the journal's newest
+      entry (a journal rewound and not written to since);
+    - every report committed above a baseline must be in the journal: SQL's sequences
+      between the baseline and the journal's newest sequence are compared with the entries.
+      The baseline is the entry the last check verified; when that check found the journal
+      empty (a new Redis, a new epoch, or the first check of all) it is SQL's highest
+      sequence then, compared with the whole journal, so a loss before the first check that
+      saw an entry is found too; when the last check is older than the retention, it is the
+      journal's oldest entry.
+
+    Sequences of an earlier epoch (at or below ``floor_seq``) are never expected."""
+    top = newest.seq if newest else 0
     redis_epoch, redis_seq = journal.journal_epoch()
     if redis_epoch is None:
         return ["Redis holds no journal epoch: it came back empty or was flushed"], None, redis_seq, None
@@ -177,27 +195,49 @@ def _findings(
             redis_seq,
             None,
         )
-    fresh = (
-        state.verified_id is not None
-        and now * 1000 - _stream_ms(state.verified_id) < (retention_seconds - RETENTION_MARGIN) * 1000
-    )
-    if not fresh or state.verified_id is None:  # the first check, or too long ago: start now
-        return [], redis_epoch, redis_seq, journal.last_entry()
-    if journal.entry_seq(state.verified_id) != state.verified_seq:
+    keep = retention_seconds - RETENTION_MARGIN  # seconds an entry is surely still there
+    last = journal.last_entry()
+    # ``newest`` was read before the journal: its entry was appended before it committed
+    recent_top = newest is not None and top > state.floor_seq and now - newest.accepted_at < keep
+    if recent_top and (last is None or last[1] < top):
         return (
             [
-                f"journal entry {state.verified_id} (sequence {state.verified_seq}), there at the last "
-                "check, is gone: Redis restarted from an older AOF or snapshot"
+                f"the newest committed report (sequence {top}) is newer than the journal's newest "
+                f"entry ({'none' if last is None else last[1]}): Redis restarted from an older AOF "
+                "or snapshot"
             ],
             redis_epoch,
             redis_seq,
             None,
         )
-    after = journal.entries_after(state.verified_id)
+    fresh = state.verified_id is not None and now * 1000 - _stream_ms(state.verified_id) < keep * 1000
+    if fresh and state.verified_id is not None:
+        if journal.entry_seq(state.verified_id) != state.verified_seq:
+            return (
+                [
+                    f"journal entry {state.verified_id} (sequence {state.verified_seq}), there at the "
+                    "last check, is gone: Redis restarted from an older AOF or snapshot"
+                ],
+                redis_epoch,
+                redis_seq,
+                None,
+            )
+        start, floor = state.verified_id, max(state.verified_seq, state.floor_seq)
+        verified: tuple[str, int] | None = (state.verified_id, state.verified_seq)
+        trimmed = False
+    else:
+        start, floor, verified = "0-0", state.floor_seq, None  # the whole journal
+        recent = state.checked_at is not None and now - state.checked_at < keep
+        trimmed = not (state.verified_id is None and recent)
+        if not trimmed:  # the last check found the journal empty: all since must be in it
+            floor = max(floor, state.committed_seq)
+    after = journal.entries_after(start)
     if not after:
-        return [], redis_epoch, redis_seq, (state.verified_id, state.verified_seq)
+        return [], redis_epoch, redis_seq, verified
+    if trimmed:  # older entries may have gone with the retention
+        floor = max(floor, after[0][1] - 1)
     upto = max(seq for _eid, seq in after)
-    missing = txn.committed_seqs(state.verified_seq, upto) - {seq for _eid, seq in after}
+    missing = txn.committed_seqs(floor, upto) - {seq for _eid, seq in after} if upto > floor else set()
     if missing:
         return (
             [
@@ -237,7 +277,7 @@ def check(
             verified = journal.last_entry()
         else:
             found, redis_epoch, redis_seq, verified = _findings(
-                journal, txn, state, top, t, retention_seconds
+                journal, txn, state, newest, t, retention_seconds
             )
         if found:
             epoch = journal.set_epoch(journal.new_epoch())

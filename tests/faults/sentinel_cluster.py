@@ -20,6 +20,9 @@ import redis
 from ingest.dev import embedded_redis
 
 MASTER = "ingest-primary"
+# what the README's "What a 201 guarantees" asks of every node that may be primary: a
+# primary cut off from its replicas refuses writes (-NOREPLICAS) instead of accepting them
+RECOMMENDED = ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"]
 
 
 def _free_port() -> int:
@@ -117,6 +120,7 @@ class Cluster:
             "--save", "",
             "--maxmemory-policy", "noeviction",
             "--repl-diskless-sync-delay", "0",
+            *RECOMMENDED,
             "--logfile", str(log),
         ]  # fmt: skip
         if replica_of is not None:
@@ -140,6 +144,7 @@ class Cluster:
             "--save", "",
             "--maxmemory-policy", "noeviction",
             "--repl-diskless-sync-delay", "0",
+            *RECOMMENDED,
             "--logfile", str(node.log),
         ]  # fmt: skip
         node.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -218,10 +218,18 @@ def test_the_reconciler_runs_the_check(client, runtime, demo):
     post(client, demo, "1")
     drain_all(runtime)
     q = runtime.queue
-    reconcile(q, runtime.committer, "test", 60, 50, 3600, runtime.committed_sequence(), True)
+
+    def check() -> str:
+        return runtime.check_journal().status
+
+    reconcile(
+        q, runtime.committer, "test", 60, 50, 3600, runtime.committed_sequence(), True, check_journal=check
+    )
     assert json.loads(q.client.get(f"{q.stream}:reconciled"))["journal"] == "ok"
     q.client.delete(q.epoch_key)
-    reconcile(q, runtime.committer, "test", 60, 50, 3600, runtime.committed_sequence(), True)
+    reconcile(
+        q, runtime.committer, "test", 60, 50, 3600, runtime.committed_sequence(), True, check_journal=check
+    )
     assert json.loads(q.client.get(f"{q.stream}:reconciled"))["journal"].startswith("degraded:")
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from ingest import bootstrap, config
 from ingest.services.drain import drain_or_defer, reconcile
+from ingest.services.journal_epoch import JournalHealth
 from tests.unit.fakes import FakeJournal, FakeMetrics, FakeStore
 from tests.unit.test_commit import delivery, make
 
@@ -59,8 +60,14 @@ class FakeRuntime:
     def queue(self) -> FakeJournal:
         return self.journal
 
+    checks: int = 0
+
     def reachable_committed_sequence(self) -> int | None:
         return self.committed
+
+    def check_journal(self) -> JournalHealth:
+        self.checks += 1
+        return JournalHealth("ok")
 
 
 @pytest.fixture
@@ -96,3 +103,45 @@ def test_the_reconcile_task_re_drives_nothing_while_the_database_is_down(tasks):
     rt.committed = 0
     summary = tasks(rt).reconcile()
     assert summary["reclaimed"] == 1 and summary["committed"] == 1 and not journal.pending
+
+
+def test_the_reconcile_task_ends_with_the_journal_epoch_check(tasks):
+    rt = FakeRuntime(FakeJournal([]), make(FakeStore()), FakeMetrics())
+    summary = tasks(rt).reconcile()
+    assert rt.checks == 1 and summary["journal"] == "ok"
+    assert rt.journal.reconciles == [summary]  # recorded with the pass
+
+
+def test_a_reconcile_pass_records_the_check_s_status_after_trimming():
+    journal, order = FakeJournal([]), []
+    journal.trim = lambda retention: order.append("trim") or 0  # type: ignore[method-assign]
+
+    def check() -> str:
+        order.append("check")
+        return "degraded: Redis lost journal data (...)"
+
+    summary = reconcile(journal, make(FakeStore()), "r", 0.0, 10, 3600, 0, True, check_journal=check)
+    assert order == ["trim", "check"]
+    assert summary["journal"].startswith("degraded:") and journal.reconciles == [summary]
+
+
+def test_a_failed_check_is_unknown_and_the_pass_still_ends_and_records(caplog):
+    journal, metrics = FakeJournal([delivery(1, cpu="1")]), FakeMetrics()
+    journal.claim("w", 10, 0)  # stale: re-driven by this pass
+
+    def check() -> str:
+        raise ConnectionError("SQL is gone")
+
+    with caplog.at_level(logging.WARNING, logger="ingest.services.drain"):
+        summary = reconcile(
+            journal, make(FakeStore()), "r", 0.0, 10, 3600, 0, True, metrics, check_journal=check
+        )
+    assert summary["journal"] == "unknown: ConnectionError" and summary["committed"] == 1
+    assert journal.reconciles == [summary] and metrics.reconciles == 1
+    assert "journal epoch check failed" in caplog.text
+
+
+def test_without_a_check_the_summary_has_no_journal_status():
+    journal = FakeJournal([])
+    summary = reconcile(journal, make(FakeStore()), "r", 0.0, 10, 3600, 0, True)
+    assert "journal" not in summary and journal.reconciles == [summary]

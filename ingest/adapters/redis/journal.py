@@ -16,6 +16,7 @@ RedisQueue is assembled from this module (accept, claim, ack, reclaim, trim, rea
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import secrets
 import time
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ from ingest.services.ports import Accepted, Delivery
 
 __all__ = ["CLOCK_ORIGIN_MS", "GROUP", "TICKS_PER_MS", "RedisQueue"]
 
+log = logging.getLogger(__name__)
+
 # The acceptance sequence's clock: (ms since this origin) * TICKS_PER_MS (accept.lua).
 CLOCK_ORIGIN_MS = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
 TICKS_PER_MS = 4096
@@ -40,9 +43,17 @@ class RedisQueue(ReplayGuard, JournalStats):
     """Redis adapter for the journal stream. Safe to share between threads (a pool inside)."""
 
     def __init__(
-        self, client: redis.Redis, prefix: str, kick_ms: int = 200, clock_origin_ms: int = CLOCK_ORIGIN_MS
+        self,
+        client: redis.Redis,
+        prefix: str,
+        kick_ms: int = 200,
+        clock_origin_ms: int = CLOCK_ORIGIN_MS,
+        min_replicas: int = 0,
     ) -> None:
         self.client: Any = client  # redis-py's reply types are too wide to be useful here
+        # REDIS_MIN_REPLICAS_ACK: claims are refused by a primary with fewer replicas (claim)
+        self.min_replicas = min_replicas
+        self._cut_off_warned = -60.0
         self.seq_key = f"{prefix}:seq"
         self.epoch_key = f"{prefix}:epoch"
         # tests move the origin to stand for a Redis clock that jumps (accept.lua's ARGV[4])
@@ -167,8 +178,11 @@ class RedisQueue(ReplayGuard, JournalStats):
     # -- claim, ack, reclaim, trim -----------------------------------------------------------
 
     def claim(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
-        """Claim up to ``count`` never-delivered entries for this consumer."""
+        """Claim up to ``count`` never-delivered entries for this consumer; none from a
+        primary cut off from its replicas (see ``cut_off``)."""
         self.ensure_group()
+        if self.cut_off():
+            return []
         try:
             answer = self.client.xreadgroup(
                 GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms or None
@@ -182,6 +196,31 @@ class RedisQueue(ReplayGuard, JournalStats):
         if not answer:
             return []
         return [entry(eid, fields) for eid, fields in answer[0][1] if fields]
+
+    def cut_off(self) -> bool:
+        """True when replica acknowledgements are required (``min_replicas``) and this Redis
+        is a primary with fewer replicas connected: a primary in a split brain (frozen or cut
+        off while Sentinel promoted another, and not demoted yet). Its new entries were
+        answered 503 (WAIT), and their clock sequences may be handed out again by the new
+        primary for reports answered 201; committing them first would quarantine those as
+        ``sequence_reused``. They are not claimed: the entries it holds that were replicated
+        are on the new primary, and the rest were never acknowledged. A replica (a demoted
+        primary) is not cut off: the claim meets READONLY and the connection re-resolves."""
+        if self.min_replicas <= 0:
+            return False
+        role = self.client.execute_command("ROLE")
+        if s(role[0]) != "master" or len(role[2]) >= self.min_replicas:
+            return False
+        now = time.monotonic()
+        if now - self._cut_off_warned >= 60:
+            self._cut_off_warned = now
+            log.warning(
+                "this Redis primary has %d of the %d replicas REDIS_MIN_REPLICAS_ACK requires: "
+                "claiming nothing from it until they are back or Sentinel names another primary",
+                len(role[2]),
+                self.min_replicas,
+            )
+        return True
 
     def ack(self, entry_ids: list[str]) -> int:
         """Acknowledge committed entries; returns how many were still pending."""

@@ -4,24 +4,17 @@ and the reconciler's last run. Read by back-pressure, health checks and the ops 
 from __future__ import annotations
 
 import json
-import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from ingest.adapters.redis.entries import GROUP, id_key, s
 
-log = logging.getLogger(__name__)
-
 
 class JournalStats:
     """Part of RedisQueue."""
 
-    # Run at the end of every reconciler pass (the journal epoch check, set by bootstrap);
-    # what it returns is kept in the pass's summary under "journal".
-    reconcile_hook: Callable[[], str] | None = None
     client: Any
     stream: str
     _group_ready: bool
@@ -89,14 +82,10 @@ class JournalStats:
         prefix = f"{self.stream}:worker:"
         return sorted(s(k)[len(prefix) :] for k in self.client.scan_iter(prefix + "*"))
 
-    def record_reconcile(self, summary: dict[str, int]) -> None:
+    def record_reconcile(self, summary: dict[str, Any]) -> None:
+        """Keep the reconciler pass's summary (with its "journal" status line, when it ran
+        the epoch check), for ``ingest stats``."""
         record: dict[str, Any] = {"at": time.time(), **summary}
-        if self.reconcile_hook is not None:
-            try:
-                record["journal"] = self.reconcile_hook()
-            except Exception as exc:  # Redis or SQL unreachable: the next pass checks again
-                log.warning("journal epoch check failed: %s", exc)
-                record["journal"] = f"unknown: {type(exc).__name__}"
         self.client.set(f"{self.stream}:reconciled", json.dumps(record))
 
     def last_reconcile(self) -> dict[str, Any] | None:
