@@ -43,9 +43,9 @@ TOKEN = "e2e-waldur-staff"
 FORWARD_DEADLINE = 60.0
 
 CASES = [
-    pytest.param("8", "sqlite", id="waldur8-sqlite"),
-    pytest.param("8", "postgresql", id="waldur8-postgresql", marks=pytest.mark.postgres),
-    pytest.param("7.0.7", "postgresql", id="waldur707-postgresql", marks=pytest.mark.postgres),
+    pytest.param(("8", "sqlite"), id="waldur8-sqlite"),
+    pytest.param(("8", "postgresql"), id="waldur8-postgresql", marks=pytest.mark.postgres),
+    pytest.param(("7.0.7", "postgresql"), id="waldur707-postgresql", marks=pytest.mark.postgres),
 ]
 
 
@@ -199,7 +199,7 @@ def test_usage_reaches_waldur_coalesced_in_order_through_faults(bridge: tuple[St
                 {"type": "cpu_hours", "amount": f"{step * 10}.50"},
                 {"type": "ram_gb", "amount": str(step * 2)},
             ]
-            ids.append(stack.set_usage({"resource": r, "usages": usages})["uuid"])
+            ids.append(stack.set_usage({"resource": r, "usages": usages})["id"])
     states = stack.wait_final(ids)
     assert set(states.values()) <= {"committed", "superseded"}
     final = {"cpu_hours": Decimal("50.50"), "ram_gb": Decimal("10")}
@@ -231,7 +231,7 @@ def test_usage_reaches_waldur_coalesced_in_order_through_faults(bridge: tuple[St
                     "resource": demo.resource,
                     "usages": [{"type": k, "amount": str(v)} for k, v in later.items()],
                 }
-            )["uuid"]
+            )["id"]
         ]
     )
     stack.wait_for(
@@ -242,13 +242,8 @@ def test_usage_reaches_waldur_coalesced_in_order_through_faults(bridge: tuple[St
     # a permanent 400 for one resource: forward quarantine, visible, retried after the fix
     refusal = {"resource": ["Resource is not in valid state."]}
     waldur.fault(status=400, resource=demo.resource2, body=refusal)
-    stack.wait_final(
-        [
-            stack.set_usage({"resource": demo.resource2, "usages": [{"type": "cpu_hours", "amount": "99"}]})[
-                "uuid"
-            ]
-        ]
-    )
+    refused = stack.set_usage({"resource": demo.resource2, "usages": [{"type": "cpu_hours", "amount": "99"}]})
+    stack.wait_final([refused["id"]])
 
     def quarantined() -> list[dict[str, Any]] | None:
         done = stack.cli("waldur", "failures", "list", "--json")
