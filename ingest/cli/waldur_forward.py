@@ -41,6 +41,23 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _sync_summary(summary: Any) -> str:
+    """``full (asked for (--full)): resources +2 ~0 -0, ...`` from a sync's JSON summary."""
+    if not isinstance(summary, dict):
+        return f"summary {summary or '-'}"
+    parts = [
+        f"{kind.replace('_', ' ')} +{c.get('added', 0)} ~{c.get('updated', 0)} -{c.get('removed', 0)}"
+        for kind, c in (summary.get("changes") or {}).items()
+        if isinstance(c, dict)
+    ]
+    secrets = summary.get("secrets") or {}
+    if isinstance(secrets, dict) and secrets.get("rotated"):
+        parts.append(f"{secrets['rotated']} secret(s) rotated")
+    if isinstance(secrets, dict) and secrets.get("unreadable"):
+        parts.append(f"{len(secrets['unreadable'])} secret(s) unreadable")
+    return f"{summary.get('mode', '?')} ({summary.get('reason', '-')}): " + (", ".join(parts) or "no changes")
+
+
 def cmd_status(args: argparse.Namespace, settings: config.Settings) -> int:
     if not settings.bridge_enabled:
         if args.json:
@@ -63,7 +80,7 @@ def cmd_status(args: argparse.Namespace, settings: config.Settings) -> int:
             "never ran"
             if not sync
             else f"last {sync['last_sync_at'] or '-'} (full {sync['last_full_at'] or '-'}), "
-            f"summary {sync['summary'] or '-'}, last error {sync['last_error'] or 'none'}"
+            f"{_sync_summary(sync['summary'])}, last error {sync['last_error'] or 'none'}"
             + (f" at {sync['last_error_at']}" if sync["last_error_at"] else "")
         ),
         f"outbox: {doc['dirty_keys']} dirty keys ({doc['pending_reports']} reports), "

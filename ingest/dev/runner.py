@@ -161,6 +161,14 @@ class WaldurDemo:
         env.setdefault("WALDUR_SYNC_INTERVAL", "30")
         if not config.database_url_given():
             env["DATABASE_URL"] = f"sqlite:///{Path('var').resolve() / 'waldur-demo.db'}"
+        told = {
+            "DATABASE_URL": env["DATABASE_URL"],
+            "WALDUR_URL": self.url,
+            "WALDUR_TOKEN": WALDUR_DEMO_TOKEN,
+        }
+        if settings.redis_url != config.Settings().redis_url:
+            told["REDIS_URL"] = settings.redis_url
+        self.status_env = " ".join(f"{k}={shlex.quote(v)}" for k, v in told.items()) + " "
         return dataclasses.replace(
             settings,
             waldur_url=self.url,
@@ -174,6 +182,8 @@ class WaldurDemo:
         if done.returncode != 0:
             raise RuntimeError("the first catalog sync from the fake Waldur failed (see above)")
 
+    status_env: str = ""  # what `ingest waldur status` in another terminal must be told
+
     def example(self, port: int) -> str:
         ingest = ingest_command()
         resource = "7f3e2a10-0000-4000-8000-0000000000a1"
@@ -184,7 +194,7 @@ being forwarded, and read it back from Waldur:
   {ingest} push --url http://127.0.0.1:{port} \\
       --customer 7f3e2a10-0000-4000-8000-000000000001 --secret demo-secret-0001 \\
       --resource {resource} cpu_hours=12.5 ram_gb=4
-  WALDUR_URL={self.url} WALDUR_TOKEN={WALDUR_DEMO_TOKEN} {ingest} waldur status
+  {self.status_env}{ingest} waldur status
   curl -s -H 'Authorization: Token {WALDUR_DEMO_TOKEN}' \\
       '{self.url}api/marketplace-component-usages/?resource_uuid={resource.replace("-", "")}'
 """

@@ -277,3 +277,65 @@ def test_usage_reaches_waldur_coalesced_in_order_through_faults(bridge: tuple[St
     assert status["catalog_sync"] and status["catalog_sync"]["last_sync_at"]
     assert waldur.stats()["api_secret_code_posts"] == 0
     stack.check_alive()
+
+
+def test_waldur_demo_runs_as_printed(tmp_path: Path) -> None:
+    """``ingest run --waldur-demo`` (``make run-waldur-demo``): a fake Waldur, a catalog synced
+    from it, and the push it prints reaches that Waldur; SIGTERM stops everything, exit 0."""
+    import signal
+    import subprocess
+    import time
+
+    from ingest import config as ingest_config
+
+    ours = {name for name, *_ in ingest_config.VARIABLES} | {"PROMETHEUS_MULTIPROC_DIR"}
+    env = {k: v for k, v in os.environ.items() if k not in ours}
+    web, waldur_port, redis_port = free_port(), free_port(), free_port()
+    env.update(PORT=str(web), LOG_FORMAT="json")
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        run = subprocess.Popen(
+            [str(BIN / "ingest"), "run", "--waldur-demo", "--redis-port", str(redis_port),
+             "--waldur-port", str(waldur_port)],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + STARTUP_DEADLINE
+        while "in another terminal" not in log.read_text().lower() or not _answers(web):
+            assert run.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        text = log.read_text()
+        assert "resources          2 added" in text, text[-3000:]
+        pushed = subprocess.run(
+            [str(BIN / "ingest"), "push", "--url", f"http://127.0.0.1:{web}",
+             "--customer", "7f3e2a10-0000-4000-8000-000000000001", "--secret", "demo-secret-0001",
+             "--resource", "7f3e2a10-0000-4000-8000-0000000000a1", "cpu_hours=12.5", "ram_gb=4"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert pushed.returncode == 0, pushed.stderr
+        fake = f"http://127.0.0.1:{waldur_port}/"
+        wanted = {"cpu_hours": "12.50", "ram_gb": "4.00"}
+        while True:
+            rows = httpx.get(f"{fake}__fake__/usages", timeout=5).json()
+            if {r["type"]: r["usage"] for r in rows} == wanted:
+                break
+            assert run.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline + FORWARD_DEADLINE, (rows, log.read_text()[-3000:])
+            time.sleep(0.3)
+    finally:
+        if run.poll() is None:
+            run.send_signal(signal.SIGTERM)
+        try:
+            code = run.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGKILL)
+            raise
+    assert code == 0, log.read_text()[-3000:]
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
