@@ -217,6 +217,34 @@ def _environment(database_url: str, redis_url: str, prefix: str, port: int) -> d
     return env
 
 
+def web_argv() -> list[str]:
+    """The Procfile's ``web`` (gunicorn with our config), without a control socket."""
+    return [str(BIN / "gunicorn"), "-c", "python:api.gunicorn_conf", "--no-control-socket", "api.asgi:app"]
+
+
+def worker_argv(queue: str, name: str, concurrency: int = 1) -> list[str]:
+    """A Celery prefork worker on ``queue`` (the Procfile's ``worker``: celery; ``forwarder``:
+    waldur), with a node name of its own."""
+    return [
+        str(BIN / "celery"), "-A", "workers.app", "worker", "--loglevel", "INFO",
+        "--concurrency", str(concurrency), "--pool", "prefork", "-Q", queue,
+        "-n", f"{name}-{uuid.uuid4().hex[:8]}@%h",
+    ]  # fmt: skip
+
+
+def beat_argv(schedule: Path) -> list[str]:
+    return [
+        str(BIN / "celery"),
+        "-A",
+        "workers.app",
+        "beat",
+        "--loglevel",
+        "INFO",
+        "--schedule",
+        str(schedule),
+    ]
+
+
 def _start(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Proc:
     log = logs / f"{name}.log"
     with log.open("wb") as sink:
@@ -272,54 +300,9 @@ def stack(
     logs = tmp_path / "logs"
     logs.mkdir()
     procs = [
-        _start(
-            "web",
-            [
-                str(BIN / "gunicorn"),
-                "-c",
-                "python:api.gunicorn_conf",
-                "--no-control-socket",
-                "api.asgi:app",
-            ],
-            env,
-            logs,
-        ),
-        _start(
-            "worker",
-            [
-                str(BIN / "celery"),
-                "-A",
-                "workers.app",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                "1",
-                "--pool",
-                "prefork",
-                "-Q",
-                "celery",
-                "-n",
-                f"e2e-{uuid.uuid4().hex[:8]}@%h",
-            ],
-            env,
-            logs,
-        ),
-        _start(
-            "beat",
-            [
-                str(BIN / "celery"),
-                "-A",
-                "workers.app",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(tmp_path / "celerybeat-schedule"),
-            ],
-            env,
-            logs,
-        ),
+        _start("web", web_argv(), env, logs),
+        _start("worker", worker_argv("celery", "e2e"), env, logs),
+        _start("beat", beat_argv(tmp_path / "celerybeat-schedule"), env, logs),
     ]
     base = f"http://127.0.0.1:{port}"
     http = httpx.Client(base_url=base, timeout=30)

@@ -36,6 +36,9 @@ from tests.e2e.conftest import (
     _redis_databases,
     _start,
     _stop,
+    beat_argv,
+    web_argv,
+    worker_argv,
 )
 from tests.helpers import make_demo
 
@@ -47,14 +50,6 @@ CASES = [
     pytest.param(("8", "postgresql"), id="waldur8-postgresql", marks=pytest.mark.postgres),
     pytest.param(("7.0.7", "postgresql"), id="waldur707-postgresql", marks=pytest.mark.postgres),
 ]
-
-
-def _celery(queue: str, name: str, concurrency: int = 1) -> list[str]:
-    return [
-        str(BIN / "celery"), "-A", "workers.app", "worker", "--loglevel", "INFO",
-        "--concurrency", str(concurrency), "--pool", "prefork", "-Q", queue,
-        "-n", f"{name}-{uuid.uuid4().hex[:8]}@%h",
-    ]  # fmt: skip
 
 
 @pytest.fixture(params=CASES)
@@ -103,35 +98,10 @@ def bridge(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> It
         synced = stack.cli("waldur", "sync", "--full")
         assert synced.returncode == 0, synced.stderr + synced.stdout
         procs += [
-            _start(
-                "web",
-                [
-                    str(BIN / "gunicorn"),
-                    "-c",
-                    "python:api.gunicorn_conf",
-                    "--no-control-socket",
-                    "api.asgi:app",
-                ],
-                env,
-                logs,
-            ),
-            _start("worker", _celery("celery", "e2e"), env, logs),
-            _start("forwarder", _celery("waldur", "e2e-forwarder", 2), env, logs),
-            _start(
-                "beat",
-                [
-                    str(BIN / "celery"),
-                    "-A",
-                    "workers.app",
-                    "beat",
-                    "--loglevel",
-                    "INFO",
-                    "--schedule",
-                    str(tmp_path / "celerybeat-schedule"),
-                ],
-                env,
-                logs,
-            ),  # fmt: skip
+            _start("web", web_argv(), env, logs),
+            _start("worker", worker_argv("celery", "e2e"), env, logs),
+            _start("forwarder", worker_argv("waldur", "e2e-forwarder", 2), env, logs),
+            _start("beat", beat_argv(tmp_path / "celerybeat-schedule"), env, logs),
         ]
 
         def ready() -> bool:
