@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import gc
-import logging
 import os
 import socket
 import time
@@ -415,9 +414,6 @@ class Runtime:
         s = self.settings
         if not s.bridge_enabled:
             raise config.SettingsError("WALDUR_URL is not set: set WALDUR_URL and WALDUR_TOKEN")
-        # httpx logs every request at INFO: a full sync is one line per resource
-        httpx_log = logging.getLogger("httpx")
-        httpx_log.setLevel(max(httpx_log.getEffectiveLevel(), logging.WARNING))
         reader = WaldurCatalogReader(make_client(s.waldur_url, s.waldur_token, s.waldur_timeout))
         return CatalogSync(
             reader,

@@ -119,6 +119,10 @@ def configure(level: str, fmt: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx (the Waldur client's transport) logs every request at INFO: a line per forwarded
+    # set_usage and per synced resource; what an operator needs is in our own summaries
+    quiet = level.upper() != "DEBUG"
+    logging.getLogger("httpx").setLevel(logging.WARNING if quiet else logging.DEBUG)
 
 
 class Summary:

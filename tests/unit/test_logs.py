@@ -233,3 +233,15 @@ def test_a_reconcile_pass_that_re_drove_something_is_info(caplog):
         summary = reconcile(journal, make(FakeStore()), "r", 0.0, 10, 3600, 0, True, FakeMetrics())
     assert summary["reclaimed"] == 1
     assert [r.levelno for r in caplog.records if r.getMessage().startswith("reconcile {")] == [logging.INFO]
+
+
+def test_the_waldur_clients_request_lines_are_debug_only(root):
+    """httpx logs each request at INFO; the forwarder makes tens a second."""
+    out = configured(root, "INFO")
+    logging.getLogger("httpx").info('HTTP Request: POST http://waldur/api/ "HTTP/1.1 201 Created"')
+    logging.getLogger("httpx").warning("a real problem")
+    assert "HTTP Request" not in out.getvalue() and "a real problem" in out.getvalue()
+    out = configured(root, "DEBUG")
+    logging.getLogger("httpx").info('HTTP Request: POST http://waldur/api/ "HTTP/1.1 201 Created"')
+    assert "HTTP Request" in out.getvalue()
+    logging.getLogger("httpx").setLevel(logging.NOTSET)
