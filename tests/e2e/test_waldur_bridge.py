@@ -40,6 +40,7 @@ from tests.e2e.conftest import (
     web_argv,
     worker_argv,
 )
+from tests.e2e.test_observability import BRIDGE_PREFIX, missing_from, scrape
 from tests.helpers import make_demo
 
 TOKEN = "e2e-waldur-staff"
@@ -78,7 +79,9 @@ def bridge(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> It
         WALDUR_FULL_SYNC_INTERVAL="6",
         WALDUR_FORWARD_RATE="20",
         WALDUR_TIMEOUT="5",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),  # as ingest run shares it
     )
+    (tmp_path / "prometheus").mkdir()
     procs: list[Proc] = []
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     stack = Stack(
@@ -246,6 +249,19 @@ def test_usage_reaches_waldur_coalesced_in_order_through_faults(bridge: tuple[St
     status = stack.wait_for("the outbox to settle", settled, FORWARD_DEADLINE)
     assert status["catalog_sync"] and status["catalog_sync"]["last_sync_at"]
     assert waldur.stats()["api_secret_code_posts"] == 0
+
+    # every bridge series the alerts and the dashboard name is in the web's scrape
+    samples = scrape(stack)
+    missing = missing_from(samples, lambda name: name.startswith(BRIDGE_PREFIX))
+    assert not missing, f"not in the scrape: {missing}"
+    assert (
+        sum(
+            s.value
+            for s in samples
+            if s.name == "ingest_waldur_forwards_total" and s.labels["outcome"] == "acked"
+        )
+        >= 3
+    )
     stack.check_alive()
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from ingest.adapters.secretbox import SecretBox
 from ingest.adapters.sql import tables as t
-from ingest.adapters.sql.unit_of_work import dialect_insert, upsert
+from ingest.adapters.sql.unit_of_work import dialect_insert
 from ingest.domain import catalog_index, model
 from ingest.services.sync_ports import (
     CatalogView,
@@ -37,13 +37,37 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
 
 
 def _upsert_many(session: Session, table: Any, keys: list[str], rows: list[dict[str, Any]]) -> None:
-    """Insert or overwrite ``rows`` (all with the same columns), a chunk per statement."""
+    """Insert or overwrite ``rows`` (all with the same columns), a chunk per statement. A key
+    given twice keeps its last row (one statement may not touch a row twice)."""
     if not rows:
         return
+    rows = list({tuple(row[k] for k in keys): row for row in rows}.values())
     for chunk in _chunks(rows):
         stmt = dialect_insert(session, table).values(list(chunk))
         changes = {k: stmt.excluded[k] for k in chunk[0] if k not in keys}
         session.execute(stmt.on_conflict_do_update(index_elements=keys, set_=changes))
+
+
+def _write(
+    session: Session,
+    providers: list[dict[str, Any]],
+    offerings: list[dict[str, Any]],
+    components: dict[uuid.UUID, list[dict[str, Any]]],
+    resources: list[dict[str, Any]],
+    plan_periods: list[dict[str, Any]],
+) -> None:
+    """The one catalog upsert, of ``ingest catalog load`` and of a sync from Waldur: rows
+    inserted or overwritten by key, and an offering's components replaced by the ones given."""
+    _upsert_many(session, t.ServiceProvider.__table__, ["customer_uuid"], providers)
+    _upsert_many(session, t.Offering.__table__, ["uuid"], offerings)
+    comp = t.OfferingComponent
+    for offering, kept in components.items():
+        keep = [c["type"] for c in kept]
+        session.execute(delete(comp).where(comp.offering_uuid == offering, comp.type.not_in(keep)))
+    rows = [{**c, "offering_uuid": offering} for offering, kept in components.items() for c in kept]
+    _upsert_many(session, comp.__table__, ["offering_uuid", "type"], rows)
+    _upsert_many(session, t.Resource.__table__, ["uuid"], resources)
+    _upsert_many(session, t.PlanPeriod.__table__, ["uuid"], plan_periods)
 
 
 def as_utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -170,45 +194,26 @@ class SqlCatalog:
         return build.build()
 
     def load(self, data: dict[str, Any]) -> dict[str, int]:
-        """Upsert a parsed catalog document (see catalog_file.parse); idempotent."""
-        counts = {"service_providers": 0, "offerings": 0, "components": 0, "resources": 0, "plan_periods": 0}
+        """Upsert a parsed catalog document (see catalog_file.parse); idempotent. The same
+        writes as a sync from Waldur (``apply``): ``_write``."""
+        providers = [
+            {**p, "api_secret_code": self.secrets.seal(p["api_secret_code"])}
+            for p in data["service_providers"]
+        ]
+        offerings = [{k: v for k, v in o.items() if k != "components"} for o in data["offerings"]]
+        components = {o["uuid"]: list(o["components"]) for o in data["offerings"]}
+        resources = [{k: v for k, v in r.items() if k != "plan_periods"} for r in data["resources"]]
+        periods = [{**pp, "resource_uuid": r["uuid"]} for r in data["resources"] for pp in r["plan_periods"]]
         with Session(self.engine) as session, session.begin():
-            for p in data["service_providers"]:
-                upsert(
-                    session,
-                    t.ServiceProvider,
-                    ["customer_uuid"],
-                    {**p, "api_secret_code": self.secrets.seal(p["api_secret_code"])},
-                )
-                counts["service_providers"] += 1
-            for o in data["offerings"]:
-                components = o.pop("components")
-                upsert(session, t.Offering, ["uuid"], o)
-                counts["offerings"] += 1
-                for c in components:
-                    upsert(
-                        session,
-                        t.OfferingComponent,
-                        ["offering_uuid", "type"],
-                        {**c, "offering_uuid": o["uuid"]},
-                    )
-                    counts["components"] += 1
-                keep = [c["type"] for c in components]
-                session.execute(
-                    delete(t.OfferingComponent).where(
-                        t.OfferingComponent.offering_uuid == o["uuid"],
-                        t.OfferingComponent.type.not_in(keep),
-                    )
-                )
-            for r in data["resources"]:
-                plan_periods = r.pop("plan_periods")
-                upsert(session, t.Resource, ["uuid"], r)
-                counts["resources"] += 1
-                for pp in plan_periods:
-                    upsert(session, t.PlanPeriod, ["uuid"], {**pp, "resource_uuid": r["uuid"]})
-                    counts["plan_periods"] += 1
+            _write(session, providers, offerings, components, resources, periods)
             bump_version(session)
-        return counts
+        return {
+            "service_providers": len(providers),
+            "offerings": len(offerings),
+            "components": sum(len(c) for c in components.values()),
+            "resources": len(resources),
+            "plan_periods": len(periods),
+        }
 
     def rotate_secret(self, customer: uuid.UUID, new_secret: str, grace: dt.timedelta) -> bool:
         """Make ``new_secret`` current; the old one keeps verifying for ``grace``."""
@@ -267,51 +272,17 @@ class SqlCatalog:
         now = dt.datetime.now(dt.UTC)
         with Session(self.engine) as session, session.begin():
             self._remove(session, changes)
-            _upsert_many(
+            _write(
                 session,
-                t.ServiceProvider.__table__,
-                ["customer_uuid"],
                 [{"customer_uuid": p.customer, "name": p.name} for p in changes.providers],
-            )
-            sp = cast(Table, t.ServiceProvider.__table__)  # Core: no ORM session to synchronise
-            for customer, secret, rotate in changes.secrets:
-                values: dict[str, Any] = {"api_secret_code": self.secrets.seal(secret)}
-                if rotate:  # SET reads the row as it was: the current secret becomes the previous
-                    values["previous_secret"] = sp.c.api_secret_code
-                    values["previous_secret_until"] = now + grace
-                session.execute(update(sp).where(sp.c.customer_uuid == customer).values(**values))
-            _upsert_many(
-                session,
-                t.Offering.__table__,
-                ["uuid"],
                 [{"uuid": o.uuid, "customer_uuid": o.customer, "name": o.name} for o in changes.offerings],
-            )
-            for o in changes.offerings:
-                keep = [c.type for c in o.components]
-                session.execute(
-                    delete(t.OfferingComponent).where(
-                        t.OfferingComponent.offering_uuid == o.uuid, t.OfferingComponent.type.not_in(keep)
-                    )
-                )
-            _upsert_many(
-                session,
-                t.OfferingComponent.__table__,
-                ["offering_uuid", "type"],
-                [
-                    {
-                        "offering_uuid": o.uuid,
-                        "type": c.type,
-                        "billing_type": c.billing_type,
-                        "measured_unit": c.measured_unit,
-                    }
+                {
+                    o.uuid: [
+                        {"type": c.type, "billing_type": c.billing_type, "measured_unit": c.measured_unit}
+                        for c in o.components
+                    ]
                     for o in changes.offerings
-                    for c in o.components
-                ],
-            )
-            _upsert_many(
-                session,
-                t.Resource.__table__,
-                ["uuid"],
+                },
                 [
                     {
                         "uuid": r.uuid,
@@ -322,16 +293,18 @@ class SqlCatalog:
                     }
                     for r in changes.resources
                 ],
-            )
-            _upsert_many(
-                session,
-                t.PlanPeriod.__table__,
-                ["uuid"],
                 [
                     {"uuid": p.uuid, "resource_uuid": p.resource, "start": p.start, "end": p.end}
                     for p in changes.plan_periods
                 ],
             )
+            sp = cast(Table, t.ServiceProvider.__table__)  # Core: no ORM session to synchronise
+            for customer, secret, rotate in changes.secrets:
+                values: dict[str, Any] = {"api_secret_code": self.secrets.seal(secret)}
+                if rotate:  # SET reads the row as it was: the current secret becomes the previous
+                    values["previous_secret"] = sp.c.api_secret_code
+                    values["previous_secret_until"] = now + grace
+                session.execute(update(sp).where(sp.c.customer_uuid == customer).values(**values))
             bump_version(session)
             return int(
                 session.execute(select(t.CatalogMeta.version).where(t.CatalogMeta.id == 1)).scalar() or 0

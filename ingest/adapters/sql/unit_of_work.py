@@ -49,16 +49,6 @@ def dialect_insert(session: Session, table: Any) -> Any:
     return module.insert(table)
 
 
-def upsert(session: Session, model: Any, keys: list[str], values: dict[str, Any]) -> None:
-    stmt = dialect_insert(session, model).values(**values)
-    changes = {k: stmt.excluded[k] for k in values if k not in keys}
-    if changes:
-        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=changes)
-    else:
-        stmt = stmt.on_conflict_do_nothing(index_elements=keys)
-    session.execute(stmt)
-
-
 TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08003", "08006"}
 
 
