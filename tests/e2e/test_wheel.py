@@ -62,7 +62,7 @@ def procfile(text: str) -> dict[str, str]:
 def test_the_packaged_procfile_is_the_repositorys() -> None:
     """``ingest run`` runs ingest/dev/Procfile; Procfile platforms run the top-level one."""
     top = procfile((ROOT / "Procfile").read_text())
-    assert set(top) == {"web", "worker", "beat"}
+    assert set(top) == {"web", "worker", "forwarder", "beat"}
     assert procfile(runner.packaged_procfile()) == top
 
 
