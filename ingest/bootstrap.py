@@ -296,7 +296,7 @@ class Runtime:
         return journal_epoch.check(
             self.queue,
             self.epoch_store,
-            self.settings.journal_retention_hours * 3600,
+            self.settings.journal_retention_seconds,
             on_loss=lambda _loss: prometheus.JOURNAL_LOSS.inc(),
         )
 

@@ -36,7 +36,11 @@ class Settings:
     enforce_ownership: bool = True
     max_body_bytes: int = 64 * 1024
     redis_prefix: str = "ingest"
-    journal_retention_hours: float = 24.0
+    # minutes an entry stays in the Redis journal once committed (replay reads older ones
+    # from the archive); "off" for JOURNAL_ARCHIVE_DIR keeps no archive
+    journal_retention_minutes: float = 10.0
+    journal_archive_dir: str = "var/archive"
+    journal_archive_days: float = 35.0
     reconcile_interval: float = 30.0
     reconcile_after: float = 60.0
     web_concurrency: int = 3
@@ -82,6 +86,14 @@ class Settings:
     def bridge_enabled(self) -> bool:
         """True when WALDUR_URL is set: the catalog comes from Waldur and usage goes back."""
         return bool(self.waldur_url)
+
+    @property
+    def archive_enabled(self) -> bool:
+        return self.journal_archive_dir.strip().lower() not in ("", "off", "none")
+
+    @property
+    def journal_retention_seconds(self) -> float:
+        return self.journal_retention_minutes * 60
 
     @property
     def uses_sentinel(self) -> bool:
@@ -290,10 +302,25 @@ VARIABLES: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("MAX_BODY_BYTES", "max_body_bytes", _positive(int), "largest request body accepted (413)"),
     ("REDIS_PREFIX", "redis_prefix", str, "prefix of every Redis key this service owns"),
     (
-        "JOURNAL_RETENTION_HOURS",
-        "journal_retention_hours",
+        "JOURNAL_RETENTION_MINUTES",
+        "journal_retention_minutes",
         _positive(float),
-        "hours an accepted report stays in the Redis journal for replay",
+        "minutes a committed report stays in the Redis journal (replay reads older reports from "
+        "the archive; with JOURNAL_ARCHIVE_DIR=off, only what this window holds can be replayed)",
+    ),
+    (
+        "JOURNAL_ARCHIVE_DIR",
+        "journal_archive_dir",
+        str,
+        "directory of the journal archive (segment files every worker appends each finalised "
+        "report to, for `ingest replay`); a volume shared by the workers and the operator's "
+        "command line; `off`: no archive",
+    ),
+    (
+        "JOURNAL_ARCHIVE_DAYS",
+        "journal_archive_days",
+        _positive(float),
+        "days the journal archive keeps a report before its segment is pruned",
     ),
     (
         "RECONCILE_INTERVAL",
@@ -552,6 +579,13 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             values[field] = parse(raw)
         except ValueError as exc:
             problems.append(f"{name}: {exc}")
+    hours = env.get("JOURNAL_RETENTION_HOURS")
+    if hours and "journal_retention_minutes" not in values:
+        # the variable before the archive: still honoured, in minutes
+        try:
+            values["journal_retention_minutes"] = _positive(float)(hours) * 60
+        except ValueError as exc:
+            problems.append(f"JOURNAL_RETENTION_HOURS: {exc}")
     if problems:
         raise SettingsError("invalid configuration: " + "; ".join(problems))
     url = values.get("redis_url", "")

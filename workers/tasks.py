@@ -63,7 +63,7 @@ def reconcile() -> dict[str, Any]:
         rt.consumer_name,
         s.reconcile_after,
         s.batch_size,
-        s.journal_retention_hours * 3600,
+        s.journal_retention_seconds,
         max_seq or 0,
         max_seq is not None,
         rt.metrics,
