@@ -415,6 +415,24 @@ def test_a_forked_child_writes_its_own_file(tmp_path: Path) -> None:
     assert len(list(archive.read())) == 7
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_really_forked_child_writes_its_own_file(tmp_path: Path) -> None:
+    archive = FileArchive(tmp_path)
+    archive.append(entries(T0, 2))
+    pid = os.fork()
+    if pid == 0:  # the child: append, then leave without pytest's teardown
+        try:
+            archive.append(entries(T0 + 50, 2, seq=40))
+            os._exit(0 if archive.writer.split("-")[-2] == str(os.getpid()) else 2)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    archive.append(entries(T0 + 100, 2, seq=80))
+    assert len(segment_files(tmp_path)) == 2  # the parent kept its file, the child made one
+    assert [d.seq for d in archive.read()] == [1, 2, 40, 41, 80, 81]
+
+
 def test_size_rotation(tmp_path: Path) -> None:
     archive = FileArchive(tmp_path, writer="w", max_segment_bytes=1)
     for b in range(3):

@@ -27,6 +27,15 @@ from ingest.services.ports import Delivery
 __all__ = ["FileArchive"]
 
 _NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_.")
+_fork_lock = threading.Lock()  # two threads of a child must not both start a writer
+
+
+def _new_fork_lock() -> None:
+    global _fork_lock
+    _fork_lock = threading.Lock()  # the parent's may have been held by a thread at the fork
+
+
+os.register_at_fork(after_in_child=_new_fork_lock)
 
 
 def writer_name() -> str:
@@ -57,14 +66,16 @@ class FileArchive:
         self.clock = clock
         self._given_name = writer
         self._max_segment_bytes = max_segment_bytes
-        self._start_writer()
+        self._start_writer(forked=False)
 
-    def _start_writer(self) -> None:
+    def _start_writer(self, forked: bool) -> None:
+        name = self._given_name
+        if name is None:
+            name = writer_name()
+        elif forked:
+            name = f"{name}-{writer_name()}"  # the parent keeps the given name
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        name = writer_name() if self._given_name is None else self._given_name
-        if getattr(self, "_writer", None) is not None and self._given_name is not None:
-            name = f"{self._given_name}-{writer_name()}"  # forked: the parent keeps the given name
         self._writer = SegmentWriter(self.directory, name, self._max_segment_bytes)
         self._encoder = Encoder()
 
@@ -73,10 +84,13 @@ class FileArchive:
         return self._writer.name
 
     def _check_fork(self) -> None:
-        if os.getpid() != self._pid:
-            # the parent's handles, lock and zstd context are not ours to use
-            self._writer.forget()
-            self._start_writer()
+        if os.getpid() == self._pid:
+            return
+        with _fork_lock:
+            if os.getpid() != self._pid:
+                # the parent's handles, lock and zstd context are not ours to use
+                self._writer.forget()
+                self._start_writer(forked=True)
 
     def append(self, entries: Sequence[Delivery]) -> None:
         if not entries:
@@ -90,7 +104,8 @@ class FileArchive:
             for hour in sorted(groups):
                 group = groups[hour]
                 group.sort(key=lambda item: (item[0], item[1]))
-                self._writer.write(hour, self._encoder.encode([item[2] for item in group]))
+                block = self._encoder.encode([item[2] for item in group], [item[0] for item in group])
+                self._writer.write(hour, block)
                 self._writer.sync(hour)
 
     def read(

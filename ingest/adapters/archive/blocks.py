@@ -5,8 +5,9 @@ reader can step over a block it cannot read), how many entries it holds and the 
 their stream ids' milliseconds (so a range read, a lookup or the stats need no decompression),
 and carries the payload's CRC-32 and its own: a torn write or a flipped bit is found, never
 decoded into wrong entries. Inside, the entries are columns (every stream id, then every
-sequence, ..., every signature): like values sit together, which zstd compresses to 117
-rather than 136 bytes a report as rows.
+sequence, ..., every signature): like values sit together, which zstd compresses to 132
+bytes a report rather than 139 as rows (20,000 envelopes in blocks of 1,000; in blocks of 100
+both are ~144, the plain envelopes 195-202).
 """
 
 from __future__ import annotations
@@ -96,9 +97,11 @@ class Encoder:
     def __init__(self) -> None:
         self._zstd = zstandard.ZstdCompressor(level=LEVEL)
 
-    def encode(self, entries: Sequence[Delivery]) -> bytes:
-        """One block of ``entries``, which the caller sorted by (stream id, sequence)."""
-        ids = [stream_id(e.entry_id) for e in entries]
+    def encode(self, entries: Sequence[Delivery], ids: Sequence[tuple[int, int]] | None = None) -> bytes:
+        """One block of ``entries``, which the caller sorted by (stream id, sequence);
+        ``ids``: their stream ids parsed, when the caller has them already."""
+        if ids is None:
+            ids = [stream_id(e.entry_id) for e in entries]
         first = ids[0][0]
         last = max(ms for ms, _ in ids)
         seqs = [e.seq for e in entries]

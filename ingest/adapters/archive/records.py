@@ -1,16 +1,15 @@
 """The compact form of one archived envelope, and its exact inverse.
 
-A v1 envelope is ~800 bytes of msgpack, half of it the JWS, whose base64 does not compress
-and whose payload repeats the ``claims`` field in a form zstd cannot match. So the envelope is
-cut into byte spans around its report id and its token, the id is kept as 16 bytes and the
-token's payload base64url-decoded, or left out when it is the claims field's bytes (the usual
-case); restoring is a concatenation. Every cut is
-checked where it is made (the spans are slices of the raw bytes at positions verified to hold
-the id and the token, and the payload's text is proved to be the canonical base64url of the
-bytes kept), so ``unpack``
-returns the original bytes without a check at restore time. Anything that does not fit is
-kept verbatim: a raw that is not an envelope (poison is archived as it came), a token with
-padding or non-canonical base64.
+A v1 envelope is ~800 bytes of msgpack, half of it the JWS, whose base64 payload repeats the
+``claims`` field in a form zstd cannot match. So the envelope is cut into byte spans around
+its report id and its token: the id is kept as 16 bytes, the token's payload is left out when
+it is the base64url of the claims field's bytes (the usual case) or else kept decoded, and
+restoring is a concatenation. Every cut is checked where it is made (the spans are slices of
+the raw bytes at positions verified to hold the id and the token; the payload text is proved
+to be the canonical base64url of the bytes kept), so ``unpack`` returns the original bytes
+with no check at restore time. What does not fit is kept verbatim: a raw that is not an
+envelope (poison is archived as it came), a token with padding or non-canonical base64. The
+signature stays text: random base64 costs zstd no more than its 32 bytes would.
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ class Record(NamedTuple):
     jws_head: bytes
     payload: bytes  # base64url-decoded; b"" with CLAIMS_PAYLOAD
     tail: bytes  # everything after the token: the claims field
-    signature: bytes  # as text: random base64 costs zstd no more than its 32 bytes would
+    signature: bytes  # the token's third segment, as it came
 
 
 def compact_id(report_id: str) -> tuple[bytes, int]:
@@ -102,10 +101,10 @@ def _bin_header(size: int) -> int:
 
 def _claims_at(tail: bytes) -> int:
     """Where the claims' bytes start in a tail that is the claims field, else -1."""
-    if not tail.startswith(_CLAIMS_FIELD) or len(tail) <= len(_CLAIMS_FIELD):
+    if len(tail) <= 7 or not tail.startswith(_CLAIMS_FIELD):
         return -1
-    size = _BIN_HEADER.get(tail[len(_CLAIMS_FIELD)])
-    return -1 if size is None else len(_CLAIMS_FIELD) + size
+    size = _BIN_HEADER.get(tail[7])
+    return -1 if size is None else 7 + size
 
 
 def pack(raw: bytes) -> Record:
@@ -127,16 +126,16 @@ def pack(raw: bytes) -> Record:
         tok = raw.find(token, id_end)
     parts = token.split(b".")
     if tok >= 0 and len(parts) == 3:
-        signature = parts[2]
         head, body, tail = raw[:start], raw[id_end:tok], raw[tok + len(token) :]
-        at = _claims_at(tail)
-        # the usual case, and cheaper to prove by encoding than by decoding the payload
-        if at >= 0 and _b64(tail[at:]) == parts[1]:
+        claims = env.claims
+        # the usual case, cheaper to prove by encoding the claims than by decoding the payload:
+        # the tail ends with the claims' bytes right after the field's header
+        if _claims_at(tail) == len(tail) - len(claims) and tail.endswith(claims) and _b64(claims) == parts[1]:
             kind = SPLIT_TOKEN | CLAIMS_PAYLOAD | flag
-            return Record(kind, rid, head, body, parts[0], b"", tail, signature)
+            return Record(kind, rid, head, body, parts[0], b"", tail, parts[2])
         payload = _unb64(parts[1])
         if payload is not None:
-            return Record(SPLIT_TOKEN | flag, rid, head, body, parts[0], payload, tail, signature)
+            return Record(SPLIT_TOKEN | flag, rid, head, body, parts[0], payload, tail, parts[2])
     return Record(SPLIT_ID | flag, rid, raw[:start], raw[id_end:], b"", b"", b"", b"")
 
 
