@@ -15,13 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest.adapters.archive import reader
 from ingest.adapters.archive.blocks import Encoder, stream_id
 from ingest.adapters.archive.segments import hour_of
 from ingest.adapters.archive.writer import MAX_SEGMENT_BYTES, SegmentWriter
-from ingest.services.archive_ports import ArchiveCheck, ArchiveProblem
+from ingest.services.archive_ports import Archive, ArchiveCheck, ArchiveProblem
 from ingest.services.ports import Delivery
 
 __all__ = ["FileArchive"]
@@ -140,3 +140,7 @@ class FileArchive:
         """Close the open segment files (appends after this open new ones)."""
         with self._lock:
             self._writer.close()
+
+
+if TYPE_CHECKING:  # mypy checks that FileArchive keeps to the port
+    _conforms: type[Archive] = FileArchive
