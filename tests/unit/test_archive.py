@@ -10,6 +10,7 @@ import random
 import time
 import uuid
 from pathlib import Path
+from typing import BinaryIO
 
 import jwt
 import msgspec
@@ -18,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.adapters.archive import FileArchive, records
-from ingest.adapters.archive.blocks import HEADER_SIZE
+from ingest.adapters.archive import FileArchive, reader, records
+from ingest.adapters.archive.blocks import HEADER_SIZE, Block, Header
 from ingest.adapters.archive.segments import BAD_HEADER, TORN
 from ingest.services.archive_ports import ArchiveProblem
 from ingest.services.ports import Delivery
@@ -237,6 +238,29 @@ def test_range_and_start_after(tmp_path: Path) -> None:
     assert list(archive.read(start_after=after.entry_id)) == items[11:]
     assert list(archive.read(start_after=after.entry_id, end_ms=hi)) == [d for d in items[11:] if ms(d) <= hi]
     assert list(archive.read(T0 + 10 * HOUR)) == []
+
+
+def test_the_merge_decodes_a_block_only_when_it_reaches_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = FileArchive(tmp_path)
+    batches = [entries(T0 + 1000 * b, 4, seq=10 * b) for b in range(8)]
+    for batch in reversed(batches):
+        archive.append(batch)
+    loaded: list[int] = []
+    real = reader.load
+
+    def counting(fh: BinaryIO, header: Header) -> Block:
+        loaded.append(header.first_ms)
+        return real(fh, header)
+
+    monkeypatch.setattr(reader, "load", counting)
+    stream = archive.read()
+    assert [next(stream) for _ in range(5)] == batches[0] + batches[1][:1]
+    assert loaded == [T0, T0 + 1000]
+    assert list(stream) == [d for b in batches for d in b][5:]
+    assert list(archive.read(T0 + 3000, T0 + 4000)) == batches[3] + batches[4][:1]
+    assert len(loaded) == 8 + 2  # a range read decodes only the blocks whose span meets it
 
 
 def test_a_batch_across_hours_writes_a_block_per_hour(tmp_path: Path) -> None:
