@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 import uuid
 from collections import Counter
@@ -26,7 +27,7 @@ import redis
 import redis.asyncio
 
 from ingest.adapters.redis import connections
-from ingest.adapters.redis.accept import AcceptPipeline
+from ingest.adapters.redis.accept import AcceptPipeline, NotReplicated
 from ingest.adapters.redis.journal import RedisQueue
 from ingest.config import Settings
 from tests.faults.sentinel_cluster import MASTER, Cluster, Node
@@ -152,3 +153,49 @@ def test_no_write_answered_replicated_is_lost_in_forced_failovers(cluster):
         asyncio.run(main())
     finally:
         print("forced failovers:", *lines, sep="\n  ")
+
+
+def test_a_stalled_replica_costs_503s_until_sentinel_would_not_promote_it(tmp_path: Path):
+    """The price of waiting for every replica: one that stops (SIGSTOP) holds every write's
+    WAIT until the Sentinels would no longer promote it, 5 s without an answer to their pings
+    (here before down-after-milliseconds: 30 s, Sentinel's default), then writes need only
+    the other one."""
+    c = Cluster(tmp_path / "redis", replicas=2, sentinels=3, down_after_ms=30000, failover_timeout_ms=60000)
+    c.start()
+    try:
+        settings = Settings(
+            redis_url="redis+sentinel://unused:1/x/0",
+            redis_sentinels=tuple(("127.0.0.1", s.port) for s in c.sentinels),
+            redis_sentinel_master=MASTER,
+            redis_prefix=f"st-{uuid.uuid4().hex[:8]}",
+            redis_min_replicas_ack=1,
+            redis_ack_timeout_ms=200,
+        )
+        queue = RedisQueue(connections.sync_client(settings), settings.redis_prefix)
+        pipeline = AcceptPipeline(queue, connections.AsyncPrimary(settings), 1, 200)
+        stalled = c.replicas_of(c.primary)[0]
+
+        async def main() -> tuple[int, float]:
+            for i in range(20):
+                await pipeline.accept([(f"before-{i}", b"x")], "c")
+            stalled.signal(signal.SIGSTOP)
+            started = time.monotonic()
+            refused = 0
+            while time.monotonic() - started < 20:
+                try:
+                    await pipeline.accept([(f"during-{refused}", b"x")], "c")
+                except NotReplicated:
+                    refused += 1
+                    await asyncio.sleep(0.05)
+                else:
+                    return refused, time.monotonic() - started
+            raise AssertionError(f"no write accepted within 20 s of the stall ({refused} refused)")
+
+        refused, after = asyncio.run(main())
+        print(f"stalled replica: {refused} writes refused, the first accepted {after:.1f} s after SIGSTOP")
+        assert 3.0 < after < 10.0  # 5 s from the last ping answered, 0-1 s before the stop
+    finally:
+        for node in c.nodes:
+            if node.stopped:
+                node.signal(signal.SIGCONT)
+        c.stop()

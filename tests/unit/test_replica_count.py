@@ -33,6 +33,10 @@ def test_the_replica_being_promoted_still_counts():
 def test_down_replicas_and_broken_links_do_not_count():
     assert replicas_following([_replica(1, "slave,s_down"), _replica(2)]) == 1
     assert replicas_following([_replica(1, "slave,s_down,o_down", link="err"), _replica(2)]) == 1
+    # stalled: no answer to the Sentinel's pings for over 5 s, so never its choice
+    assert replicas_following([_replica(1, **{"last-ok-ping-reply": 5200}), _replica(2)]) == 1
+    assert replicas_following([_replica(1, **{"last-ok-ping-reply": 900}), _replica(2)]) == 2
+    assert replicas_following([_replica(1, **{"slave-priority": 0}), _replica(2)]) == 1  # never promoted
     # after the switch: the old primary listed as a replica, still a primary (link err)
     assert replicas_following([_replica(1, link="err", **{"role-reported": "master"}), _replica(2)]) == 1
 

@@ -33,6 +33,7 @@ from ingest.config import Settings
 SOCKET_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 5.0
 SENTINEL_TIMEOUT = 1.0  # a Sentinel that does not answer within this is skipped
+UNANSWERED_PINGS_MS = 5000  # Sentinel promotes no replica silent for longer (SENTINEL_PING_PERIOD * 5)
 RECOUNT_AFTER = 1.0  # seconds: a PrimaryConnection's replica count is asked again after this
 # a connection takes ~6.5 ms (the Sentinel clients, SENTINEL MASTERS, TCP, ROLE; measured on
 # loopback, 2026-12-01): counted again in the background, not by connecting again
@@ -121,24 +122,31 @@ def primary_address(settings: Settings) -> tuple[str, int]:
 
 def replicas_following(replicas: list[dict[str, Any]]) -> int:
     """How many of the replicas a Sentinel lists for a primary (``SENTINEL REPLICAS``, as
-    redis-py parses it) it may promote with that primary's writes: every one not down
-    (s_down / o_down) whose last INFO showed its link to the primary up, and one flagged
-    ``promoted`` (the failover that promotes it is under way). Not ``disconnected``: the
-    Sentinel's own link to a replica drops while it promotes it.
+    redis-py parses it) it may promote with that primary's writes: one flagged ``promoted``
+    (the failover that promotes it is under way), and every other one whose last INFO showed
+    its link to the primary up, unless Sentinel's failover would pass it over (sentinel.c,
+    sentinelSelectSlave): down (s_down / o_down), no answer to its pings for 5 s, or
+    replica-priority 0. Not for ``disconnected``: the Sentinel's own link to a replica drops
+    a moment while it promotes it.
 
     A write answered 201 must be on all of them. A ``SENTINEL FAILOVER`` promotes one of them
     (A) with ``REPLICAOF NO ONE`` while the old primary stays up and keeps taking writes,
     until, about a second later, Sentinel has seen A promoted and points the other replicas
     (B) at A: ``WAIT 1`` on the old primary is met by B in that second, and B's full resync
     from A then drops those writes. Waiting for A too, they are answered 503 instead."""
-    count = 0
-    for r in replicas:
-        flags = set(str(r.get("flags", "")).split(","))
-        if flags & {"s_down", "o_down"}:
-            continue
-        if "promoted" in flags or r.get("master-link-status") == "ok":
-            count += 1
-    return count
+    return sum(1 for r in replicas if _may_be_promoted(r))
+
+
+def _may_be_promoted(replica: dict[str, Any]) -> bool:
+    flags = set(str(replica.get("flags", "")).split(","))
+    if "promoted" in flags:
+        return True
+    return (
+        replica.get("master-link-status") == "ok"
+        and not flags & {"s_down", "o_down"}
+        and int(replica.get("last-ok-ping-reply", 0)) <= UNANSWERED_PINGS_MS
+        and int(replica.get("slave-priority", 100)) != 0
+    )
 
 
 class PrimaryConnection(redis.asyncio.Connection):
