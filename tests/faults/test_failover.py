@@ -56,14 +56,6 @@ def database(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path / "redis", replicas=2, sentinels=3, down_after_ms=1000, failover_timeout_ms=3000)
-    c.start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture
 def stack(tmp_path: Path, database: str, demo, cluster: Cluster) -> Iterator[SentinelStack]:
     s = SentinelStack(tmp_path, database, demo, cluster)
     s.start()

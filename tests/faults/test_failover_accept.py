@@ -19,7 +19,6 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,14 +34,6 @@ from tests.faults.sentinel_cluster import MASTER, Cluster, Node
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(240)]
 
 SENDERS = 8  # concurrent requests: the pipeline batches them into one write per turn
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path / "redis", replicas=2, sentinels=3, down_after_ms=1000, failover_timeout_ms=3000)
-    c.start()
-    yield c
-    c.stop()
 
 
 class _Recording:
