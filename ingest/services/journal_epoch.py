@@ -109,6 +109,9 @@ class EpochJournal(Protocol):
     def trimmed_ms(self) -> int:
         """Acceptance time (ms) before which trims removed entries (0: never trimmed)."""
 
+    def keep_from(self, entry_id: str) -> None:
+        """Trims keep this entry and what follows it (until a later check moves it on)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class JournalHealth:
@@ -331,6 +334,10 @@ def check(
             checked_at=t,
         )
         txn.save(state)
+    if verified is not None:
+        # the early trims of back-pressure run every half second: none may take the entry
+        # the next check starts from, or what follows it, before that check has read them
+        journal.keep_from(verified[0])
     if detected is not None:
         log.error("journal data loss detected: %s", detected)
         if on_loss is not None:

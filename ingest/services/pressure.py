@@ -98,9 +98,13 @@ class Pressure:
     def _sample(self) -> str | None:
         try:
             reading = self.journal.memory_reading()
-            if reading.limit and reading.used > self.high_water * reading.limit and self.window_trimmable:
+            over = bool(reading.limit) and reading.used > self.high_water * reading.limit
+            if over and self.window_trimmable:
                 reading = self._relieve(reading)
-            reason, cap = self.judge(reading)
+                over = reading.used > self.high_water * reading.limit
+            # still over the mark after the trim: what it could not take counts (an entry
+            # pending for long holds every committed entry after it in the stream)
+            reason, cap = self.judge(reading, window_counts=over or not self.window_trimmable)
             self.journal.set_pending_cap(cap)
         except Exception as exc:
             return f"journal unavailable: {type(exc).__name__}"
@@ -122,15 +126,17 @@ class Pressure:
             return self.journal.memory_reading()
         return reading
 
-    def judge(self, r: MemoryReading) -> tuple[str | None, int]:
-        """(why to refuse or None, the pending cap for the accept script)."""
+    def judge(self, r: MemoryReading, window_counts: bool = True) -> tuple[str | None, int]:
+        """(why to refuse or None, the pending cap for the accept script). ``window_counts``:
+        the committed entries Redis keeps count as well (no archive, or a trim that could
+        not take them)."""
         cap = self.max_backlog
         if r.pending > self.max_backlog:
             return f"backlog {r.pending} over {self.max_backlog}", cap
         if not r.limit:
             return None, cap
         per_entry = r.journal_bytes / r.entries if r.entries and r.journal_bytes else DEFAULT_ENTRY_BYTES
-        window = 0.0 if self.window_trimmable else max(0, r.entries - r.pending) * per_entry
+        window = max(0, r.entries - r.pending) * per_entry if window_counts else 0.0
         other = max(0, r.used - r.journal_bytes)  # everything in Redis but the journal
         room = self.high_water * r.limit - other - window
         cap = max(0, min(cap, int(room / per_entry)))

@@ -49,17 +49,21 @@ def test_a_lookup_finds_a_report_by_the_time_its_id_carries(queue):
     found = queue.find(wanted, accepted_ms(wanted) or 0)
     assert found is not None and found.raw == b"envelope"
     # the same id looked up at a time it does not carry: outside the bounded stretch
-    assert queue.find(wanted, now - 60_000) is None
+    assert queue.find(wanted, now - 60_000) is None and queue.find(wanted, now + 60_000) is None
     assert queue.find(report_id(now), now) is None  # unknown: None, not an error
 
 
-def test_a_lookup_reads_at_most_its_bound(queue, monkeypatch):
+def test_a_lookup_reads_at_most_its_bound_each_way(queue, monkeypatch):
     now = int(time.time() * 1000)
     ids = [report_id(now) for _ in range(300)]
     accept(queue, ids)
     monkeypatch.setattr(journal_module, "FIND_MAX_ENTRIES", 100)
     assert queue.find(ids[50], now) is not None
-    assert queue.find(ids[250], now) is None  # past the 100 entries it may read
+    assert queue.find(ids[250], now) is None  # past the 100 entries it may read forward
+    # a web clock ahead of Redis's: the entry is before the id's time, found going back
+    later = max(int(e.entry_id.split("-")[0]) for e in queue.read_journal()) + 30
+    assert queue.find(ids[-1], later) is not None
+    assert queue.find(ids[0], later) is None  # 300 back: past the bound
 
 
 def test_the_pending_cap_refuses_in_the_accept_script_and_lifts_when_reports_commit(queue):

@@ -167,3 +167,13 @@ def test_the_cap_is_the_backlog_limit_without_maxmemory():
     pressure = Pressure(gauges, max_backlog=500, high_water=0.8)
     pressure.sample()
     assert pressure.reason is None and gauges.cap == 500
+
+
+def test_committed_entries_a_trim_cannot_take_count_even_with_the_archive():
+    """One entry pending for long holds every committed entry after it in the stream (XTRIM
+    MINID stops there): over the mark after the trim, they count, and intake refuses."""
+    gauges = Gauges(MemoryReading(9 * MB, 10 * MB, 8000 * 1024, 8000, 100))
+    gauges.trim = lambda retention_seconds: 0  # type: ignore[method-assign]
+    pressure = Pressure(gauges, max_backlog=1_000_000, high_water=0.8, window_trimmable=True)
+    pressure.sample()
+    assert pressure.reason and "Redis memory" in pressure.reason and gauges.cap == 0

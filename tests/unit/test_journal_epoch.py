@@ -25,6 +25,7 @@ class FakeJournal:
         self.epoch: str | None = None
         self._n = 0
         self.trimmed = 0
+        self.kept: str | None = None
 
     def accept(self, count: int = 1) -> list[int]:
         """Accept reports now: clock-based sequences, as accept.lua hands them out."""
@@ -42,6 +43,7 @@ class FakeJournal:
 
     def restore(self, older: FakeJournal) -> None:
         self.entries, self.seq, self.epoch = list(older.entries), older.seq, older.epoch
+        self.kept, self.trimmed = older.kept, older.trimmed
 
     # -- EpochJournal ----------------------------------------------------------------------
     def journal_epoch(self) -> tuple[str | None, int]:
@@ -76,9 +78,15 @@ class FakeJournal:
     def trimmed_ms(self) -> int:
         return self.trimmed
 
+    def keep_from(self, entry_id: str) -> None:
+        self.kept = entry_id
+
     def trim_before(self, ms: int) -> None:
-        """Trim as RedisQueue.trim does: drop entries before ``ms`` but never the newest (the
-        consumer group's last delivered entry bounds XTRIM MINID), and keep the cut-off."""
+        """Trim as RedisQueue.trim does (trim.lua): drop entries before ``ms`` but never the
+        newest (the consumer group's last delivered entry bounds XTRIM MINID) nor the one the
+        last check verified (``keep_from``), and keep the cut-off."""
+        if self.kept is not None:
+            ms = min(ms, int(self.kept.split("-")[0]))
         kept = [(e, q) for e, q in self.entries[:-1] if int(e.split("-")[0]) >= ms]
         self.entries = kept + self.entries[-1:]
         self.trimmed = min(ms, int(self.entries[-1][0].split("-")[0])) if self.entries else ms
@@ -277,3 +285,23 @@ def test_a_rewind_after_an_early_trim_is_still_found():
     health = w.check()
     assert health.detected is not None, health
     assert f"{min(lost)}" in health.detected["reason"] or "newer than" in health.detected["reason"]
+
+
+def test_a_rewind_then_an_early_trim_before_the_next_check_is_still_found():
+    """The trims of back-pressure may run between a rewind and the next check: they stop at
+    the entry the last check verified (as the rewound Redis remembers it), so that check still
+    finds what is missing."""
+    w = World()
+    w.check()
+    w.accept_and_commit(10)
+    assert w.check().detected is None
+    older = w.journal.snapshot()
+    lost = w.accept_and_commit(10)
+    assert w.check().detected is None  # verified an entry the rewind takes away
+    w.journal.restore(older)
+    w.tick(1)
+    w.accept_and_commit(5)
+    w.journal.trim_before(int(w.clock[0] * 1000))
+    health = w.check()
+    assert health.detected is not None, health
+    assert "is gone" in health.detected["reason"] or f"{min(lost)}" in health.detected["reason"]

@@ -38,15 +38,14 @@ log = logging.getLogger(__name__)
 CLOCK_ORIGIN_MS = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
 TICKS_PER_MS = 4096
 
-# A status lookup reads the journal from just before the time its report id carries (the
-# web's clock, stamped before the write; the stream id is Redis's, a few milliseconds later
-# on one host), at most FIND_MAX_ENTRIES entries, inside Redis: 512 entries hold Redis for
-# about 2.5 ms (2,000 took 10 ms, measured 2026-12-01), so an unknown id costs that much and
-# no more. Under a load past ~8,000 reports/s a report still queued may be past the bound
-# (not found until it is committed, which SQL answers).
-FIND_BEFORE_MS = 20
-FIND_AFTER_MS = 1000
-FIND_MAX_ENTRIES = 512
+# A status lookup reads the journal around the time its report id carries (the web's clock,
+# stamped before the write; the stream id is Redis's): forward from it, then backward (a web
+# clock ahead of Redis's), at most FIND_MAX_ENTRIES entries each way and FIND_FARTHEST_MS
+# away, inside Redis. 512 entries hold Redis for about 2.5 ms (2,000 took 10 ms, measured
+# 2026-12-01), so an unknown id costs that much and no more. Past ~8,000 reports/s a report
+# still queued may be beyond the bound (not found until it is committed, which SQL answers).
+FIND_MAX_ENTRIES = 256
+FIND_FARTHEST_MS = 5000
 
 
 class RedisQueue(ReplayGuard, JournalStats):
@@ -78,6 +77,7 @@ class RedisQueue(ReplayGuard, JournalStats):
         self.acked_key = f"{prefix}:acked"
         self.cap_key = f"{prefix}:pending-cap"  # back-pressure's cap (services/pressure.py)
         self.trimmed_key = f"{self.stream}:trimmed"  # the last trim's cut-off (trimmed_ms)
+        self.verified_key = f"{self.stream}:verified"  # trims stop here (keep_from)
         self.kick_ms = kick_ms
         self.scripts = Scripts.register(client)
         self._group_ready = False
@@ -280,8 +280,9 @@ class RedisQueue(ReplayGuard, JournalStats):
 
     def trim(self, retention_seconds: float) -> int:
         """Drop journal entries older than the retention window and behind every consumer
-        (``0``: every acknowledged entry, when memory is short and the archive holds them).
-        The cut-off is kept (``trimmed_ms``): the journal epoch check expects nothing older."""
+        (``0``: every acknowledged entry, when memory is short and the archive holds them),
+        but never the entry the journal epoch check verified last (``keep_from``). The
+        cut-off is kept (``trimmed_ms``): the check expects nothing older."""
         self.ensure_group()
         # retention 0: no time bound at all (an entry of this very millisecond may go too)
         bounds = [f"{int((time.time() - retention_seconds) * 1000)}-0"] if retention_seconds > 0 else []
@@ -294,10 +295,13 @@ class RedisQueue(ReplayGuard, JournalStats):
         if not bounds:
             return 0
         cutoff = min(bounds, key=id_key)
-        trimmed = int(self.client.xtrim(self.stream, minid=cutoff, approximate=False))
-        if trimmed:
-            self.client.set(self.trimmed_key, cutoff)
-        return trimmed
+        return int(self.scripts.trim(keys=[self.stream, self.trimmed_key, self.verified_key], args=[cutoff]))
+
+    def keep_from(self, entry_id: str) -> None:
+        """The journal epoch check verified ``entry_id``: trims keep it and what follows it
+        until a later check moves this on (trim.lua). Written with the data, so a Redis that
+        comes back older comes back with an older mark too."""
+        self.client.set(self.verified_key, entry_id)
 
     def trimmed_ms(self) -> int:
         """The acceptance time (ms) before which trims removed entries; 0: never trimmed."""
@@ -313,12 +317,11 @@ class RedisQueue(ReplayGuard, JournalStats):
 
     def find(self, report_id: str, accepted_ms: int) -> Delivery | None:
         """The journal entry of a report, looked up where its id's clock says it was accepted
-        (FIND_BEFORE_MS before to FIND_AFTER_MS after), reading at most FIND_MAX_ENTRIES
-        entries, inside Redis (find.lua): a lookup of an unknown id costs the same bounded
-        time whatever the journal holds."""
-        start, end = max(0, accepted_ms - FIND_BEFORE_MS), accepted_ms + FIND_AFTER_MS
+        (find.lua: at most FIND_MAX_ENTRIES entries forward and as many backward), inside
+        Redis: a lookup of an unknown id costs the same bounded time whatever the journal
+        holds."""
         found = self.scripts.find(
-            keys=[self.stream], args=[f"{start}", f"{end}", report_id, FIND_MAX_ENTRIES]
+            keys=[self.stream], args=[accepted_ms, report_id, FIND_MAX_ENTRIES, FIND_FARTHEST_MS]
         )
         if not found:
             return None

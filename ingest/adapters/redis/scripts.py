@@ -11,7 +11,7 @@ import dataclasses
 from importlib.resources import files
 from typing import Any
 
-NAMES = ("accept", "ack", "seq_floor", "find", "entry_seqs")
+NAMES = ("accept", "ack", "seq_floor", "find", "entry_seqs", "trim")
 
 
 def source(name: str) -> str:
@@ -28,6 +28,7 @@ class Scripts:
     seq_floor: Any
     find: Any
     entry_seqs: Any
+    trim: Any
 
     @classmethod
     def register(cls, client: Any) -> Scripts:
