@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from ingest import config
@@ -14,7 +15,24 @@ def _archive(settings: config.Settings) -> Any:
     found = runtime().archive
     if found is None:
         raise CliError("JOURNAL_ARCHIVE_DIR is off: there is no archive")
+    missing = missing_archive(settings)
+    if missing:
+        raise CliError(missing)
     return found
+
+
+def missing_archive(settings: config.Settings) -> str | None:
+    """Why the archive cannot be read from here (its directory does not exist: run the
+    command where the workers' JOURNAL_ARCHIVE_DIR is mounted), or None."""
+    if not settings.archive_enabled:
+        return None
+    where = Path(settings.journal_archive_dir)
+    if where.is_dir():
+        return None
+    return (
+        f"the journal archive {str(where.resolve())!r} (JOURNAL_ARCHIVE_DIR) does not exist here: "
+        "run this where the workers' archive is mounted, or set JOURNAL_ARCHIVE_DIR to it"
+    )
 
 
 def cmd_verify(args: argparse.Namespace, settings: config.Settings) -> int:

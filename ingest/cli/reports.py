@@ -11,6 +11,7 @@ from typing import Any
 
 from ingest import config
 from ingest.cli import arguments
+from ingest.cli.archive import missing_archive
 from ingest.cli.context import Add, CliError, print_json, readable, record, runtime, table
 
 
@@ -112,9 +113,12 @@ class ArchiveProblems:
         self.found: list[str] = []
 
     def __call__(self, problem: object) -> None:
-        if str(problem) not in self.found:
-            self.found.append(str(problem))
-            print(f"error: archive: skipped {problem} (run `ingest archive verify`)", file=sys.stderr)
+        self.say(f"archive: skipped {problem} (run `ingest archive verify`)")
+
+    def say(self, text: str) -> None:
+        if text not in self.found:
+            self.found.append(text)
+            print(f"error: {text}", file=sys.stderr)
 
 
 def cmd_replay(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -131,6 +135,9 @@ def cmd_replay(args: argparse.Namespace, settings: config.Settings) -> int:
     # reports, whatever is accepted meanwhile
     until = args.until or dt.datetime.now(dt.UTC)
     problems = ArchiveProblems()
+    missing = missing_archive(settings)
+    if missing:  # only the Redis window can be replayed: say so, and exit 1 at the end
+        problems.say(f"{missing}; replaying only what the Redis journal holds")
     if args.dry_run:
         plan = operations.plan_replay(rt, args.since, until, args.customer, args.resource, problems)
         if args.json:

@@ -201,7 +201,8 @@ def _findings(
             redis_seq,
             None,
         )
-    keep = retention_seconds - RETENTION_MARGIN  # seconds an entry is surely still there
+    # seconds an entry is surely still there (half a retention shorter than 10 minutes)
+    keep = retention_seconds - min(RETENTION_MARGIN, retention_seconds / 2)
     last = journal.last_entry()
     # ``newest`` was read before the journal: its entry was appended before it committed
     recent_top = newest is not None and top > state.floor_seq and now - newest.accepted_at < keep

@@ -107,3 +107,23 @@ def test_a_corrupted_block_is_named_by_verify_and_skipped_by_replay(client, runt
     assert "replayed 2 report(s)" in replay.stdout  # the blocks that read are replayed
     stats = ingest("archive", "stats", "--json")
     assert stats.returncode == 0 and '"segments"' in stats.stdout
+
+
+def test_replay_from_a_host_without_the_archive_says_so_and_exits_1(client, runtime, demo, tmp_path):
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    post(client, demo, demo.resource, cpu_hours="3")
+    drain_archiving(runtime)
+    env = {
+        **os.environ,
+        "DATABASE_URL": runtime.settings.database_url,
+        "REDIS_URL": runtime.settings.redis_url,
+        "REDIS_PREFIX": runtime.settings.redis_prefix,
+        "JOURNAL_ARCHIVE_DIR": str(tmp_path / "not-mounted"),
+    }
+    replay = subprocess.run(
+        [INGEST, "replay", "--since", since.isoformat()], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert replay.returncode == 1 and "not-mounted" in replay.stderr and "does not exist" in replay.stderr
+    assert "replayed 1 report(s)" in replay.stdout  # what the Redis window holds
+    verify = subprocess.run([INGEST, "archive", "verify"], env=env, capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 2 and "does not exist" in verify.stderr

@@ -109,8 +109,8 @@ def world(settings, runtime, client, demo, tmp_path) -> dict[str, Any]:
     committed = post(demo.resource, "4")
     quarantined = post(demo.resource2, "5")
     runtime.catalog_source.remove_resource(uuid.UUID(demo.resource2))
-    drain(runtime.queue, runtime.committer, "test", 50, 0.01, 10)
-    reconcile(runtime.queue, runtime.committer, "test", 60, 50, 3600, 0, True)
+    drain(runtime.queue, runtime.committer, "test", 50, 0.01, 10, archive=runtime.archive)
+    reconcile(runtime.queue, runtime.committer, "test", 60, 50, 3600, 0, True, archive=runtime.archive)
     queued = post(demo.resource, "6")
     env = {
         **os.environ,
@@ -198,6 +198,8 @@ def test_every_read_command_prints_json_with_utc_times(world):
     assert seen[f"quarantine show {world['quarantined']} --json"]["reason_code"] == "resource_missing"
     assert [r["id"] for r in seen["quarantine replay --all --dry-run --json"]] == [world["quarantined"]]
     assert seen[f"replay --since {world['since']} --dry-run --json"]["entries"] == 3
+    assert seen["archive stats --json"]["entries"] == 2  # the committed and the quarantined
+    assert seen["archive verify --json"]["problems"] == []
 
 
 def test_without_json_a_report_reads_as_a_table_with_utc_times(world):

@@ -21,6 +21,7 @@ from ingest.services.archive_ports import ArchiveProblem
 HOUR_MS = 3_600_000
 SUFFIX = ".seg"
 TORN = "truncated block (torn write)"
+WRITING_GRACE = 10.0  # seconds since a file's last write during which a short end is a write under way
 BAD_HEADER = "bad block header"
 _SCAN_CHUNK = 1 << 20
 
@@ -93,7 +94,11 @@ def _resync(fh: BinaryIO, start: int, size: int) -> Header | None:
 def headers(fh: BinaryIO, path: str) -> Iterator[Header | ArchiveProblem]:
     """Every block header of an open segment file, in file order, and the problems between
     them: a short block at the end is a torn write; a bad header is skipped by resyncing."""
-    size = os.fstat(fh.fileno()).st_size
+    status = os.fstat(fh.fileno())
+    size = status.st_size
+    # a short end in a file written to just now is a block being written, not a torn one
+    # (its entries are still pending in Redis): not reported
+    writing = time.time() - status.st_mtime < WRITING_GRACE
     offset = 0
     while offset < size:
         fh.seek(offset)
@@ -101,14 +106,16 @@ def headers(fh: BinaryIO, path: str) -> Iterator[Header | ArchiveProblem]:
         header = parse_header(data, offset)
         if header is None:
             if len(data) < HEADER_SIZE:  # no room for a block: the end of a write cut short
-                yield ArchiveProblem(path, offset, TORN)
+                if not writing:
+                    yield ArchiveProblem(path, offset, TORN)
                 return
             yield ArchiveProblem(path, offset, BAD_HEADER)
             header = _resync(fh, offset + 1, size)
             if header is None:
                 return
         if header.end > size:
-            yield ArchiveProblem(path, header.offset, TORN)
+            if not writing:
+                yield ArchiveProblem(path, header.offset, TORN)
             return
         yield header
         offset = header.end
