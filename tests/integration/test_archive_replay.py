@@ -125,5 +125,7 @@ def test_replay_from_a_host_without_the_archive_says_so_and_exits_1(client, runt
     )
     assert replay.returncode == 1 and "not-mounted" in replay.stderr and "does not exist" in replay.stderr
     assert "replayed 1 report(s)" in replay.stdout  # what the Redis window holds
-    verify = subprocess.run([INGEST, "archive", "verify"], env=env, capture_output=True, text=True, timeout=60)
+    verify = subprocess.run(
+        [INGEST, "archive", "verify"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert verify.returncode == 2 and "does not exist" in verify.stderr
