@@ -345,7 +345,7 @@ def run(opts: argparse.Namespace, log: Log) -> dict[str, Any]:
     }
     work = Path(tempfile.mkdtemp(prefix="ingest-bench-archive-"))
     log(f"work directory {work}")
-    base_env = {"RECONCILE_INTERVAL": str(opts.reconcile_interval)}
+    base_env = {"RECONCILE_INTERVAL": f"{opts.reconcile_interval:g}"}
     envs = {
         "without": {**base_env, "JOURNAL_ARCHIVE_DIR": "off", "JOURNAL_RETENTION_MINUTES": "1440"},
         "with": {
@@ -355,6 +355,7 @@ def run(opts: argparse.Namespace, log: Log) -> dict[str, Any]:
         },
     }
     results["settings"] = envs
+    Path(envs["with"]["JOURNAL_ARCHIVE_DIR"]).mkdir(parents=True)
     sides: dict[str, Side] = {}
     try:
         catalog = cat.synthesize(opts.providers, opts.resources)
@@ -391,6 +392,7 @@ def run(opts: argparse.Namespace, log: Log) -> dict[str, Any]:
         log(f"rate: the steady runs offer {rate:,.0f} reports/s")
 
         drain_dir = work / "with" / "archive-drain"
+        drain_dir.mkdir(parents=True)
         drains: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
         for _ in range(opts.drain_rounds):
             for label in ("without", "with", "with", "without"):
@@ -409,7 +411,11 @@ def run(opts: argparse.Namespace, log: Log) -> dict[str, Any]:
         results["archive"] = archive_on_disk(
             with_, Path(envs["with"]["JOURNAL_ARCHIVE_DIR"]), results["steady"]["with"]["finalised_total"]
         )
-        results["correctness"] = [c for s in sides.values() for c in s.results["correctness"]]
+        results["correctness"] = [
+            {**c, "phase": f"{label}: {c['phase']}"}
+            for label, s in sides.items()
+            for c in s.results["correctness"]
+        ]
         results["log_errors"] = {label: s.log_errors() for label, s in sides.items()}
         for label, s in sides.items():
             results["notes"] += [f"{label}: {n}" for n in s.results["notes"]]
@@ -524,7 +530,7 @@ def markdown(res: dict[str, Any], png: str | None) -> str:
         f"{_f(a.get('memory_settled_slope_mb_per_min'), 2)} | |",
         f"| journal entries in Redis at the end | {_f(w.get('stream_length_end'))} | "
         f"{_f(a.get('stream_length_end'))} | |",
-        f"| Redis used_memory growth per report accepted (bytes) | {_f(w.get('redis_bytes_per_entry'))} "
+        f"| Redis used_memory net growth per report accepted (bytes) | {_f(w.get('redis_bytes_per_entry'))} "
         f"| {_f(a.get('redis_bytes_per_entry'))} | |",
         f"| archive bytes per report on disk | | {_f(s.get('bytes_per_report'), 1)} | |",
         "",
