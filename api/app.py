@@ -213,13 +213,20 @@ class Health:
 class Ready:
     """503 when a dependency does not answer. ``journal`` (the journal epoch check, read from
     memory) is informative only: "degraded: ..." after Redis lost data keeps the 200, so load
-    balancers keep routing to a web that accepts and keeps reports again."""
+    balancers keep routing to a web that accepts and keeps reports again. ``pressure`` is
+    "degraded: ..." while back-pressure refuses reports (pending work over MAX_BACKLOG or the
+    Redis memory mark); the status is then "degraded", still 200: every web shares the one
+    journal, so taking this one out of rotation would relieve nothing."""
 
     def __init__(
-        self, checks: dict[str, Callable[[], object]], journal: Callable[[], str] | None = None
+        self,
+        checks: dict[str, Callable[[], object]],
+        journal: Callable[[], str] | None = None,
+        pressure: Callable[[], str] | None = None,
     ) -> None:
         self.checks = checks
         self.journal = journal
+        self.pressure = pressure  # "degraded: ..." while back-pressure refuses: status too
 
     async def on_get(self, req: Request, resp: Response) -> None:
         results, facts = await asyncio.to_thread(self._run)
@@ -230,6 +237,10 @@ class Ready:
                 body["journal"] = self.journal()
             except Exception as exc:
                 body["journal"] = f"unknown: {type(exc).__name__}"
+        if self.pressure is not None:
+            body["pressure"] = self.pressure()
+            if ok and body["pressure"] != "ok":
+                body["status"] = "degraded"
         _json(resp, 200 if ok else 503, body)
 
     def _run(self) -> tuple[dict[str, str], dict[str, str]]:
@@ -299,7 +310,9 @@ def create_app(
     if exposition is not None:
         app.add_route("/metrics", Metrics(recorder, exposition))
     app.add_route("/healthz", Health())
-    app.add_route("/readyz", Ready(ready_checks, lambda: intake().journal_status()))
+    app.add_route(
+        "/readyz", Ready(ready_checks, lambda: intake().journal_status(), lambda: intake().pressure_status())
+    )
     app.add_route("/api/schema/", Schema())
     app.add_sink(Docs(), docs.PATTERN)  # Swagger UI of /api/schema/ (not an API operation)
     app.add_error_handler(Exception, _unexpected)

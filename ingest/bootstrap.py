@@ -35,6 +35,7 @@ from ingest.adapters.sql.unit_of_work import SqlUnitOfWork, make_engine
 from ingest.domain.errors import Transient
 from ingest.domain.model import UsageKey
 from ingest.services import journal_epoch
+from ingest.services.archive_ports import Archive
 from ingest.services.catalog_cache import CatalogCache
 from ingest.services.commit import Committer
 from ingest.services.forward import Forwarder
@@ -223,6 +224,16 @@ class Runtime:
         if name != "master":
             raise connections.NoPrimary(f"{host}:{port} is a {name}")
         return {"redis_primary": f"{host}:{port}"}
+
+    @functools.cached_property
+    def archive(self) -> Archive | None:
+        """The journal archive workers append finalised reports to and replay reads, or None
+        when JOURNAL_ARCHIVE_DIR is off (built once per process, after any fork)."""
+        if not self.settings.archive_enabled:
+            return None
+        from ingest.adapters.archive import FileArchive
+
+        return FileArchive(self.settings.journal_archive_dir, keep_days=self.settings.journal_archive_days)
 
     @property
     def journal(self) -> RedisQueue:

@@ -84,8 +84,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str) -> Settings:
+def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
     return Settings(
+        # where a command run with cwd=tmp_path finds it by default (var/archive)
+        journal_archive_dir=str(tmp_path / "var" / "archive"),
         database_url=database_url,
         redis_url=redis_url,
         redis_prefix=f"test-{uuid.uuid4().hex[:10]}",

@@ -40,6 +40,7 @@ def drain() -> dict[str, Any]:
         rt.metrics,
         _held,
         min(s.drain_retry_budget, 0.75 * s.reconcile_after),
+        rt.archive,
     )
     commits.add(**{k: done.get(k, 0) for k in ("batches", "committed", "superseded", "quarantined")})
     if s.bridge_enabled and done.get("committed"):
@@ -68,6 +69,7 @@ def reconcile() -> dict[str, Any]:
         max_seq is not None,
         rt.metrics,
         check_journal=lambda: rt.check_journal().status,
+        archive=rt.archive,
     )
 
 

@@ -30,7 +30,9 @@ def runtime() -> Runtime:
 
 
 # fields that hold a moment (not a date the provider wrote inside its payload: never touched)
-TIME_FIELDS = frozenset({"accepted_at", "committed_at", "updated_at", "at", "date"})
+TIME_FIELDS = frozenset(
+    {"accepted_at", "committed_at", "updated_at", "at", "date", "first_accepted_at", "last_accepted_at"}
+)
 OPAQUE_FIELDS = frozenset({"payload", "envelope", "token"})
 
 

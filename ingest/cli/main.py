@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from ingest import config
-from ingest.cli import catalog, db, reports, run, usage, waldur
+from ingest.cli import archive, catalog, db, reports, run, usage, waldur
 from ingest.cli.context import CliError
 
 # registration order is the order of ``ingest --help``
-FAMILIES = (db, catalog, usage, reports, waldur, run)
+FAMILIES = (db, catalog, usage, reports, archive, waldur, run)
 
 
 class Parser(argparse.ArgumentParser):

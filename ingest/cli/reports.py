@@ -17,9 +17,9 @@ from ingest.cli.context import Add, CliError, print_json, readable, record, runt
 def cmd_reports_show(args: argparse.Namespace, settings: config.Settings) -> int:
     from ingest.services import operations
 
-    status = operations.report_status(runtime(), args.id)
+    status = operations.report_status(runtime(), args.id, archive=True)
     if status is None:
-        raise CliError(f"no report {args.id} in SQL or in the journal")
+        raise CliError(f"no report {args.id} in SQL, in the journal or in the archive")
     if args.json:
         print_json(status)
     else:
@@ -104,7 +104,22 @@ def cmd_quarantine_purge(args: argparse.Namespace, settings: config.Settings) ->
     return 0
 
 
+class ArchiveProblems:
+    """Unreadable parts of the archive a replay skipped: each named on stderr as it is met,
+    and the command's exit status says some were."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def __call__(self, problem: object) -> None:
+        if str(problem) not in self.found:
+            self.found.append(str(problem))
+            print(f"error: archive: skipped {problem} (run `ingest archive verify`)", file=sys.stderr)
+
+
 def cmd_replay(args: argparse.Namespace, settings: config.Settings) -> int:
+    import datetime as dt
+
     from ingest.services import operations
 
     rt = runtime()
@@ -112,13 +127,22 @@ def cmd_replay(args: argparse.Namespace, settings: config.Settings) -> int:
         raise CliError("--until is before --since")
     if args.json and not args.dry_run:
         raise CliError("--json prints what would change: add --dry-run")
+    # the window ends now when --until is not given: the count and the replay read the same
+    # reports, whatever is accepted meanwhile
+    until = args.until or dt.datetime.now(dt.UTC)
+    problems = ArchiveProblems()
     if args.dry_run:
-        plan = operations.plan_replay(rt, args.since, args.until, args.customer, args.resource)
+        plan = operations.plan_replay(rt, args.since, until, args.customer, args.resource, problems)
         if args.json:
             print_json(
-                {"entries": plan.entries, "already_final": plan.skipped_final, "changes": plan.changes}
+                {
+                    "entries": plan.entries,
+                    "already_final": plan.skipped_final,
+                    "changes": plan.changes,
+                    "archive_problems": problems.found,
+                }
             )
-            return 0
+            return 1 if problems.found else 0
         table(
             plan.changes,
             ["resource", "component", "billing_period", "current", "current_seq", "replayed", "replayed_seq"],
@@ -127,15 +151,11 @@ def cmd_replay(args: argparse.Namespace, settings: config.Settings) -> int:
             f"{plan.entries} journal report(s) in the window, {plan.skipped_final} already "
             f"final in SQL, {len(plan.changes)} usage value(s) would change"
         )
-        return 0
+        return 1 if problems.found else 0
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    total = sum(
-        1
-        for _ in operations.journal_window(
-            rt, args.since, args.until, args.customer, args.resource, args.start_after
-        )
-    )
+    window = (rt, args.since, until, args.customer, args.resource, args.start_after)
+    total = sum(1 for _ in operations.journal_window(*window, on_problem=problems))
     last = args.start_after
     try:
         with Progress(
@@ -148,24 +168,19 @@ def cmd_replay(args: argparse.Namespace, settings: config.Settings) -> int:
                 last = entry_id
                 bar.update(task, advance=n, last=entry_id)
 
-            outcome = operations.replay(
-                rt,
-                args.since,
-                args.until,
-                args.customer,
-                args.resource,
-                args.start_after,
-                settings.batch_size,
-                step,
-            )
+            outcome = operations.replay(*window, settings.batch_size, step, problems)
     except KeyboardInterrupt:
         print(f"interrupted; resume with --start-after {last}" if last else "interrupted")
         return 130
+    done = len(outcome.committed) + len(outcome.superseded) + len(outcome.quarantined) + len(outcome.skipped)
     print(
-        f"replayed {total} report(s): {len(outcome.committed)} committed, "
+        f"replayed {done} report(s): {len(outcome.committed)} committed, "
         f"{len(outcome.superseded)} superseded, {len(outcome.quarantined)} quarantined, "
         f"{len(outcome.skipped)} already final"
     )
+    if problems.found:
+        print(f"error: {len(problems.found)} unreadable part(s) of the archive skipped", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -222,7 +237,7 @@ def register(sub: Any, add: Add) -> None:
     p.add_argument("id")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = add("replay", cmd_replay, "re-apply reports accepted in a window, from the journal")
+    p = add("replay", cmd_replay, "re-apply reports accepted in a window, from the archive and the journal")
     p.add_argument("--since", type=arguments.instant, required=True)
     p.add_argument("--until", type=arguments.instant)
     p.add_argument("--customer", type=arguments.uuid_argument)

@@ -90,6 +90,12 @@ def new_report_id(accepted_at: float) -> str:
     return f"{int(accepted_at * 1000):012x}{_RANDOM.take(20)}"
 
 
+def stream_id_key(entry_id: str) -> tuple[int, int]:
+    """A journal stream id ("ms-n") as a sortable pair (milliseconds, n): acceptance order."""
+    ms, _, n = entry_id.partition("-")
+    return int(ms), int(n or 0)
+
+
 def accepted_ms(report_id: str) -> int | None:
     try:
         return int(report_id[:12], 16) if len(report_id) == 32 else None

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ingest.domain.errors import Transient
+from ingest.services.archive_ports import Archive
 from ingest.services.commit import Committer, Outcome
 from ingest.services.ports import Delivery, Journal, Metrics, NoMetrics
 
@@ -89,15 +90,26 @@ def commit_and_ack(
     entries: list[Delivery],
     fresh: bool = False,
     metrics: Metrics = NO_METRICS,
+    archive: Archive | None = None,
 ) -> Outcome:
-    """Commit one batch, then acknowledge the entries that reached a final state. An
-    exception leaves every entry of the batch pending (unacknowledged).
+    """Commit one batch, archive the entries that reached a final state, then acknowledge
+    them. An exception leaves every entry of the batch pending (unacknowledged).
+
+    The archive (JOURNAL_ARCHIVE_DIR) is written, fsynced, before the acknowledgement: once
+    Redis may trim an entry, the archive holds it for ``ingest replay``. An archive that
+    refuses the write (a full disk) leaves the entries pending, logged and counted
+    (ingest_transient_failures_total{task="archive"}); the reconciler re-drives them: they are
+    final in SQL, so nothing is committed twice, and the archive is written again. A crash
+    between the archive write and the acknowledgement appends them twice; readers of the
+    archive drop the second copy.
 
     An acknowledgement Redis refuses (MISCONF, OOM, a lost connection) is logged and counted
     (ingest_transient_failures_total{task="ack"}) and does not raise: the batch is committed,
     its entries stay pending, and the reconciler finds them final and acknowledges them."""
     started = time.perf_counter()
     outcome = committer.commit(entries, fresh=fresh)
+    if archive is not None and not _archived(archive, entries, outcome.done_entries, metrics):
+        return outcome
     try:
         queue.ack(outcome.done_entries)
     except Exception as exc:  # redis errors: the services do not import redis
@@ -118,6 +130,25 @@ def commit_and_ack(
     return outcome
 
 
+def _archived(archive: Archive, entries: list[Delivery], done: list[str], metrics: Metrics) -> bool:
+    """Append the final entries to the archive; False (logged, counted) when it refused."""
+    if not done:
+        return True
+    wanted = set(done)
+    try:
+        archive.append([e for e in entries if e.entry_id in wanted])
+    except OSError as exc:
+        log.error(
+            "journal archive refused %d final entries (they stay pending in Redis until it "
+            "takes them; back-pressure follows if it does not): %s",
+            len(done),
+            exc,
+        )
+        metrics.transient_failure("archive")
+        return False
+    return True
+
+
 def drain(
     queue: Journal,
     committer: Committer,
@@ -128,6 +159,7 @@ def drain(
     metrics: Metrics = NO_METRICS,
     held: Held | None = None,
     hold_for: float = 0.0,
+    archive: Archive | None = None,
 ) -> DrainStats:
     """Claim and commit batches until the journal is empty or ``budget`` seconds passed.
 
@@ -141,7 +173,7 @@ def drain(
         retry = held.take(queue, consumer, hold_for)
         if retry:
             # not fresh: a commit whose answer was lost may have reached SQL
-            stats.add(commit_and_ack(queue, committer, retry, metrics=metrics))
+            stats.add(commit_and_ack(queue, committer, retry, metrics=metrics, archive=archive))
             held.clear()
     deadline = time.monotonic() + budget
     block_ms = max(1, int(flush_interval * 1000))
@@ -157,7 +189,7 @@ def drain(
             time.sleep(flush_interval)
             entries += queue.claim(consumer, batch_size - len(entries), 0)
         try:
-            stats.add(commit_and_ack(queue, committer, entries, fresh=True, metrics=metrics))
+            stats.add(commit_and_ack(queue, committer, entries, fresh=True, metrics=metrics, archive=archive))
         except Transient:
             if held is not None and hold_for > 0:
                 held.keep(queue, consumer, entries, claimed_at)
@@ -175,6 +207,7 @@ def drain_or_defer(
     metrics: Metrics = NO_METRICS,
     held: Held | None = None,
     hold_for: float = 0.0,
+    archive: Archive | None = None,
 ) -> dict[str, Any]:
     """``drain`` for the drain task: a Transient (the database stays down) is logged and
     counted, and the claimed entries stay pending for the reconciler (and ``held`` for the
@@ -182,7 +215,9 @@ def drain_or_defer(
     is logged with its traceback and counted the same way, and never raised into the worker:
     the entries stay pending."""
     try:
-        stats = drain(queue, committer, consumer, batch_size, flush_interval, budget, metrics, held, hold_for)
+        stats = drain(
+            queue, committer, consumer, batch_size, flush_interval, budget, metrics, held, hold_for, archive
+        )
     except Transient as exc:
         log.warning("drain: database unavailable; claimed entries stay pending for the reconciler: %s", exc)
         metrics.transient_failure("drain")
@@ -206,6 +241,7 @@ def reconcile(
     metrics: Metrics = NO_METRICS,
     budget: float = 60.0,
     check_journal: Callable[[], str] | None = None,
+    archive: Archive | None = None,
 ) -> dict[str, Any]:
     """One reconciler pass; returns what it did (also logged and recorded in the journal).
 
@@ -233,12 +269,18 @@ def reconcile(
         metrics.transient_failure("reconcile")
     if database_ok:
         # only while SQL is reachable: redelivery counts must not grow during an outage
-        _redrive(queue, committer, consumer, stale_after, batch_size, budget, metrics, report)
+        _redrive(queue, committer, consumer, stale_after, batch_size, budget, metrics, report, archive)
     try:
         report["trimmed"] = queue.trim(retention_seconds)
     except Exception as exc:
         log.warning("reconcile: trim refused: %s", exc)
         metrics.transient_failure("reconcile")
+    if archive is not None:
+        try:
+            report["archive_pruned"] = archive.prune()
+        except OSError as exc:
+            log.warning("reconcile: archive prune failed: %s", exc)
+            metrics.transient_failure("archive")
     if check_journal is not None:
         try:
             report["journal"] = check_journal()
@@ -264,7 +306,8 @@ def _redrive(
     batch_size: int,
     budget: float,
     metrics: Metrics,
-    report: dict[str, int],
+    report: dict[str, Any],
+    archive: Archive | None = None,
 ) -> None:
     seen: set[str] = set()
     deadline = time.monotonic() + budget
@@ -285,7 +328,7 @@ def _redrive(
         report["reclaimed"] += len(entries)
         metrics.redelivered(len(entries))
         try:
-            outcome = commit_and_ack(queue, committer, entries, metrics=metrics)
+            outcome = commit_and_ack(queue, committer, entries, metrics=metrics, archive=archive)
         except Transient as exc:
             log.warning("reconcile: database unavailable, will retry: %s", exc)
             metrics.transient_failure("reconcile")

@@ -26,8 +26,8 @@ from ingest.domain.model import Provider
 from ingest.domain.validation import validate_report
 from ingest.services.catalog_cache import CatalogCache
 from ingest.services.journal_epoch import JournalHealth
-from ingest.services.ports import ACCEPT_CLOCK_BEHIND, ACCEPT_SEQ_MISSING, Accepted, Kicker
-from ingest.services.pressure import Pressure
+from ingest.services.ports import ACCEPT_CLOCK_BEHIND, ACCEPT_FULL, ACCEPT_SEQ_MISSING, Accepted, Kicker
+from ingest.services.pressure import MemoryReading, Pressure
 from ingest.services.receipt import Receipt
 from schemas import queue as wire
 
@@ -46,9 +46,11 @@ class Journal(Protocol):
 
     def note_floor(self, floor: int) -> None: ...
 
-    def backlog(self, limit: int) -> int: ...
+    def memory_reading(self) -> MemoryReading: ...
 
-    def memory(self) -> tuple[int, int]: ...
+    def set_pending_cap(self, cap: int | None) -> None: ...
+
+    def trim(self, retention_seconds: float) -> int: ...
 
 
 # The accept for an event loop (adapters/redis/accept.py): reports, customer, rate, burst.
@@ -88,7 +90,12 @@ class Intake:
         self.clock = clock
         self.sequence_floor = sequence_floor  # the highest sequence SQL has committed
         self.accept = accept
-        self.pressure = Pressure(journal, settings.max_backlog, settings.redis_memory_high_water)
+        self.pressure = Pressure(
+            journal,
+            settings.max_backlog,
+            settings.redis_memory_high_water,
+            window_trimmable=settings.archive_enabled,
+        )
         # the journal epoch check (services/journal_epoch.py), run by its own thread
         self.journal_check = journal_check
         self.journal_check_interval = journal_check_interval
@@ -100,6 +107,11 @@ class Intake:
     def journal_status(self) -> str:
         """For /readyz: "ok", "degraded: ..." (Redis lost data lately) or "unknown: ..."."""
         return self.journal_health.status
+
+    def pressure_status(self) -> str:
+        """For /readyz: "ok", or "degraded: ..." while back-pressure refuses reports."""
+        reason = self.pressure.reason
+        return f"degraded: {reason}" if reason else "ok"
 
     def check_journal(self) -> JournalHealth:
         """One journal epoch check, also refreshing the sequence floor accepts pass."""
@@ -249,6 +261,9 @@ class Intake:
             raise Backpressure(1, "journal unavailable") from exc
         if result.flags:
             self._accepted_flags(result)
+        if result.first == ACCEPT_FULL:
+            self._forget_tokens(provider, seen)
+            raise Backpressure(1, "the journal's pending cap is reached")
         if result.first < 0:
             self._forget_tokens(provider, seen)
             raise RateLimited(rate, max(1, result.reset_seconds))

@@ -106,6 +106,9 @@ class EpochJournal(Protocol):
 
     def oldest_unfinished_ms(self) -> int | None: ...
 
+    def trimmed_ms(self) -> int:
+        """Acceptance time (ms) before which trims removed entries (0: never trimmed)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class JournalHealth:
@@ -210,7 +213,14 @@ def _findings(
             redis_seq,
             None,
         )
-    fresh = state.verified_id is not None and now * 1000 - _stream_ms(state.verified_id) < keep * 1000
+    # a trim (the retention, or back-pressure's early trim with the archive on) removes
+    # entries legitimately: nothing accepted before its cut-off is expected
+    trim_ms = journal.trimmed_ms()
+    fresh = (
+        state.verified_id is not None
+        and now * 1000 - _stream_ms(state.verified_id) < keep * 1000
+        and _stream_ms(state.verified_id) >= trim_ms
+    )
     if fresh and state.verified_id is not None:
         if journal.entry_seq(state.verified_id) != state.verified_seq:
             return (
@@ -228,6 +238,7 @@ def _findings(
     else:
         start, floor, verified = "0-0", state.floor_seq, None  # the whole journal
         recent = state.checked_at is not None and now - state.checked_at < keep
+        recent = recent and trim_ms < ((state.checked_at or 0) - SAFE_MARGIN) * 1000
         trimmed = not (state.verified_id is None and recent)
         if not trimmed:  # the last check found the journal empty: all since must be in it
             floor = max(floor, state.committed_seq)

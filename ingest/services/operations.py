@@ -3,13 +3,16 @@
 Replay guarantees: it is idempotent and sequence-guarded. Reports already in a final state in
 SQL are skipped; everything else is committed through the same Committer as the workers, in
 acceptance order, so replaying twice -- or replaying old reports after newer ones -- changes
-nothing that should not change.
+nothing that should not change. Replay reads the journal archive (every report a worker
+finalised, JOURNAL_ARCHIVE_DAYS back) and the Redis journal (the pending entries and the last
+JOURNAL_RETENTION_MINUTES) merged into one acceptance order, each entry once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import heapq
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,8 +20,9 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ingest.domain.ids import accepted_ms, canonical_month, canonical_uuid
+from ingest.domain.ids import accepted_ms, canonical_month, canonical_uuid, stream_id_key
 from ingest.domain.model import UsageKey
+from ingest.services.archive_ports import Archive, ArchiveProblem
 from ingest.services.commit import Committer, Outcome
 from ingest.services.ports import Delivery, OperatorJournal, ReadModel
 from schemas import queue as wire
@@ -37,6 +41,10 @@ class OperatorPorts(Protocol):
     @property
     def committer(self) -> Committer: ...
 
+    @property
+    def archive(self) -> Archive | None:
+        """The journal archive, or None when JOURNAL_ARCHIVE_DIR is off."""
+
     def accepted_count(self) -> int:
         """Reports the journal ever accepted (its sequence)."""
 
@@ -44,8 +52,14 @@ class OperatorPorts(Protocol):
         """The journal epoch as SQL recorded it: status, epoch, losses, the last loss."""
 
 
-def report_status(ports: OperatorPorts, report_id: str) -> dict[str, Any] | None:
-    """Where a report is: committed/superseded/quarantined (SQL) or queued (journal only)."""
+def report_status(ports: OperatorPorts, report_id: str, archive: bool = False) -> dict[str, Any] | None:
+    """Where a report is: committed/superseded/quarantined (SQL), queued (in the journal), or,
+    with ``archive`` (the operator's command line), unrecorded in SQL but archived.
+
+    Bounded whoever asks: the id carries its acceptance time, so the journal is read only
+    around it (a bounded range, RedisQueue.find), and the archive only in that time's
+    segments. The HTTP status endpoint does not read the archive (a report the archive holds
+    was final, so SQL has it unless the database was restored from a backup)."""
     row = ports.read_model.report(report_id)
     if row is not None:
         row.pop("token", None)
@@ -55,10 +69,12 @@ def report_status(ports: OperatorPorts, report_id: str) -> dict[str, Any] | None
     if ms is None:
         return None
     entry = ports.journal.find(report_id, ms)
+    pending = entry is not None and ports.journal.is_pending_or_new(entry.entry_id)
+    if entry is None and archive and ports.archive is not None:
+        entry = ports.archive.find(report_id, ms)
     if entry is None:
         return None
     report = wire.decode(entry.raw)
-    pending = ports.journal.is_pending_or_new(entry.entry_id)
     return {
         "id": report.id,
         "seq": entry.seq,
@@ -68,7 +84,7 @@ def report_status(ports: OperatorPorts, report_id: str) -> dict[str, Any] | None
         "accepted_at": dt.datetime.fromtimestamp(report.accepted_at, dt.UTC).isoformat(),
         "state": "queued" if pending else "unrecorded",
         "reason_code": None if pending else "acknowledged_without_sql_row",
-        "reason": None if pending else "in the journal, missing from SQL: run `ingest replay`",
+        "reason": None if pending else "finalised, missing from SQL: run `ingest replay`",
         "deliveries": entry.deliveries,
         "committed_at": None,
         "values": [],
@@ -88,8 +104,37 @@ class ReplayPlan:
     changes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
-def _stream_id(moment: dt.datetime | None, default: str) -> str:
-    return default if moment is None else f"{int(moment.timestamp() * 1000)}-0"
+def _ms(moment: dt.datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def _entry_order(entry: Delivery) -> tuple[tuple[int, int], int]:
+    return stream_id_key(entry.entry_id), entry.seq
+
+
+def window_entries(
+    ports: OperatorPorts,
+    since: dt.datetime,
+    until: dt.datetime | None,
+    start_after: str | None = None,
+    on_problem: Callable[[ArchiveProblem], None] | None = None,
+) -> Iterator[Delivery]:
+    """Every entry accepted in [since, until] (after ``start_after``, a stream id), from the
+    archive and the Redis journal merged in acceptance order; an entry both hold (the
+    window Redis has not trimmed yet) comes once."""
+    start_ms, end_ms = _ms(since), _ms(until)
+    start = "(" + start_after if start_after else str(start_ms)
+    live = ports.journal.read_journal(start, "+" if end_ms is None else str(end_ms))
+    if ports.archive is None:
+        yield from live
+        return
+    archived = ports.archive.read(start_ms, end_ms, start_after, on_problem)
+    last: tuple[tuple[int, int], int] | None = None
+    for entry in heapq.merge(archived, live, key=_entry_order):
+        order = _entry_order(entry)
+        if order != last:
+            last = order
+            yield entry
 
 
 def journal_window(
@@ -99,9 +144,10 @@ def journal_window(
     customer: uuid.UUID | None,
     resource: uuid.UUID | None,
     start_after: str | None = None,
+    on_problem: Callable[[ArchiveProblem], None] | None = None,
 ) -> Iterator[tuple[Delivery, wire.QueuedReport]]:
-    start = "(" + start_after if start_after else _stream_id(since, "-")
-    for entry in ports.journal.read_journal(start, _stream_id(until, "+")):
+    """``window_entries`` decoded, for one customer or resource when given."""
+    for entry in window_entries(ports, since, until, start_after, on_problem):
         try:
             report = wire.decode(entry.raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -122,8 +168,11 @@ def replay(
     start_after: str | None = None,
     batch_size: int = 500,
     progress: Callable[[int, str], None] | None = None,
+    on_problem: Callable[[ArchiveProblem], None] | None = None,
 ) -> Outcome:
-    """Re-apply every journal report accepted in [since, until], in acceptance order."""
+    """Re-apply every report accepted in [since, until], in acceptance order (archive and
+    journal, ``window_entries``). Give ``until`` to fix the window's end: without it, reports
+    accepted during the replay are replayed too."""
     total = Outcome()
     batch: list[Delivery] = []
 
@@ -134,7 +183,7 @@ def replay(
                 progress(len(batch), batch[-1].entry_id)
             batch.clear()
 
-    for entry, _report in journal_window(ports, since, until, customer, resource, start_after):
+    for entry, _report in journal_window(ports, since, until, customer, resource, start_after, on_problem):
         batch.append(entry._replace(deliveries=1))
         if len(batch) >= batch_size:
             flush()
@@ -148,11 +197,12 @@ def plan_replay(
     until: dt.datetime | None = None,
     customer: uuid.UUID | None = None,
     resource: uuid.UUID | None = None,
+    on_problem: Callable[[ArchiveProblem], None] | None = None,
 ) -> ReplayPlan:
     """What ``replay`` would change, per usage key: current value vs replayed value."""
     plan = ReplayPlan()
     newest: dict[UsageKey, tuple[str, int]] = {}
-    pairs = list(journal_window(ports, since, until, customer, resource))
+    pairs = list(journal_window(ports, since, until, customer, resource, on_problem=on_problem))
     plan.entries = len(pairs)
     final = ports.read_model.final_report_ids([r.id for _e, r in pairs])
     for entry, report in pairs:

@@ -89,6 +89,7 @@ class Accepted:
 ACCEPT_CLOCK_BEHIND = 1  # Accepted.flags
 ACCEPT_SEQ_MISSING = 2
 ACCEPT_EPOCH_WRITTEN = 4
+ACCEPT_FULL = -2  # Accepted.first: back-pressure's pending cap was reached (accept.lua)
 
 
 class CatalogSource(Protocol):
@@ -158,7 +159,8 @@ class Journal(Protocol):
 class OperatorJournal(Protocol):
     """The journal as the operator services read it: lookups, windows and counts."""
 
-    def find(self, report_id: str, accepted_ms: int, window_ms: int = 5000) -> Delivery | None: ...
+    def find(self, report_id: str, accepted_ms: int) -> Delivery | None:
+        """A report's entry, reading only a bounded stretch around its acceptance time."""
 
     def is_pending_or_new(self, entry_id: str) -> bool: ...
 

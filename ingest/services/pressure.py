@@ -1,23 +1,49 @@
-"""Back-pressure: refuse at intake what the journal cannot keep (a 503 with Retry-After)."""
+"""Back-pressure: refuse at intake what the journal cannot keep (a 503 with Retry-After).
+
+What counts is pending work: reports accepted and not yet committed. Committed reports the
+journal keeps for its retention window are not pending: with the archive on they are on disk
+too, so when Redis memory reaches the high-water mark the window is trimmed at once instead of
+refusing reports (the wall that kept intake at 503 for a whole retention period). Without the
+archive the window is all replay has, so it counts.
+
+The sample (every ``interval`` seconds, a background thread of each web process) also sets
+the journal's pending cap, which the accept script enforces atomically across every web
+process: a burst between two samples cannot overshoot the mark by more than one request.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ingest.domain.errors import Backpressure
 
 log = logging.getLogger(__name__)
 
+# bytes a journal entry takes in Redis before there is one to measure (an envelope ~800 B)
+DEFAULT_ENTRY_BYTES = 1200
+
+
+class MemoryReading(NamedTuple):
+    """One round trip's worth of what back-pressure reads from Redis."""
+
+    used: int  # used_memory
+    limit: int  # maxmemory; 0: unbounded
+    journal_bytes: int  # the journal stream (MEMORY USAGE, sampled)
+    entries: int  # journal entries (XLEN)
+    pending: int  # accepted and not yet committed
+
 
 class Gauges(Protocol):
-    """The two readings back-pressure needs from the journal (a subset of intake's Journal)."""
+    """What back-pressure reads and sets on the journal (a subset of intake's Journal)."""
 
-    def backlog(self, limit: int) -> int: ...
+    def memory_reading(self) -> MemoryReading: ...
 
-    def memory(self) -> tuple[int, int]: ...
+    def set_pending_cap(self, cap: int | None) -> None: ...
+
+    def trim(self, retention_seconds: float) -> int: ...
 
 
 class Pressure:
@@ -31,15 +57,23 @@ class Pressure:
         high_water: float,
         interval: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        window_trimmable: bool = False,
     ) -> None:
         self.journal = journal
         self.max_backlog = max_backlog
         self.high_water = high_water
         self.interval = interval
         self.clock = clock
+        # True with the archive on: committed entries may leave Redis whenever memory is short
+        self.window_trimmable = window_trimmable
         self._checked = -interval
         self._reason: str | None = None
         self.background = False  # sampled by Intake.check_in_background's thread instead
+
+    @property
+    def reason(self) -> str | None:
+        """Why intake refuses reports now, or None."""
+        return self._reason
 
     def sample(self) -> None:
         self._set(self._sample())
@@ -63,12 +97,47 @@ class Pressure:
 
     def _sample(self) -> str | None:
         try:
-            used, limit = self.journal.memory()
-            if limit and used > self.high_water * limit:
-                return f"Redis memory {used} of {limit} bytes"
-            backlog = self.journal.backlog(self.max_backlog)
+            reading = self.journal.memory_reading()
+            if reading.limit and reading.used > self.high_water * reading.limit and self.window_trimmable:
+                reading = self._relieve(reading)
+            reason, cap = self.judge(reading)
+            self.journal.set_pending_cap(cap)
         except Exception as exc:
             return f"journal unavailable: {type(exc).__name__}"
-        if backlog > self.max_backlog:
-            return f"backlog {backlog} over {self.max_backlog}"
-        return None
+        return reason
+
+    def _relieve(self, reading: MemoryReading) -> MemoryReading:
+        """Over the mark with the archive on: drop the committed entries now."""
+        if reading.entries <= reading.pending:
+            return reading
+        trimmed = self.journal.trim(0)
+        if trimmed:
+            log.info(
+                "Redis memory %d of %d bytes: trimmed %d committed journal entries early (the "
+                "archive holds them)",
+                reading.used,
+                reading.limit,
+                trimmed,
+            )
+            return self.journal.memory_reading()
+        return reading
+
+    def judge(self, r: MemoryReading) -> tuple[str | None, int]:
+        """(why to refuse or None, the pending cap for the accept script)."""
+        cap = self.max_backlog
+        if r.pending > self.max_backlog:
+            return f"backlog {r.pending} over {self.max_backlog}", cap
+        if not r.limit:
+            return None, cap
+        per_entry = r.journal_bytes / r.entries if r.entries and r.journal_bytes else DEFAULT_ENTRY_BYTES
+        window = 0.0 if self.window_trimmable else max(0, r.entries - r.pending) * per_entry
+        other = max(0, r.used - r.journal_bytes)  # everything in Redis but the journal
+        room = self.high_water * r.limit - other - window
+        cap = max(0, min(cap, int(room / per_entry)))
+        if r.pending >= cap:
+            held = other + window + r.pending * per_entry
+            return (
+                f"Redis memory: {r.pending} pending reports, about {int(held)} of {r.limit} bytes "
+                f"with what else Redis holds (high-water mark {self.high_water:g})"
+            ), cap
+        return None, cap

@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import uuid
@@ -199,7 +200,9 @@ class Stack:
         )
 
 
-def _environment(database_url: str, redis_url: str, prefix: str, port: int) -> dict[str, str]:
+def _environment(
+    database_url: str, redis_url: str, prefix: str, port: int, archive: Path | None = None
+) -> dict[str, str]:
     # nothing of this service's configuration leaks in from the developer's shell
     ours = {name for name, *_ in config.VARIABLES} | {"PROMETHEUS_MULTIPROC_DIR"}
     env = {k: v for k, v in os.environ.items() if k not in ours}
@@ -213,6 +216,8 @@ def _environment(database_url: str, redis_url: str, prefix: str, port: int) -> d
         FLUSH_INTERVAL="0.05",
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
+        # the journal archive of this stack only (the default, var/archive, is the checkout's)
+        JOURNAL_ARCHIVE_DIR=str(archive or tempfile.mkdtemp(prefix="ingest-archive-")),
     )
     return env
 
@@ -296,7 +301,7 @@ def stack(
         client.flushdb()  # our private server: leftovers of an earlier stack go
     prefix = f"e2e-{uuid.uuid4().hex[:10]}"
     port = free_port()
-    env = _environment(database_url, db_url, prefix, port)
+    env = _environment(database_url, db_url, prefix, port, tmp_path / "archive")
     logs = tmp_path / "logs"
     logs.mkdir()
     procs = [

@@ -234,8 +234,13 @@ def test_every_procfile_process_type_runs_from_an_empty_folder(
     finally:
         codes = {name: stop_group(p) for name, p in procs.items()}
     assert codes == {name: 0 for name in procs}, codes
+    # what they leave is their data: the database and the journal archive (var/archive)
     left = [name for name in os.listdir(work) if not name.startswith("ingest.db")]
-    assert not left, f"the processes need nothing in their folder but the database: {left}"
+    assert left == ["var"] and os.listdir(work / "var") == ["archive"], left
+    stats = subprocess.run(
+        [ingest, "archive", "stats", "--json"], cwd=work, env=env, capture_output=True, text=True
+    )
+    assert stats.returncode == 0 and json.loads(stats.stdout)["entries"] == 1, stats.stdout + stats.stderr
 
 
 def test_ingest_run_from_an_empty_folder(venv: Path, tmp_path: Path) -> None:

@@ -64,6 +64,7 @@ class Stack:
             "BATCH_SIZE": "200",
             "LOG_LEVEL": "INFO",
             "PYTHONPATH": str(ROOT),
+            "JOURNAL_ARCHIVE_DIR": str(tmp / "archive"),
             **env,
         }
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)

@@ -140,6 +140,8 @@ def read_argvs(w: dict[str, Any]) -> dict[str, list[list[str]]]:
         "quarantine replay": [["--all", "--dry-run"]],
         "replay": [["--since", w["since"], "--dry-run"]],
         "stats": [[]],
+        "archive stats": [[]],
+        "archive verify": [[]],
         "waldur status": [[]],  # the bridge is off here: says so
         "waldur failures list": [[]],
         "waldur failures show": [],  # needs a forward failure: tests/integration/test_forwarder.py
@@ -147,7 +149,7 @@ def read_argvs(w: dict[str, Any]) -> dict[str, list[list[str]]]:
 
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-MOMENTS = {"accepted_at", "committed_at", "at", "date"}
+MOMENTS = {"accepted_at", "committed_at", "at", "date", "first_accepted_at", "last_accepted_at"}
 
 
 def moments(doc: Any, skip: frozenset[str] = frozenset({"payload"})) -> Iterator[tuple[str, Any]]:

@@ -13,7 +13,7 @@ from ingest.domain.errors import Backpressure
 from ingest.domain.model import CatalogSnapshot
 from ingest.services.catalog_cache import CatalogCache
 from ingest.services.intake import Intake
-from ingest.services.pressure import Pressure
+from ingest.services.pressure import MemoryReading, Pressure
 from tests.unit.fakes import refuse_accept
 
 
@@ -37,12 +37,15 @@ class _Journal:
         self.queued = 0
         self.samples = 0
 
-    def memory(self) -> tuple[int, int]:
+    def memory_reading(self) -> MemoryReading:
         self.samples += 1
-        return 0, 0
+        return MemoryReading(0, 0, 0, self.queued, self.queued)
 
-    def backlog(self, limit: int) -> int:
-        return self.queued
+    def set_pending_cap(self, cap: int | None) -> None:
+        return None
+
+    def trim(self, retention_seconds: float) -> int:
+        return 0
 
 
 def test_get_never_checks_the_source_once_a_thread_does() -> None:

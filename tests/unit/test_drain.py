@@ -55,6 +55,7 @@ class FakeRuntime:
     committed: int | None = 0
     settings: config.Settings = dataclasses.field(default_factory=config.Settings)
     consumer_name: str = "worker-1"
+    archive: Any = None
 
     @property
     def queue(self) -> FakeJournal:

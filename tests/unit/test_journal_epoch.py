@@ -24,6 +24,7 @@ class FakeJournal:
         self.seq = 0
         self.epoch: str | None = None
         self._n = 0
+        self.trimmed = 0
 
     def accept(self, count: int = 1) -> list[int]:
         """Accept reports now: clock-based sequences, as accept.lua hands them out."""
@@ -71,6 +72,14 @@ class FakeJournal:
     def ensure_seq_at_least(self, floor: int) -> int:
         self.seq = max(self.seq, floor)
         return self.seq
+
+    def trimmed_ms(self) -> int:
+        return self.trimmed
+
+    def trim_before(self, ms: int) -> None:
+        """Trim as RedisQueue.trim does: drop entries before ``ms`` and keep the cut-off."""
+        self.entries = [(e, q) for e, q in self.entries if int(e.split("-")[0]) >= ms]
+        self.trimmed = ms
 
     def oldest_unfinished_ms(self) -> int | None:
         return None

@@ -17,7 +17,7 @@ from celery.app.trace import LOG_RECEIVED, LOG_SUCCESS
 from ingest import config, logs
 from ingest.domain.errors import Backpressure
 from ingest.services.drain import reconcile
-from ingest.services.pressure import Pressure
+from ingest.services.pressure import MemoryReading, Pressure
 from tests.unit.fakes import FakeJournal, FakeMetrics, FakeStore
 from tests.unit.test_commit import delivery, make
 
@@ -179,11 +179,14 @@ class Gauges:
     def __init__(self) -> None:
         self.backlog_now = 0
 
-    def backlog(self, limit: int) -> int:
-        return self.backlog_now
+    def memory_reading(self) -> MemoryReading:
+        return MemoryReading(0, 0, 0, self.backlog_now, self.backlog_now)
 
-    def memory(self) -> tuple[int, int]:
-        return 0, 0
+    def set_pending_cap(self, cap: int | None) -> None:
+        return None
+
+    def trim(self, retention_seconds: float) -> int:
+        return 0
 
 
 def test_back_pressure_logs_when_it_turns_on_and_off_not_per_request(caplog):

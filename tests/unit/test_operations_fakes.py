@@ -42,6 +42,7 @@ class FakePorts:
     journal: Any
     read_model: Any
     committer: Any
+    archive: Any = None
 
     def accepted_count(self) -> int:
         return len(self.journal.entries)

@@ -1,9 +1,12 @@
 -- Accept reports: take the next acceptance sequences, append the entries, raise the kick flag,
 -- all in one atomic round trip (RedisQueue.accept_command; AcceptPipeline pipelines it).
--- KEYS: sequence, stream, kick flag, rate bucket, accepted counter, journal epoch.
+-- KEYS: sequence, stream, kick flag, rate bucket, accepted counter, journal epoch,
+--       back-pressure's pending cap, acknowledged counter.
 -- ARGV: kick period (ms), rate (/s, 0: unlimited), burst, clock origin (ms since 1970),
 -- sequence floor (a hint from SQL, 0: none), epoch prefix, then (report id, envelope) pairs.
--- Returns {first sequence, kick, tokens left, seconds to full, flags}; first = -1: rate limited.
+-- Returns {first sequence, kick, tokens left, seconds to full, flags}; first = -1: rate limited,
+-- first = -2: the pending cap is reached (services/pressure.py sets it; nothing is written, and
+-- a request is refused only once the cap is reached: no burst overshoots it by more than one).
 --
 -- The sequence never goes backwards, whatever Redis lost: first = max(last + 1, clock,
 -- floor + 1, the journal's newest sequence + 1), clock = (Redis TIME in ms - origin) * 4096. An emptied Redis or an older AOF
@@ -16,6 +19,13 @@ local TICKS = 4096
 local count = (#ARGV - 6) / 2
 local rate = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
+local cap = redis.call('GET', KEYS[7])
+if cap then
+  local counts = redis.call('MGET', KEYS[5], KEYS[8])
+  if (tonumber(counts[1]) or 0) - (tonumber(counts[2]) or 0) >= tonumber(cap) then
+    return {-2, 0, -1, 0, 0}
+  end
+end
 local t = redis.call('TIME')
 local left, reset = -1, 0
 if rate > 0 then

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ingest.domain.ids import stream_id_key as id_key
 from ingest.services.ports import Delivery
+
+__all__ = ["GROUP", "entry", "id_key", "s"]
 
 GROUP = "commit"
 
@@ -17,9 +20,3 @@ def entry(entry_id: bytes | str, fields: dict[bytes, bytes], deliveries: int = 1
 
 def s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def id_key(entry_id: str) -> tuple[int, int]:
-    """A stream id as a sortable pair (milliseconds, sequence)."""
-    ms, _, n = entry_id.partition("-")
-    return int(ms), int(n or 0)

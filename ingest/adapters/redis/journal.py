@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 CLOCK_ORIGIN_MS = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
 TICKS_PER_MS = 4096
 
+# A status lookup reads the journal from just before the time its report id carries (the
+# web's clock, stamped before the write; the stream id is Redis's, a few milliseconds later
+# on one host) to a second after, at most FIND_MAX_ENTRIES entries of it.
+FIND_BEFORE_MS = 100
+FIND_AFTER_MS = 1000
+FIND_MAX_ENTRIES = 2000
+
 
 class RedisQueue(ReplayGuard, JournalStats):
     """Redis adapter for the journal stream. Safe to share between threads (a pool inside)."""
@@ -66,6 +73,8 @@ class RedisQueue(ReplayGuard, JournalStats):
         self.kick_key = f"{prefix}:kick"
         self.accepted_key = f"{prefix}:accepted"
         self.acked_key = f"{prefix}:acked"
+        self.cap_key = f"{prefix}:pending-cap"  # back-pressure's cap (services/pressure.py)
+        self.trimmed_key = f"{self.stream}:trimmed"  # the last trim's cut-off (trimmed_ms)
         self.kick_ms = kick_ms
         self.scripts = Scripts.register(client)
         self._group_ready = False
@@ -103,6 +112,8 @@ class RedisQueue(ReplayGuard, JournalStats):
             f"{self.stream}:rate:{customer}",
             self.accepted_key,
             self.epoch_key,
+            self.cap_key,
+            self.acked_key,
         ], args
 
     def accept_command(
@@ -263,7 +274,9 @@ class RedisQueue(ReplayGuard, JournalStats):
         return {s(row["message_id"]): int(row["times_delivered"]) for row in rows}
 
     def trim(self, retention_seconds: float) -> int:
-        """Drop journal entries older than the retention window and behind every consumer."""
+        """Drop journal entries older than the retention window and behind every consumer
+        (``0``: every acknowledged entry, when memory is short and the archive holds them).
+        The cut-off is kept (``trimmed_ms``): the journal epoch check expects nothing older."""
         self.ensure_group()
         cutoff = f"{int((time.time() - retention_seconds) * 1000)}-0"
         for group in self.client.xinfo_groups(self.stream):
@@ -272,7 +285,15 @@ class RedisQueue(ReplayGuard, JournalStats):
         oldest = self.oldest_pending_id()
         if oldest:
             cutoff = min(cutoff, oldest, key=id_key)
-        return int(self.client.xtrim(self.stream, minid=cutoff, approximate=False))
+        trimmed = int(self.client.xtrim(self.stream, minid=cutoff, approximate=False))
+        if trimmed:
+            self.client.set(self.trimmed_key, cutoff)
+        return trimmed
+
+    def trimmed_ms(self) -> int:
+        """The acceptance time (ms) before which trims removed entries; 0: never trimmed."""
+        cutoff = self.client.get(self.trimmed_key)
+        return id_key(s(cutoff))[0] if cutoff else 0
 
     # -- read --------------------------------------------------------------------------------
 
@@ -281,15 +302,19 @@ class RedisQueue(ReplayGuard, JournalStats):
         for eid, fields in self._scan(start, end, page):
             yield entry(eid, fields)
 
-    def find(self, report_id: str, accepted_ms: int, window_ms: int = 5000) -> Delivery | None:
-        """The journal entry of a report, looked up around its acceptance time."""
-        start = f"{max(0, accepted_ms - window_ms)}-0"
-        end = f"{accepted_ms + window_ms}-0"
-        wanted = report_id.encode()
-        for entry_id, fields in self._scan(start, end):
-            if fields.get(b"i") == wanted:
-                return entry(entry_id, fields)
-        return None
+    def find(self, report_id: str, accepted_ms: int) -> Delivery | None:
+        """The journal entry of a report, looked up where its id's clock says it was accepted
+        (FIND_BEFORE_MS before to FIND_AFTER_MS after), reading at most FIND_MAX_ENTRIES
+        entries, inside Redis (find.lua): a lookup of an unknown id costs the same bounded
+        time whatever the journal holds."""
+        start, end = max(0, accepted_ms - FIND_BEFORE_MS), accepted_ms + FIND_AFTER_MS
+        found = self.scripts.find(
+            keys=[self.stream], args=[f"{start}", f"{end}", report_id, FIND_MAX_ENTRIES]
+        )
+        if not found:
+            return None
+        entry_id, flat = found
+        return entry(entry_id, dict(zip(flat[::2], flat[1::2], strict=True)))
 
     def _scan(self, start: str, end: str, page: int = 2000) -> Iterator[tuple[Any, Any]]:
         cursor = start

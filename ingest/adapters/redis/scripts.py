@@ -11,7 +11,7 @@ import dataclasses
 from importlib.resources import files
 from typing import Any
 
-NAMES = ("accept", "ack", "seq_floor")
+NAMES = ("accept", "ack", "seq_floor", "find")
 
 
 def source(name: str) -> str:
@@ -26,6 +26,7 @@ class Scripts:
     accept: Any
     ack: Any
     seq_floor: Any
+    find: Any
 
     @classmethod
     def register(cls, client: Any) -> Scripts:

@@ -10,6 +10,7 @@ from typing import Any
 import redis
 
 from ingest.adapters.redis.entries import GROUP, id_key, s
+from ingest.services.pressure import MemoryReading
 
 
 class JournalStats:
@@ -20,6 +21,7 @@ class JournalStats:
     _group_ready: bool
     accepted_key: str
     acked_key: str
+    cap_key: str
 
     def ensure_group(self) -> None:
         raise NotImplementedError
@@ -42,6 +44,30 @@ class JournalStats:
         """(used_memory, maxmemory) in bytes; maxmemory 0 means unbounded."""
         info = self.client.info("memory")
         return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+
+    def memory_reading(self) -> MemoryReading:
+        """Memory, the journal's share of it and the pending count, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.info("memory")
+        pipe.memory_usage(self.stream, samples=5)
+        pipe.xlen(self.stream)
+        pipe.mget(self.accepted_key, self.acked_key)
+        info, journal_bytes, entries, (accepted, acked) = pipe.execute()
+        return MemoryReading(
+            int(info.get("used_memory", 0)),
+            int(info.get("maxmemory", 0)),
+            int(journal_bytes or 0),
+            int(entries or 0),
+            max(0, int(accepted or 0) - int(acked or 0)),
+        )
+
+    def set_pending_cap(self, cap: int | None) -> None:
+        """The most pending reports the accept script lets in (accept.lua refuses a request
+        once they are reached); kept for 5 s, so a cap no sampler renews goes away."""
+        if cap is None:
+            self.client.delete(self.cap_key)
+        else:
+            self.client.set(self.cap_key, int(cap), px=5000)
 
     def oldest_pending_id(self) -> str | None:
         self.ensure_group()
