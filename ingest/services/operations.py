@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import heapq
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -191,6 +192,9 @@ def replay(
     return total
 
 
+PLAN_CHUNK = 5000  # reports a dry run reads before it asks SQL which of them are final
+
+
 def plan_replay(
     ports: OperatorPorts,
     since: dt.datetime,
@@ -199,22 +203,25 @@ def plan_replay(
     resource: uuid.UUID | None = None,
     on_problem: Callable[[ArchiveProblem], None] | None = None,
 ) -> ReplayPlan:
-    """What ``replay`` would change, per usage key: current value vs replayed value."""
+    """What ``replay`` would change, per usage key: current value vs replayed value. Reads
+    the window in chunks (the archive may hold weeks of it): memory grows with the usage keys
+    that would change, not with the reports read."""
     plan = ReplayPlan()
     newest: dict[UsageKey, tuple[str, int]] = {}
-    pairs = list(journal_window(ports, since, until, customer, resource, on_problem=on_problem))
-    plan.entries = len(pairs)
-    final = ports.read_model.final_report_ids([r.id for _e, r in pairs])
-    for entry, report in pairs:
-        if report.id in final:
-            plan.skipped_final += 1
-            continue
-        resource_text = canonical_uuid(report.resource)
-        month = canonical_month(report.billing_period)
-        for line in report.usages:
-            key = UsageKey(resource_text, line.type, month)
-            if key not in newest or newest[key][1] < entry.seq:
-                newest[key] = (line.amount, entry.seq)
+    window = journal_window(ports, since, until, customer, resource, on_problem=on_problem)
+    while chunk := list(itertools.islice(window, PLAN_CHUNK)):
+        plan.entries += len(chunk)
+        final = ports.read_model.final_report_ids([r.id for _e, r in chunk])
+        for entry, report in chunk:
+            if report.id in final:
+                plan.skipped_final += 1
+                continue
+            resource_text = canonical_uuid(report.resource)
+            month = canonical_month(report.billing_period)
+            for line in report.usages:
+                key = UsageKey(resource_text, line.type, month)
+                if key not in newest or newest[key][1] < entry.seq:
+                    newest[key] = (line.amount, entry.seq)
     current = ports.read_model.current_usage(list(newest))
     for key, (amount, seq) in sorted(newest.items(), key=lambda kv: kv[1][1]):
         now_amount, now_seq = current.get(key, (None, 0))

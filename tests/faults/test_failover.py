@@ -56,14 +56,6 @@ def database(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path / "redis", replicas=2, sentinels=3, down_after_ms=1000, failover_timeout_ms=3000)
-    c.start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture
 def stack(tmp_path: Path, database: str, demo, cluster: Cluster) -> Iterator[SentinelStack]:
     s = SentinelStack(tmp_path, database, demo, cluster)
     s.start()
@@ -127,7 +119,9 @@ def check(stack: SentinelStack, load: Load, scenario: str) -> Verdict:
 def _accepted_after(load: Load, mark: int, more: int, timeout: float = 30) -> None:
     """The web answers 201 again after the failover, without a restart."""
     load.wait_for(mark + more, timeout)
-    assert len(load.accepted) >= mark + more, f"no 201 after the failover: {load.refused}"
+    assert len(load.accepted) >= mark + more, (
+        f"no 201 after the failover: {load.refused}; {load.sent} of {load.limit} reports sent"
+    )
 
 
 def test_sigkill_primary_sentinel_promotes_a_replica(stack, demo):
@@ -149,8 +143,10 @@ def test_stalled_replica_then_primary_killed(stack, demo):
     old = cluster.primary
     stalled, healthy = cluster.replicas_of(old)
     # room for the 503s while the new primary has no replica (below): they must not use up
-    # the reports the load sends before 100 more are answered 201
-    load = Load(stack, [demo.resource, demo.resource2], limit=2500).start()
+    # the reports the load sends before 100 more are answered 201. 2,500 ran out once (851
+    # refusals, ~80 a second, while the resumed replica re-attached and resynced): the web
+    # waits for it too once the Sentinels count it as following the new primary
+    load = Load(stack, [demo.resource, demo.resource2], limit=6000).start()
     load.wait_for(200)
     stalled.signal(signal.SIGSTOP)  # WAIT 1 is still met by the other replica
     mark = len(load.accepted)
@@ -189,29 +185,32 @@ def test_split_brain_old_primary_frozen_through_the_failover(stack, demo):
     check(stack, load, f"split brain: primary frozen through the failover (promoted {new.name})")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="KNOWN LOSS, under investigation (issue 13 stays open): since the cluster runs the "
-    "README's min-replicas-to-write 1 / max-lag 10, a SENTINEL FAILOVER under load lost 11 of "
-    "1,488 reports answered 201 (2 runs of 2, 2026-12-01); the epoch check reported entries of "
-    "the old primary missing from the promoted one, and the new primary refused writes "
-    "(NOREPLICAS) until a replica re-attached. Suspected: writes the old primary took after the "
-    "promotion, acknowledged (WAIT 1) by the replica that was not promoted",
-)
 def test_forced_failover_web_re_resolves_on_readonly(stack, demo):
     """``SENTINEL FAILOVER``: the old primary is demoted and answers READONLY on the web's
-    open connections; the web drops them and writes to the new primary, with no restart."""
+    open connections; the web drops them and writes to the new primary, with no restart.
+
+    Sentinel promotes a replica (``REPLICAOF NO ONE``) while the old primary is up and takes
+    writes for about a second more, acknowledged by the other replica until Sentinel points
+    it at the promoted one, whose full resync then drops them: with ``WAIT 1`` 11 to 21 of
+    about 1,490 reports answered 201 were lost (issue 13). The web waits for every replica
+    the Sentinel counts, so those writes are answered 503."""
     cluster = stack.cluster
     old = cluster.primary
-    load = Load(stack, [demo.resource, demo.resource2], limit=1500).start()
+    # more than the test needs: the load must not run out before the 201s after the failover
+    # are counted (``no 201 after the failover: {503: 11}`` in CI, with a 1,500 limit: most
+    # likely a load that had already sent everything); it stops once they are
+    load = Load(stack, [demo.resource, demo.resource2], limit=3000).start()
     load.wait_for(300)
     cluster.failover()
     new = cluster.wait_new_primary(old.port)
-    mark = len(load.accepted)
-    _accepted_after(load, mark, 200)
+    mark, sent = len(load.accepted), load.sent
+    _accepted_after(load, mark, 200, timeout=60)
+    load.limit = min(load.limit, load.sent)  # enough: the threads stop at their next report
     load.finish()
-    deadline = time.monotonic() + 15
+    # Sentinel demotes the old primary once it has reported itself a primary for 8 s, seen in
+    # a replica's INFO, asked every 10 s
+    deadline = time.monotonic() + 30
     while old.client().execute_command("ROLE")[0] != b"slave" and time.monotonic() < deadline:
         time.sleep(0.1)
     assert old.client().execute_command("ROLE")[0] == b"slave"
-    check(stack, load, f"SENTINEL FAILOVER (promoted {new.name})")
+    check(stack, load, f"SENTINEL FAILOVER (promoted {new.name}; {mark} 201s of {sent} sent at the switch)")

@@ -77,9 +77,11 @@ class FakeJournal:
         return self.trimmed
 
     def trim_before(self, ms: int) -> None:
-        """Trim as RedisQueue.trim does: drop entries before ``ms`` and keep the cut-off."""
-        self.entries = [(e, q) for e, q in self.entries if int(e.split("-")[0]) >= ms]
-        self.trimmed = ms
+        """Trim as RedisQueue.trim does: drop entries before ``ms`` but never the newest (the
+        consumer group's last delivered entry bounds XTRIM MINID), and keep the cut-off."""
+        kept = [(e, q) for e, q in self.entries[:-1] if int(e.split("-")[0]) >= ms]
+        self.entries = kept + self.entries[-1:]
+        self.trimmed = min(ms, int(self.entries[-1][0].split("-")[0])) if self.entries else ms
 
     def oldest_unfinished_ms(self) -> int | None:
         return None
@@ -243,3 +245,35 @@ def test_a_journal_trimmed_by_its_retention_is_not_a_loss():
     assert w.check().detected is None
     w.accept_and_commit(10)
     assert w.check().detected is None
+
+
+def test_an_early_trim_of_committed_entries_is_not_a_loss():
+    """Back-pressure with the archive on trims every acknowledged entry at once, right after
+    a check verified one of them: what went before the trim's cut-off is not looked for."""
+    w = World()
+    w.check()
+    w.accept_and_commit(10)
+    assert w.check().detected is None  # the baseline is an entry about to be trimmed
+    w.accept_and_commit(10)
+    w.journal.trim_before(int(w.clock[0] * 1000))  # everything committed goes
+    w.tick(1)
+    w.accept_and_commit(5)
+    assert w.check().detected is None
+    assert w.check().status == "ok"
+
+
+def test_a_rewind_after_an_early_trim_is_still_found():
+    w = World()
+    w.check()
+    w.accept_and_commit(10)
+    w.journal.trim_before(int(w.clock[0] * 1000))
+    w.tick(10)
+    assert w.check().detected is None
+    older = w.journal.snapshot()
+    lost = w.accept_and_commit(10)
+    w.journal.restore(older)
+    w.tick(1)
+    w.accept_and_commit(5)
+    health = w.check()
+    assert health.detected is not None, health
+    assert f"{min(lost)}" in health.detected["reason"] or "newer than" in health.detected["reason"]

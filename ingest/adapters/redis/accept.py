@@ -15,17 +15,25 @@ READONLY replies (the connection's server was demoted to a replica by a failover
 run either: they answer 503 and the connection is dropped, so the next turn connects to
 the primary that ``connect`` finds then (Sentinel), instead of staying pinned.
 
-With ``min_replicas`` > 0 each write ends with ``WAIT min_replicas ack_timeout_ms``: the
-replies are held until it answers, and when fewer replicas acknowledged, every request of
-that write whose report was written gets NotReplicated (503): Redis may still have it, and
-commit it later, but a failover now could lose it. The connection is dropped then too: a
-primary with no replicas left is often one that Sentinel already replaced.
+With ``min_replicas`` > 0 each write ends with ``WAIT n ack_timeout_ms``: the replies are
+held until it answers, and when fewer replicas acknowledged, every request of that write
+whose report was written gets NotReplicated (503): Redis may still have it, and commit it
+later, but a failover now could lose it. The connection is dropped then too: a primary with
+no replicas left is often one that Sentinel already replaced.
+
+``n`` is ``min_replicas`` or, when more, every replica the Sentinels count as following the
+primary (connections.replicas_following, on a Sentinel-made connection; counted when it is
+made, then again every RECOUNT_AFTER seconds by a task beside the writes).
+``WAIT min_replicas`` alone lost writes in a ``SENTINEL FAILOVER``: the replica being
+promoted stops replicating at once, the old primary keeps taking writes for about a second,
+another replica acknowledges them, and drops them when it resyncs from the promoted one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,7 +41,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from ingest.adapters.redis.connections import is_readonly
+from ingest.adapters.redis.connections import PrimaryConnection, is_readonly
 from ingest.adapters.redis.journal import RedisQueue
 from ingest.services.ports import Accepted
 
@@ -53,6 +61,7 @@ class _Lane:
         self.conn: redis.asyncio.Connection | None = None
         self.waiting: list[_Waiting] = []
         self.sender: asyncio.Task[None] | None = None
+        self.recount: asyncio.Task[None] | None = None  # held: the loop keeps weak references
 
 
 class AcceptPipeline:
@@ -103,11 +112,17 @@ class AcceptPipeline:
                 made = self.connect()
                 conn = lane.conn = await made if inspect.isawaitable(made) else made
             again: list[_Waiting] = []
-            drop = await _exchange(conn, batch, again, self.wait)
+            wait = self._wait_for(conn)
+            drop = await _exchange(conn, batch, again, wait)
             if again:
                 await conn.send_command("SCRIPT", "LOAD", self.queue.accept_script)
                 await conn.read_response()
-                drop = await _exchange(conn, again, None, self.wait) or drop
+                drop = await _exchange(conn, again, None, wait) or drop
+            if isinstance(conn, PrimaryConnection):
+                drop = drop or conn.moved  # the Sentinels name another primary now
+                if wait is not None and not drop and time.monotonic() >= conn.recount_at:
+                    conn.recount_at = float("inf")  # one recount at a time; it sets the next
+                    lane.recount = asyncio.get_running_loop().create_task(conn.recount())
         except Exception as exc:  # connection lost or timed out: unread replies are unknown
             for _command, reply in batch:
                 _settle(reply, exc)  # those already answered keep their answer
@@ -116,6 +131,14 @@ class AcceptPipeline:
             lane.conn = None
             if conn is not None:
                 await conn.disconnect(nowait=True)
+
+    def _wait_for(self, conn: redis.asyncio.Connection) -> tuple[int, int] | None:
+        """``WAIT``'s arguments for a write on ``conn``: at least ``min_replicas``, and every
+        replica its Sentinel counted as following the primary (a failover may promote any)."""
+        if self.wait is None:
+            return None
+        following = conn.replicas if isinstance(conn, PrimaryConnection) else 0
+        return max(self.wait[0], following), self.wait[1]
 
 
 async def _exchange(

@@ -40,10 +40,13 @@ TICKS_PER_MS = 4096
 
 # A status lookup reads the journal from just before the time its report id carries (the
 # web's clock, stamped before the write; the stream id is Redis's, a few milliseconds later
-# on one host) to a second after, at most FIND_MAX_ENTRIES entries of it.
-FIND_BEFORE_MS = 100
+# on one host), at most FIND_MAX_ENTRIES entries, inside Redis: 512 entries hold Redis for
+# about 2.5 ms (2,000 took 10 ms, measured 2026-12-01), so an unknown id costs that much and
+# no more. Under a load past ~8,000 reports/s a report still queued may be past the bound
+# (not found until it is committed, which SQL answers).
+FIND_BEFORE_MS = 20
 FIND_AFTER_MS = 1000
-FIND_MAX_ENTRIES = 2000
+FIND_MAX_ENTRIES = 512
 
 
 class RedisQueue(ReplayGuard, JournalStats):
@@ -175,15 +178,17 @@ class RedisQueue(ReplayGuard, JournalStats):
         return (s(rows[0][0]), int(rows[0][1].get(b"s", b"0"))) if rows else None
 
     def entries_after(self, entry_id: str, limit: int = 100_000) -> list[tuple[str, int]]:
-        """(stream id, sequence) of the entries after ``entry_id``, oldest first."""
+        """(stream id, sequence) of the entries after ``entry_id``, oldest first; only those
+        two fields cross the wire (entry_seqs.lua)."""
         found: list[tuple[str, int]] = []
         cursor = "(" + entry_id
         while len(found) < limit:
-            rows = self.client.xrange(self.stream, min=cursor, max="+", count=min(2000, limit - len(found)))
-            found += [(s(eid), int(fields.get(b"s", b"0"))) for eid, fields in rows if fields]
-            if not rows or len(rows) < 2000:
+            page = min(1000, limit - len(found))
+            flat = self.scripts.entry_seqs(keys=[self.stream], args=[cursor, page])
+            found += [(s(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+            if len(flat) < 2 * page:
                 break
-            cursor = "(" + s(rows[-1][0])
+            cursor = "(" + found[-1][0]
         return found
 
     # -- claim, ack, reclaim, trim -----------------------------------------------------------
@@ -278,13 +283,17 @@ class RedisQueue(ReplayGuard, JournalStats):
         (``0``: every acknowledged entry, when memory is short and the archive holds them).
         The cut-off is kept (``trimmed_ms``): the journal epoch check expects nothing older."""
         self.ensure_group()
-        cutoff = f"{int((time.time() - retention_seconds) * 1000)}-0"
+        # retention 0: no time bound at all (an entry of this very millisecond may go too)
+        bounds = [f"{int((time.time() - retention_seconds) * 1000)}-0"] if retention_seconds > 0 else []
         for group in self.client.xinfo_groups(self.stream):
             if s(group["name"]) == GROUP:
-                cutoff = min(cutoff, s(group["last-delivered-id"]), key=id_key)
+                bounds.append(s(group["last-delivered-id"]))
         oldest = self.oldest_pending_id()
         if oldest:
-            cutoff = min(cutoff, oldest, key=id_key)
+            bounds.append(oldest)
+        if not bounds:
+            return 0
+        cutoff = min(bounds, key=id_key)
         trimmed = int(self.client.xtrim(self.stream, minid=cutoff, approximate=False))
         if trimmed:
             self.client.set(self.trimmed_key, cutoff)

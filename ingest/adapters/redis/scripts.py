@@ -11,7 +11,7 @@ import dataclasses
 from importlib.resources import files
 from typing import Any
 
-NAMES = ("accept", "ack", "seq_floor", "find")
+NAMES = ("accept", "ack", "seq_floor", "find", "entry_seqs")
 
 
 def source(name: str) -> str:
@@ -27,6 +27,7 @@ class Scripts:
     ack: Any
     seq_floor: Any
     find: Any
+    entry_seqs: Any
 
     @classmethod
     def register(cls, client: Any) -> Scripts:
