@@ -123,15 +123,21 @@ class Side(Bench):
         }
 
     def log_errors(self) -> dict[str, Any]:
-        lines = []
-        for path in sorted(self.workdir.glob("*.log")):
-            with contextlib.suppress(OSError):
-                lines += [
-                    f"{path.stem}: {line.strip()[:300]}"
-                    for line in path.read_text(errors="replace").splitlines()
-                    if " ERROR" in line or '"level": "ERROR"' in line or "Traceback" in line
-                ]
-        return {"count": len(lines), "first": lines[:5]}
+        return log_errors(self.workdir)
+
+
+def log_errors(workdir: Path) -> dict[str, Any]:
+    """ERROR lines (plain or JSON logs) and tracebacks in the processes' logs of a stack."""
+    marks = (" ERROR", "[ERROR]", '"level":"ERROR"', '"level": "ERROR"', "Traceback")
+    lines = []
+    for path in sorted(workdir.glob("*.log")):
+        with contextlib.suppress(OSError):
+            lines += [
+                f"{path.stem}: {line.strip()[:400]}"
+                for line in path.read_text(errors="replace").splitlines()
+                if any(m in line for m in marks)
+            ]
+    return {"count": len(lines), "first": lines[:5]}
 
 
 @contextlib.contextmanager
@@ -578,7 +584,9 @@ def markdown(res: dict[str, Any], png: str | None) -> str:
         lines += [
             "",
             "Errors in the processes' logs: " + ", ".join(f"{k} {e['count']}" for k, e in errors.items()),
+            "",
         ]
+        lines += [f"- {k}: `{line}`" for k, e in errors.items() for line in e.get("first", [])]
     if res.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]]
     if png:
