@@ -1,4 +1,5 @@
-"""``python -m bench [--quick] ...``; ``python -m bench --bridge ...`` is bench/bridge.py."""
+"""``python -m bench [--quick] ...``; ``python -m bench --bridge ...`` is bench/bridge.py,
+``python -m bench --archive ...`` bench/archive.py."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import bridge
 
         return bridge.main([a for a in args if a != "--bridge"])
+    if "--archive" in args:  # make bench ARGS=--archive: the journal archive benchmark (bench/archive.py)
+        from bench import archive
+
+        return archive.main([a for a in args if a != "--archive"])
     parser = configure(argparse.ArgumentParser(prog="python -m bench", description="ingest bench (issue 5)"))
     try:
         return run(parser.parse_args(args))
