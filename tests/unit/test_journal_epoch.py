@@ -305,3 +305,27 @@ def test_a_rewind_then_an_early_trim_before_the_next_check_is_still_found():
     health = w.check()
     assert health.detected is not None, health
     assert "is gone" in health.detected["reason"] or f"{min(lost)}" in health.detected["reason"]
+
+
+def test_a_trim_during_a_read_of_the_whole_journal_is_not_a_loss():
+    """No recent verified entry (the first check, or a stale one): the check reads the whole
+    journal page by page while a reconciler trims it. Entries trimmed between two pages are
+    not lost: the check reads again once the trims settle."""
+    w = World()
+    w.check()
+    w.accept_and_commit(10)
+    w.tick(RETENTION)  # the verified entry is too old to start from: the whole journal is read
+    w.accept_and_commit(10)
+    reads = {"n": 0}
+    entries_after = w.journal.entries_after
+
+    def trimmed_while_read(entry_id: str, limit: int = 100_000) -> list[tuple[str, int]]:
+        reads["n"] += 1
+        found = entries_after(entry_id, limit)
+        if reads["n"] == 1:  # a trim between two pages: the second starts past a gap
+            w.journal.trim_before(int(w.clock[0] * 1000))
+            return found[:3] + found[6:]
+        return found
+
+    w.journal.entries_after = trimmed_while_read  # type: ignore[method-assign]
+    assert w.check().detected is None and reads["n"] >= 2
