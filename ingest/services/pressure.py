@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 # bytes a journal entry takes in Redis before there is one to measure (an envelope ~800 B)
 DEFAULT_ENTRY_BYTES = 1200
+# once refusing for memory, accept again only below the mark minus this fraction of maxmemory:
+# Redis's other memory (client buffers, the broker) moves by ~100 KB, and without it intake
+# flapped between 503 and 201 at the mark (201s with nothing pending and the window over it)
+HYSTERESIS = 0.05
 
 
 class MemoryReading(NamedTuple):
@@ -68,6 +72,7 @@ class Pressure:
         self.window_trimmable = window_trimmable
         self._checked = -interval
         self._reason: str | None = None
+        self._memory_full = False  # the last judgement refused for memory (HYSTERESIS)
         self.background = False  # sampled by Intake.check_in_background's thread instead
 
     @property
@@ -138,9 +143,11 @@ class Pressure:
         per_entry = r.journal_bytes / r.entries if r.entries and r.journal_bytes else DEFAULT_ENTRY_BYTES
         window = max(0, r.entries - r.pending) * per_entry if window_counts else 0.0
         other = max(0, r.used - r.journal_bytes)  # everything in Redis but the journal
-        room = self.high_water * r.limit - other - window
+        mark = self.high_water - (HYSTERESIS if self._memory_full else 0.0)
+        room = mark * r.limit - other - window
         cap = max(0, min(cap, int(room / per_entry)))
-        if r.pending >= cap:
+        self._memory_full = r.pending >= cap
+        if self._memory_full:
             held = other + window + r.pending * per_entry
             return (
                 f"Redis memory: {r.pending} pending reports, about {int(held)} of {r.limit} bytes "

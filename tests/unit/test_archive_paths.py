@@ -177,3 +177,17 @@ def test_committed_entries_a_trim_cannot_take_count_even_with_the_archive():
     pressure = Pressure(gauges, max_backlog=1_000_000, high_water=0.8, window_trimmable=True)
     pressure.sample()
     assert pressure.reason and "Redis memory" in pressure.reason and gauges.cap == 0
+
+
+def test_refusing_for_memory_lasts_until_the_mark_less_the_hysteresis():
+    full = MemoryReading(int(8.2 * MB), 10 * MB, 7000 * 1024, 7000, 0)  # over the mark: refuse
+    gauges = Gauges(full)
+    pressure = Pressure(gauges, max_backlog=1_000_000, high_water=0.8)
+    pressure.sample()
+    assert pressure.reason and gauges.cap == 0
+    gauges.reading = full._replace(used=int(7.9 * MB))  # just under the mark: still refusing
+    pressure.sample()
+    assert pressure.reason and gauges.cap == 0
+    gauges.reading = full._replace(used=int(7.0 * MB), journal_bytes=5800 * 1024, entries=5800)
+    pressure.sample()  # well under the mark less 5%: accepting again
+    assert pressure.reason is None and gauges.cap and gauges.cap > 0
