@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ingest.adapters.archive import reader
-from ingest.adapters.archive.blocks import Encoder, stream_id
+from ingest.adapters.archive.blocks import Encoder
 from ingest.adapters.archive.segments import hour_of
 from ingest.adapters.archive.writer import MAX_SEGMENT_BYTES, SegmentWriter
+from ingest.domain.ids import stream_id_key as stream_id
 from ingest.services.archive_ports import Archive, ArchiveCheck, ArchiveProblem
 from ingest.services.ports import Delivery
 

@@ -23,6 +23,7 @@ import msgspec
 import zstandard
 
 from ingest.adapters.archive import records
+from ingest.domain.ids import stream_id_key as stream_id
 from ingest.services.ports import Delivery
 
 MAGIC = b"IJA1"
@@ -70,12 +71,6 @@ class Header(NamedTuple):
     @property
     def end(self) -> int:
         return self.offset + HEADER_SIZE + self.payload_length
-
-
-def stream_id(entry_id: str) -> tuple[int, int]:
-    """A stream id "ms-n" as (ms, n); the archive's own copy, so it needs no Redis adapter."""
-    ms, _, n = entry_id.partition("-")
-    return int(ms), int(n or 0)
 
 
 def parse_header(data: bytes, offset: int) -> Header | None:

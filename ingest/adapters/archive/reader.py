@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ingest.adapters.archive.blocks import Block, BlockError, Header, stream_id
+from ingest.adapters.archive.blocks import Block, BlockError, Header
 from ingest.adapters.archive.records import compact_id
 from ingest.adapters.archive.segments import (
     HOUR_MS,
@@ -27,6 +27,7 @@ from ingest.adapters.archive.segments import (
     load,
     open_segment,
 )
+from ingest.domain.ids import stream_id_key as stream_id
 from ingest.services.archive_ports import ArchiveCheck, ArchiveProblem
 from ingest.services.ports import Delivery
 
