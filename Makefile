@@ -20,8 +20,14 @@ run: $(STAMP)
 run-waldur-demo: $(STAMP)
 	$(BIN)/ingest run --waldur-demo
 
+# Most tests wait on real processes (gunicorn, Celery, Redis, PostgreSQL) more than they use a
+# core, so they run in TEST_WORKERS processes (pytest-xdist; a file's tests stay together);
+# the fault tests measure loss under load and run alone, one after another, afterwards.
+TEST_WORKERS ?= 3
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not faults" tests
+	$(BIN)/python -m pytest -q -m faults tests
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -22,6 +22,7 @@ import redis
 import sqlalchemy as sa
 
 from ingest.dev import embedded_redis
+from workers.app import WORKER_QUEUES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -295,7 +296,7 @@ class Stack:
                 "--pool",
                 "prefork",
                 "-Q",
-                "celery",
+                ",".join(WORKER_QUEUES),
                 "-n",
                 f"bench{index}.{os.getpid()}@%h",
             ],

@@ -11,10 +11,20 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import setup_logging, worker_process_init
+from kombu.entity import Queue
 
 from ingest import bootstrap, config, logs
 
 settings = config.load()
+
+# The Procfile's ``worker`` consumes both (``-Q celery,maintenance``; a worker started without
+# ``-Q`` too): drains on ``celery``, the reconciler's passes on ``maintenance``. kombu's Redis
+# transport polls a worker's queues in turn, so a pass waits for at most one drain; in one
+# queue it waited behind a line of drains and expired (passes every 35-56 s instead of every
+# RECONCILE_INTERVAL=5 s under load: late trims, memory in a sawtooth).
+DRAIN_QUEUE = "celery"
+MAINTENANCE_QUEUE = "maintenance"
+WORKER_QUEUES = (DRAIN_QUEUE, MAINTENANCE_QUEUE)
 
 # With WALDUR_URL: sync the catalog on its interval (the task decides when a full sync is
 # due) and forward as a safety net (commits kick a forward as soon as they land).
@@ -65,7 +75,13 @@ app.conf.update(
     worker_hijack_root_logger=False,
     timezone="UTC",
     # the bridge's tasks have their own queue and process type (Procfile ``forwarder``)
-    task_routes={"workers.forward.*": {"queue": "waldur"}, "workers.sync.*": {"queue": "waldur"}},
+    task_routes={
+        "workers.forward.*": {"queue": "waldur"},
+        "workers.sync.*": {"queue": "waldur"},
+        "workers.tasks.reconcile": {"queue": MAINTENANCE_QUEUE},
+    },
+    task_default_queue=DRAIN_QUEUE,
+    task_queues=[Queue(name) for name in WORKER_QUEUES],  # type: ignore[no-untyped-call]
     beat_schedule={
         "drain": {
             "task": "workers.tasks.drain",

@@ -41,6 +41,9 @@ from ingest.adapters.sql.unit_of_work import make_engine
 from ingest.services import catalog_file
 from tests.conftest import free_port
 from tests.helpers import Demo, make_demo
+from workers.app import WORKER_QUEUES
+
+WORKER_QUEUE = ",".join(WORKER_QUEUES)  # the Procfile's worker: drains and the reconciler
 
 T = TypeVar("T")
 
@@ -228,8 +231,8 @@ def web_argv() -> list[str]:
 
 
 def worker_argv(queue: str, name: str, concurrency: int = 1) -> list[str]:
-    """A Celery prefork worker on ``queue`` (the Procfile's ``worker``: celery; ``forwarder``:
-    waldur), with a node name of its own."""
+    """A Celery prefork worker on ``queue`` (the Procfile's ``worker``: celery,maintenance;
+    ``forwarder``: waldur), with a node name of its own."""
     return [
         str(BIN / "celery"), "-A", "workers.app", "worker", "--loglevel", "INFO",
         "--concurrency", str(concurrency), "--pool", "prefork", "-Q", queue,
@@ -306,7 +309,7 @@ def stack(
     logs.mkdir()
     procs = [
         _start("web", web_argv(), env, logs),
-        _start("worker", worker_argv("celery", "e2e"), env, logs),
+        _start("worker", worker_argv(WORKER_QUEUE, "e2e"), env, logs),
         _start("beat", beat_argv(tmp_path / "celerybeat-schedule"), env, logs),
     ]
     base = f"http://127.0.0.1:{port}"

@@ -29,6 +29,7 @@ from tests.conftest import free_port, migrated_database
 from tests.e2e.conftest import (
     BIN,
     STARTUP_DEADLINE,
+    WORKER_QUEUE,
     Proc,
     Stack,
     _environment,
@@ -102,7 +103,7 @@ def bridge(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> It
         assert synced.returncode == 0, synced.stderr + synced.stdout
         procs += [
             _start("web", web_argv(), env, logs),
-            _start("worker", worker_argv("celery", "e2e"), env, logs),
+            _start("worker", worker_argv(WORKER_QUEUE, "e2e"), env, logs),
             _start("forwarder", worker_argv("waldur", "e2e-forwarder", 2), env, logs),
             _start("beat", beat_argv(tmp_path / "celerybeat-schedule"), env, logs),
         ]

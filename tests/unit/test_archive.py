@@ -428,6 +428,33 @@ def test_stats(tmp_path: Path) -> None:
     assert stats["directory"] == str(tmp_path / "not yet")
 
 
+def test_stats_of_closed_files_come_from_their_summaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = FileArchive(tmp_path, keep_days=7)
+    archive.append(entries(T0 + 1, 40, step_ms=50))
+    archive.append(entries(T0 + 5000, 30, step_ms=50, seq=100))
+    walked = archive.stats()  # the file is open: read from its headers
+    archive.close()  # closed for good: its summary is saved next to it
+    (segment,) = segment_files(tmp_path)
+    assert segment.with_name(segment.name + ".sum").is_file()
+
+    def no_walk(*_args: object) -> object:
+        raise AssertionError("stats read the headers of a file with a current summary")
+
+    monkeypatch.setattr(reader, "headers", no_walk)
+    assert archive.stats() == walked
+    monkeypatch.undo()
+    with segment.open("ab") as fh:  # the file changed after its summary: the summary is stale
+        fh.write(b"torn")
+    stale = archive.stats()
+    assert stale["entries"] == 70 and stale["bytes"] == walked["bytes"] + 4
+    segment.with_name(segment.name + ".sum").write_text("{not json")
+    assert archive.stats()["entries"] == 70
+    archive.prune(T0 / 1000 + 30 * 86400)
+    assert list(tmp_path.iterdir()) == []  # the summaries go with their hours
+
+
 def test_a_forked_child_writes_its_own_file(tmp_path: Path) -> None:
     archive = FileArchive(tmp_path)
     parent = archive.writer

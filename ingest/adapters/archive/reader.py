@@ -8,6 +8,7 @@ the blocks that overlap the merge point are decoded at a time.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import heapq
 import logging
@@ -20,6 +21,8 @@ from ingest.adapters.archive.blocks import Block, BlockError, Header
 from ingest.adapters.archive.records import compact_id
 from ingest.adapters.archive.segments import (
     HOUR_MS,
+    SUMMARY,
+    Summary,
     files,
     headers,
     hour_of,
@@ -193,23 +196,22 @@ def _iso(ms: int | None) -> str | None:
 
 
 def stats(root: Path, keep_days: float) -> dict[str, Any]:
-    """From the block headers only: no block is decompressed."""
+    """From each closed file's summary (``segments.Summary``), else from its block headers:
+    no block is decompressed."""
     segments = size = entries = 0
     first: int | None = None
     last: int | None = None
     for _, directory in hours(root):
         for path in files(directory):
-            fh = open_segment(path)
-            if isinstance(fh, ArchiveProblem):
+            summary = _summary(path)
+            if summary is None:
                 continue
-            with fh:
-                segments += 1
-                size += os.fstat(fh.fileno()).st_size
-                for item in headers(fh, str(path)):
-                    if isinstance(item, Header) and item.entries:
-                        entries += item.entries
-                        first = item.first_ms if first is None else min(first, item.first_ms)
-                        last = item.last_ms if last is None else max(last, item.last_ms)
+            segments += 1
+            size += summary.bytes
+            entries += summary.entries
+            if summary.first_ms is not None and summary.last_ms is not None:
+                first = summary.first_ms if first is None else min(first, summary.first_ms)
+                last = summary.last_ms if last is None else max(last, summary.last_ms)
     return {
         "directory": str(root),
         "keep_days": keep_days,
@@ -220,6 +222,24 @@ def stats(root: Path, keep_days: float) -> dict[str, Any]:
         "last_accepted_at": _iso(last),
         "bytes_per_report": round(size / entries, 1) if entries else None,
     }
+
+
+def _summary(path: Path) -> Summary | None:
+    """The file's saved summary if it is current, else one made from its headers (None: the
+    file cannot be opened). ``bytes`` is the file's size, torn end included."""
+    fh = open_segment(path)
+    if isinstance(fh, ArchiveProblem):
+        return None
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        summary = Summary.load(path, size)
+        if summary is None:
+            summary = Summary()
+            for item in headers(fh, str(path)):
+                if isinstance(item, Header):
+                    summary.add(item)
+        summary.bytes = size
+        return summary
 
 
 def expired_hours(root: Path, cutoff_ms: int) -> list[tuple[int, Path]]:
@@ -237,6 +257,11 @@ def prune(expired: list[tuple[int, Path]]) -> int:
             except FileNotFoundError:  # another process pruned it first
                 continue
             removed += 1
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(directory):
+                if SUMMARY in entry.name:  # a summary, or one being saved
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
         for empty in (directory, directory.parent):
             try:
                 empty.rmdir()

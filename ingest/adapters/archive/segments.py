@@ -9,6 +9,7 @@ reported with the file and byte offset, and the walk goes on wherever it safely 
 from __future__ import annotations
 
 import calendar
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from ingest.services.archive_ports import ArchiveProblem
 
 HOUR_MS = 3_600_000
 SUFFIX = ".seg"
+SUMMARY = ".sum"  # next to a closed segment file: what ``stats`` needs without its headers
 TORN = "truncated block (torn write)"
 WRITING_GRACE = 10.0  # seconds since a file's last write during which a short end is a write under way
 BAD_HEADER = "bad block header"
@@ -72,6 +74,48 @@ def files(directory: Path) -> list[Path]:
         return sorted(Path(e.path) for e in os.scandir(directory) if e.name.endswith(SUFFIX) and e.is_file())
     except FileNotFoundError:
         return []
+
+
+class Summary:
+    """Blocks, entries and acceptance span of one closed segment file, and its size then."""
+
+    __slots__ = ("bytes", "blocks", "entries", "first_ms", "last_ms")
+
+    def __init__(self) -> None:
+        self.bytes = self.blocks = self.entries = 0
+        self.first_ms: int | None = None
+        self.last_ms: int | None = None
+
+    def add(self, header: Header) -> None:
+        self.bytes = header.end
+        self.blocks += 1
+        if header.entries:
+            self.entries += header.entries
+            self.first_ms = header.first_ms if self.first_ms is None else min(self.first_ms, header.first_ms)
+            self.last_ms = header.last_ms if self.last_ms is None else max(self.last_ms, header.last_ms)
+
+    def save(self, segment: Path) -> None:
+        """Next to ``segment``, replaced whole (a reader never sees half of it). Not synced:
+        a summary lost in a crash only makes ``stats`` read that file's headers."""
+        target = segment.with_name(segment.name + SUMMARY)
+        partial = target.with_name(target.name + ".tmp")
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        partial.write_text(json.dumps(fields))
+        os.replace(partial, target)
+
+    @classmethod
+    def load(cls, segment: Path, size: int) -> Summary | None:
+        """The saved summary of ``segment`` if it describes the file as it is now."""
+        try:
+            fields = json.loads(segment.with_name(segment.name + SUMMARY).read_text())
+            summary = cls()
+            for name in cls.__slots__:
+                setattr(summary, name, fields[name])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if summary.bytes != size or not isinstance(summary.entries, int):
+            return None
+        return summary
 
 
 def _resync(fh: BinaryIO, start: int, size: int) -> Header | None:

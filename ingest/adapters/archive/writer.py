@@ -15,19 +15,21 @@ import io
 import os
 from pathlib import Path
 
-from ingest.adapters.archive.segments import SUFFIX, hour_path
+from ingest.adapters.archive.blocks import HEADER_SIZE, parse_header
+from ingest.adapters.archive.segments import SUFFIX, Summary, hour_path
 
 MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 OPEN_HOURS = 2  # the current hour and the one before (a batch straddling the hour)
 
 
 class _Segment:
-    __slots__ = ("path", "fh", "size")
+    __slots__ = ("path", "fh", "size", "summary")
 
     def __init__(self, path: Path, fh: io.FileIO) -> None:
         self.path = path
         self.fh = fh
         self.size = 0
+        self.summary = Summary()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -77,6 +79,9 @@ class SegmentWriter:
         except OSError:
             self.abandon(hour, truncate=True)
             raise
+        header = parse_header(block[:HEADER_SIZE], segment.size)
+        if header is not None:  # always: the encoder made it
+            segment.summary.add(header)
         segment.size += len(block)
         return segment
 
@@ -125,9 +130,12 @@ class SegmentWriter:
             segment.fh.close()
 
     def _close(self, hour: int) -> None:
+        """Close a file for good (it is never appended to again) and save its summary."""
         segment = self._open.pop(hour)
         with contextlib.suppress(OSError):  # synced already: nothing is lost
             segment.fh.close()
+        with contextlib.suppress(OSError):  # without it, stats reads the file's headers
+            segment.summary.save(segment.path)
 
     def open_hours(self) -> list[int]:
         return sorted(self._open)
