@@ -22,12 +22,13 @@ run-waldur-demo: $(STAMP)
 
 # Most tests wait on real processes (gunicorn, Celery, Redis, PostgreSQL) more than they use a
 # core, so they run in TEST_WORKERS processes (pytest-xdist; a file's tests stay together);
-# the fault tests measure loss under load and run alone, one after another, afterwards.
+# the fault tests (loss under load) and the tests timed to the second (marker ``serial``) run
+# alone, one after another, afterwards.
 TEST_WORKERS ?= 3
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not faults" tests
-	$(BIN)/python -m pytest -q -m faults tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not faults and not serial" tests
+	$(BIN)/python -m pytest -q -m "faults or serial" tests
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -120,6 +120,8 @@ class Side(Bench):
             "length": int(stream["length"]),
             "added": int(stream.get("entries-added", 0) or 0),
             "acked": acked if acked is not None else self.final_reports(),
+            # where the reconciler's journal check stopped (keep_from): moves once a pass
+            "verified": (self.r.get(f"{STREAM}:verified") or b"").decode(),
         }
 
     def log_errors(self) -> dict[str, Any]:
@@ -208,6 +210,26 @@ def memory_summary(samples: list[dict[str, Any]], settled_after: float) -> dict[
         "stream_length_end": window[-1]["length"],
         "added_per_s": per_s("added"),
         "committed_per_s": per_s("acked"),
+        **reconcile_passes(window),
+    }
+
+
+def reconcile_passes(window: list[dict[str, Any]]) -> dict[str, Any]:
+    """How often the reconciler finished a pass during the load: each pass ends with the
+    journal check, which moves the ``verified`` mark while reports arrive. Intervals between
+    two moves seen by the 1-s sampler (the first move starts the count)."""
+    moves = [
+        window[i]["t"]
+        for i in range(1, len(window))
+        if window[i].get("verified") != window[i - 1].get("verified")
+    ]
+    gaps = sorted(b - a for a, b in zip(moves, moves[1:], strict=False))
+    if not gaps:
+        return {"reconcile_passes": len(moves)}
+    return {
+        "reconcile_passes": len(moves),
+        "reconcile_interval_p50_s": round(gaps[len(gaps) // 2], 1),
+        "reconcile_interval_max_s": round(gaps[-1], 1),
     }
 
 
@@ -457,6 +479,9 @@ def summarize(res: dict[str, Any]) -> None:
             "memory_max_mb": mem.get("max_mb"),
             "memory_slope_mb_per_min": mem.get("slope_mb_per_min"),
             "memory_settled_slope_mb_per_min": mem.get("settled_slope_mb_per_min"),
+            "reconcile_passes": mem.get("reconcile_passes"),
+            "reconcile_interval_p50_s": mem.get("reconcile_interval_p50_s"),
+            "reconcile_interval_max_s": mem.get("reconcile_interval_max_s"),
             "stream_length_end": mem.get("stream_length_end"),
             "redis_bytes_per_entry": mem.get("bytes_per_entry_added"),
         }
@@ -534,6 +559,10 @@ def markdown(res: dict[str, Any], png: str | None) -> str:
         f"| same, after retention + 2 reconciles (MB/min) | "
         f"{_f(w.get('memory_settled_slope_mb_per_min'), 2)} | "
         f"{_f(a.get('memory_settled_slope_mb_per_min'), 2)} | |",
+        f"| reconciler passes in the load; interval p50 / max (s) | {_f(w.get('reconcile_passes'))}; "
+        f"{_f(w.get('reconcile_interval_p50_s'), 1)} / {_f(w.get('reconcile_interval_max_s'), 1)} | "
+        f"{_f(a.get('reconcile_passes'))}; {_f(a.get('reconcile_interval_p50_s'), 1)} / "
+        f"{_f(a.get('reconcile_interval_max_s'), 1)} | |",
         f"| journal entries in Redis at the end | {_f(w.get('stream_length_end'))} | "
         f"{_f(a.get('stream_length_end'))} | |",
         f"| Redis used_memory net growth per report accepted (bytes) | {_f(w.get('redis_bytes_per_entry'))} "

@@ -3,6 +3,7 @@ TEST_DATABASE_URL names a server), a migrated schema with a demo catalog, the Fa
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import uuid
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import falcon.testing
+import hypothesis
 import pytest
 import redis
 import sqlalchemy as sa
@@ -22,11 +24,31 @@ from ingest.dev import embedded_redis
 from ingest.services import catalog_file
 from tests.helpers import Demo, make_demo
 
+# Property tests share the cores with the servers other tests start side by side: a stall is
+# not a failure (Hypothesis's default deadline is 200 ms an example).
+hypothesis.settings.register_profile("shared-machine", deadline=None)
+hypothesis.settings.load_profile("shared-machine")
+
+# Ports for the servers tests start: each pytest-xdist worker (gw0, gw1, ...) takes them from
+# its own range below the kernel's ephemeral ports (32768+), one after another, skipping any in
+# use. A port from bind(0) stays free only until the server binds it, so two workers starting
+# servers side by side could be handed the same one.
+PORTS_PER_WORKER = 2000
+_worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_first_port = 20000 + PORTS_PER_WORKER * (_worker % 6)
+_next_port = itertools.cycle(range(_first_port, _first_port + PORTS_PER_WORKER))
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for _ in range(PORTS_PER_WORKER):
+        port = next(_next_port)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # in use (or another service's): the next one
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_first_port}-{_first_port + PORTS_PER_WORKER - 1}")
 
 
 @pytest.fixture(scope="session")

@@ -58,9 +58,14 @@ def start(port: int, directory: Path, appendfsync: str = "everysec") -> subproce
         if proc.poll() is not None:
             raise RuntimeError(f"redis-server exited; see {directory / 'redis.log'}")
         try:
-            client.ping()
-            return proc
+            pid = int(client.info("server")["process_id"])
         except redis.ConnectionError:
             time.sleep(0.05)
+            continue
+        if pid != proc.pid:  # another redis-server answers there: ours cannot bind the port
+            proc.kill()
+            proc.wait(timeout=5)
+            raise RuntimeError(f"port {port} is taken by another redis-server (pid {pid})")
+        return proc
     proc.kill()
     raise RuntimeError("redis-server did not start within 15 s")

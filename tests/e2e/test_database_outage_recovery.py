@@ -17,7 +17,8 @@ import sqlalchemy as sa
 
 from tests.e2e.conftest import Stack
 
-pytestmark = pytest.mark.e2e
+# timed to the second: alone, after the parallel part (make test)
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 OUTAGE = 12.0  # seconds: longer than a commit's own retries (~2 s), far below RECONCILE_AFTER
 RECOVERY = 10.0  # every report committed within this after the database is back

@@ -25,7 +25,8 @@ from tests.conftest import free_port, migrated_database
 from tests.e2e.conftest import BIN, SET_USAGE, _environment, _redis_database_url, _start, _stop
 from tests.helpers import Demo, make_demo
 
-pytestmark = pytest.mark.e2e
+# timed to the second: alone, after the parallel part (make test)
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 BODY_TIMEOUT = 2.0
 LIMIT = 3

@@ -49,6 +49,7 @@ SKIP = shutil.ignore_patterns(
     "var",
     "__pycache__",
     ".*_cache",
+    ".hypothesis",  # other test processes write there while this copies
     "*.db*",
     "tests",
     "bench",

@@ -18,19 +18,12 @@ from typing import Any
 import redis
 
 from ingest.dev import embedded_redis
+from tests.conftest import free_port
 
 MASTER = "ingest-primary"
 # what the README's "What a 201 guarantees" asks of every node that may be primary: a
 # primary cut off from its replicas refuses writes (-NOREPLICAS) instead of accepting them
 RECOMMENDED = ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Node:
@@ -106,7 +99,7 @@ class Cluster:
         return self
 
     def _start_node(self, name: str, replica_of: int | None) -> Node:
-        port = _free_port()
+        port = free_port()
         directory = self.tmp / name
         directory.mkdir(parents=True, exist_ok=True)
         log = directory / "redis.log"
@@ -153,7 +146,7 @@ class Cluster:
         return node
 
     def _start_sentinel(self, name: str, primary_port: int, quorum: int) -> Node:
-        port = _free_port()
+        port = free_port()
         directory = self.tmp / name
         directory.mkdir(parents=True, exist_ok=True)
         conf = directory / "sentinel.conf"
@@ -310,9 +303,13 @@ def _wait_ping(node: Node, timeout: float = 15.0) -> None:
         if node.proc.poll() is not None:
             raise RuntimeError(f"{node.name} exited; see {node.log}")
         try:
-            client.ping()
-            return
+            pid = int(client.info("server")["process_id"])
         except redis.RedisError:
             time.sleep(0.05)
+            continue
+        if pid != node.proc.pid:  # another server had the port: ours is exiting
+            node.proc.kill()
+            raise RuntimeError(f"{node.name}: port {node.port} is another server's (pid {pid})")
+        return
     node.proc.kill()
     raise RuntimeError(f"{node.name} did not start within {timeout} s")

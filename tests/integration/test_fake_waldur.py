@@ -596,6 +596,7 @@ def test_707_set_usage_quirks(fake7: process.FakeWaldur) -> None:
             raise AssertionError("expected a 500")
 
 
+@pytest.mark.serial  # times a few seconds: alone, after the parallel part (make test)
 def test_707_token_expires_when_idle(fake7: process.FakeWaldur) -> None:
     fake7.merge(
         {"users": [{"token": "idle-token", "username": "idle", "is_staff": True, "token_lifetime": 1}]}
@@ -612,6 +613,7 @@ def test_707_token_expires_when_idle(fake7: process.FakeWaldur) -> None:
     )
 
 
+@pytest.mark.serial  # times a few seconds: alone, after the parallel part (make test)
 def test_generated_catalog_starts_fast_and_pages_cheaply() -> None:
     started = time.monotonic()
     with process.start(extra_args=["--generate", "100000"], port=0) as big:
@@ -663,6 +665,7 @@ def test_707_token_in_the_query_string(fake7: process.FakeWaldur) -> None:
     assert reply.status_code == 200 and reply.json()["is_staff"] is True
 
 
+@pytest.mark.serial  # times a few seconds: alone, after the parallel part (make test)
 def test_cli_line_demo_token_lifetime_and_sigint(tmp_path: Any) -> None:
     args = [sys.executable, "-m", "ingest.dev.fake_waldur", "--port", "0", "--token", "T", "--demo"]
     proc = subprocess.Popen(

@@ -219,6 +219,7 @@ def test_a_permanent_400_lands_in_the_failures_and_a_retry_forwards_it(
     assert rt.forward_status()["failures_by_reason"] == {}
 
 
+@pytest.mark.serial  # times a few seconds: alone, after the parallel part (make test)
 def test_the_global_bucket_holds_every_forwarder_to_the_rate(redis_url: str) -> None:
     import redis
 
@@ -422,6 +423,7 @@ def test_a_permanent_400_goes_to_the_failures_list_and_back_after_a_fix(
     rt.engine.dispose()
 
 
+@pytest.mark.serial  # times a few seconds: alone, after the parallel part (make test)
 def test_the_rate_cap_holds_across_forwarders(
     database_url: str, redis_url: str, fake: Any, fake_catalog: Catalog
 ) -> None:

@@ -22,6 +22,9 @@ from ingest.adapters.redis.journal import RedisQueue
 from ingest.config import Settings
 from tests.faults.sentinel_cluster import MASTER, Cluster
 
+# replicas must answer WAIT within 100 ms: alone, after the parallel part (make test)
+pytestmark = pytest.mark.serial
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
