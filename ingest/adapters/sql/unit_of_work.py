@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, case, create_engine, event, func, or_, select, text
+from sqlalchemy import Engine, case, create_engine, event, func, make_url, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -34,13 +34,33 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
             cursor.close()
 
         return engine
-    engine = create_engine(url, pool_size=pool_size, pool_pre_ping=True, pool_recycle=1800)
+    engine = create_engine(
+        url, pool_size=pool_size, pool_pre_ping=True, pool_recycle=1800, connect_args=pg_connect_args(url)
+    )
 
     @event.listens_for(engine, "connect")
     def _staging(dbapi_conn: Any, _record: Any) -> None:
         pg_copy.create_staging(dbapi_conn)  # once per connection, committed on its own
 
     return engine
+
+
+# libpq's defaults wait for ever: a connect to a server that does not answer (a firewall
+# drops the packets, a host gone) would hang a web or worker process instead of failing as a
+# transient error, and a connection whose server vanished would wait for TCP's ~2-hour
+# timeout. A DATABASE_URL query (``?connect_timeout=10``) overrides each of them.
+PG_CONNECT_DEFAULTS = {
+    "connect_timeout": 5,  # seconds for the whole connection start-up
+    "keepalives": 1,
+    "keepalives_idle": 30,  # then a probe every 10 s; 3 unanswered: the connection is dead
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
+def pg_connect_args(url: str) -> dict[str, Any]:
+    given = make_url(url).query
+    return {key: value for key, value in PG_CONNECT_DEFAULTS.items() if key not in given}
 
 
 def dialect_insert(session: Session, table: Any) -> Any:
