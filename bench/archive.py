@@ -120,8 +120,9 @@ class Side(Bench):
             "length": int(stream["length"]),
             "added": int(stream.get("entries-added", 0) or 0),
             "acked": acked if acked is not None else self.final_reports(),
-            # where the reconciler's journal check stopped (keep_from): moves once a pass
-            "verified": (self.r.get(f"{STREAM}:verified") or b"").decode(),
+            # the last trim's cut-off: only the reconciler trims here (no maxmemory), so it
+            # moves once a pass that had something past the retention to trim
+            "trimmed": (self.r.get(f"{STREAM}:trimmed") or b"").decode(),
         }
 
     def log_errors(self) -> dict[str, Any]:
@@ -215,13 +216,13 @@ def memory_summary(samples: list[dict[str, Any]], settled_after: float) -> dict[
 
 
 def reconcile_passes(window: list[dict[str, Any]]) -> dict[str, Any]:
-    """How often the reconciler finished a pass during the load: each pass ends with the
-    journal check, which moves the ``verified`` mark while reports arrive. Intervals between
-    two moves seen by the 1-s sampler (the first move starts the count)."""
+    """How often the reconciler trimmed the journal during the load (with a short retention:
+    every pass once the retention has passed; with 24 h: never). Intervals between two trims
+    seen by the 1-s sampler (the first one starts the count)."""
     moves = [
         window[i]["t"]
         for i in range(1, len(window))
-        if window[i].get("verified") != window[i - 1].get("verified")
+        if window[i].get("trimmed") != window[i - 1].get("trimmed")
     ]
     gaps = sorted(b - a for a, b in zip(moves, moves[1:], strict=False))
     if not gaps:
@@ -559,7 +560,7 @@ def markdown(res: dict[str, Any], png: str | None) -> str:
         f"| same, after retention + 2 reconciles (MB/min) | "
         f"{_f(w.get('memory_settled_slope_mb_per_min'), 2)} | "
         f"{_f(a.get('memory_settled_slope_mb_per_min'), 2)} | |",
-        f"| reconciler passes in the load; interval p50 / max (s) | {_f(w.get('reconcile_passes'))}; "
+        f"| reconciler trims in the load; interval p50 / max (s) | {_f(w.get('reconcile_passes'))}; "
         f"{_f(w.get('reconcile_interval_p50_s'), 1)} / {_f(w.get('reconcile_interval_max_s'), 1)} | "
         f"{_f(a.get('reconcile_passes'))}; {_f(a.get('reconcile_interval_p50_s'), 1)} / "
         f"{_f(a.get('reconcile_interval_max_s'), 1)} | |",

@@ -21,8 +21,8 @@ from pathlib import Path
 import redis
 import sqlalchemy as sa
 
+from ingest.bootstrap import WORKER_QUEUES
 from ingest.dev import embedded_redis
-from workers.app import WORKER_QUEUES
 
 REPO = Path(__file__).resolve().parents[1]
 

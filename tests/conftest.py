@@ -33,9 +33,10 @@ hypothesis.settings.load_profile("shared-machine")
 # its own range below the kernel's ephemeral ports (32768+), one after another, skipping any in
 # use. A port from bind(0) stays free only until the server binds it, so two workers starting
 # servers side by side could be handed the same one.
-PORTS_PER_WORKER = 2000
 _worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-_first_port = 20000 + PORTS_PER_WORKER * (_worker % 6)
+_workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), _worker + 1)
+PORTS_PER_WORKER = 12000 // _workers  # 20000-31999 shared out
+_first_port = 20000 + PORTS_PER_WORKER * _worker
 _next_port = itertools.cycle(range(_first_port, _first_port + PORTS_PER_WORKER))
 
 

@@ -17,15 +17,6 @@ from ingest import bootstrap, config, logs
 
 settings = config.load()
 
-# The Procfile's ``worker`` consumes both (``-Q celery,maintenance``; a worker started without
-# ``-Q`` too): drains on ``celery``, the reconciler's passes on ``maintenance``. kombu's Redis
-# transport polls a worker's queues in turn, so a pass waits for at most one drain; in one
-# queue it waited behind a line of drains and expired (passes every 35-56 s instead of every
-# RECONCILE_INTERVAL=5 s under load: late trims, memory in a sawtooth).
-DRAIN_QUEUE = "celery"
-MAINTENANCE_QUEUE = "maintenance"
-WORKER_QUEUES = (DRAIN_QUEUE, MAINTENANCE_QUEUE)
-
 # With WALDUR_URL: sync the catalog on its interval (the task decides when a full sync is
 # due) and forward as a safety net (commits kick a forward as soon as they land).
 BRIDGE_SCHEDULE = {
@@ -74,14 +65,15 @@ app.conf.update(
     task_soft_time_limit=int(settings.drain_budget * 6 + 30),
     worker_hijack_root_logger=False,
     timezone="UTC",
-    # the bridge's tasks have their own queue and process type (Procfile ``forwarder``)
-    task_routes={
-        "workers.forward.*": {"queue": "waldur"},
-        "workers.sync.*": {"queue": "waldur"},
-        "workers.tasks.reconcile": {"queue": MAINTENANCE_QUEUE},
-    },
-    task_default_queue=DRAIN_QUEUE,
-    task_queues=[Queue(name) for name in WORKER_QUEUES],  # type: ignore[no-untyped-call]
+    # the bridge's tasks have their own queue and process type (Procfile ``forwarder``);
+    # queues and routes: ingest.bootstrap (one home with the producers'); a worker started
+    # without -Q consumes WORKER_QUEUES, the reconciler's first
+    task_routes=bootstrap.TASK_ROUTES,
+    task_default_queue=bootstrap.DRAIN_QUEUE,
+    task_queues=[
+        Queue(name, routing_key=name)  # type: ignore[no-untyped-call]
+        for name in bootstrap.WORKER_QUEUES
+    ],
     beat_schedule={
         "drain": {
             "task": "workers.tasks.drain",

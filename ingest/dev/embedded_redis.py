@@ -58,14 +58,15 @@ def start(port: int, directory: Path, appendfsync: str = "everysec") -> subproce
         if proc.poll() is not None:
             raise RuntimeError(f"redis-server exited; see {directory / 'redis.log'}")
         try:
-            pid = int(client.info("server")["process_id"])
+            pid = int(client.info("server")["process_id"])  # INFO answers while loading too
+            if pid == proc.pid:
+                client.ping()  # BusyLoadingError (a ConnectionError) until the AOF is loaded
+                return proc
         except redis.ConnectionError:
             time.sleep(0.05)
             continue
-        if pid != proc.pid:  # another redis-server answers there: ours cannot bind the port
-            proc.kill()
-            proc.wait(timeout=5)
-            raise RuntimeError(f"port {port} is taken by another redis-server (pid {pid})")
-        return proc
+        proc.kill()  # another redis-server answers there: ours cannot bind the port
+        proc.wait(timeout=5)
+        raise RuntimeError(f"port {port} is taken by another redis-server (pid {pid})")
     proc.kill()
     raise RuntimeError("redis-server did not start within 15 s")

@@ -38,10 +38,10 @@ from ingest.adapters.sql import read_model as queries
 from ingest.adapters.sql import tables as t
 from ingest.adapters.sql.catalog import SqlCatalog
 from ingest.adapters.sql.unit_of_work import make_engine
+from ingest.bootstrap import WORKER_QUEUES
 from ingest.services import catalog_file
 from tests.conftest import free_port
 from tests.helpers import Demo, make_demo
-from workers.app import WORKER_QUEUES
 
 WORKER_QUEUE = ",".join(WORKER_QUEUES)  # the Procfile's worker: drains and the reconciler
 
@@ -231,7 +231,7 @@ def web_argv() -> list[str]:
 
 
 def worker_argv(queue: str, name: str, concurrency: int = 1) -> list[str]:
-    """A Celery prefork worker on ``queue`` (the Procfile's ``worker``: celery,maintenance;
+    """A Celery prefork worker on ``queue`` (the Procfile's ``worker``: maintenance,celery;
     ``forwarder``: waldur), with a node name of its own."""
     return [
         str(BIN / "celery"), "-A", "workers.app", "worker", "--loglevel", "INFO",

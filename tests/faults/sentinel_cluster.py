@@ -303,13 +303,15 @@ def _wait_ping(node: Node, timeout: float = 15.0) -> None:
         if node.proc.poll() is not None:
             raise RuntimeError(f"{node.name} exited; see {node.log}")
         try:
-            pid = int(client.info("server")["process_id"])
+            pid = int(client.info("server")["process_id"])  # INFO answers while loading too
+            if pid == node.proc.pid:
+                client.ping()  # BusyLoadingError until its AOF is loaded
+                return
         except redis.RedisError:
             time.sleep(0.05)
             continue
-        if pid != node.proc.pid:  # another server had the port: ours is exiting
-            node.proc.kill()
-            raise RuntimeError(f"{node.name}: port {node.port} is another server's (pid {pid})")
-        return
+        node.proc.kill()  # another server had the port: ours is exiting
+        node.proc.wait(timeout=5)
+        raise RuntimeError(f"{node.name}: port {node.port} is another server's (pid {pid})")
     node.proc.kill()
     raise RuntimeError(f"{node.name} did not start within {timeout} s")

@@ -257,9 +257,9 @@ def prune(expired: list[tuple[int, Path]]) -> int:
             except FileNotFoundError:  # another process pruned it first
                 continue
             removed += 1
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(directory):
-                if SUMMARY in entry.name:  # a summary, or one being saved
+        with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.endswith((SUMMARY, SUMMARY + ".tmp")):  # a summary, or one being saved
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
         for empty in (directory, directory.parent):

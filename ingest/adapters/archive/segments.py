@@ -113,9 +113,11 @@ class Summary:
                 setattr(summary, name, fields[name])
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if summary.bytes != size or not isinstance(summary.entries, int):
+        counts = (summary.bytes, summary.blocks, summary.entries)
+        span = (summary.first_ms, summary.last_ms)
+        if not all(type(n) is int for n in counts) or not all(t is None or type(t) is int for t in span):
             return None
-        return summary
+        return summary if summary.bytes == size else None
 
 
 def _resync(fh: BinaryIO, start: int, size: int) -> Header | None:

@@ -59,7 +59,12 @@ PG_CONNECT_DEFAULTS = {
 
 
 def pg_connect_args(url: str) -> dict[str, Any]:
+    """PG_CONNECT_DEFAULTS less what the URL's query sets; none with a libpq service
+    (``?service=``: its file decides). An argument given here overrides libpq's PG*
+    environment variables too: set those in the URL instead."""
     given = make_url(url).query
+    if "service" in given:
+        return {}
     return {key: value for key, value in PG_CONNECT_DEFAULTS.items() if key not in given}
 
 
