@@ -4,6 +4,7 @@ workers, commits nothing twice (consumer-group claims + sequence-guarded upserts
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery.signals import worker_process_shutdown
@@ -19,6 +20,22 @@ commits = logs.Summary(logging.getLogger("workers.tasks.drain"), logs.commit_lin
 # The batch this worker process claimed and could not commit (the database was down): its
 # next drain retries it first, so it commits as soon as the database answers again.
 _held = Held()
+
+
+class PassSpacing:
+    """The worker polls the reconciler's queue before the drains' (ingest.bootstrap): passes
+    that took longer than RECONCILE_INTERVAL would follow one another and hold every drain
+    off. A pass that would start less than half an interval after this process's last one
+    ended is skipped (the next comes within an interval); a drain runs in between."""
+
+    def __init__(self) -> None:
+        self.ended = float("-inf")  # time.monotonic()
+
+    def too_soon(self, interval: float) -> bool:
+        return time.monotonic() - self.ended < interval / 2
+
+
+_spacing = PassSpacing()
 
 
 @app.task(name="workers.tasks.drain", acks_late=True, ignore_result=True)
@@ -56,6 +73,16 @@ def reconcile() -> dict[str, Any]:
     """Re-drive stale pending entries (only while SQL answers), keep the sequence ahead of
     SQL, trim the journal, and end with the journal epoch check (did Redis lose data?)."""
     rt = bootstrap.runtime()
+    s = rt.settings
+    if _spacing.too_soon(s.reconcile_interval):
+        return {"not_run": "this process's last pass ended less than half an interval ago"}
+    try:
+        return _reconcile(rt)
+    finally:
+        _spacing.ended = time.monotonic()
+
+
+def _reconcile(rt: bootstrap.Runtime) -> dict[str, Any]:
     s = rt.settings
     max_seq = rt.reachable_committed_sequence()
     return reconcile_journal(

@@ -77,6 +77,7 @@ def tasks(monkeypatch):
 
     def use(rt: FakeRuntime) -> Any:
         monkeypatch.setattr(bootstrap, "runtime", lambda: rt)
+        tasks._spacing.ended = float("-inf")  # each call a pass of its own (see PassSpacing)
         return tasks
 
     return use
@@ -146,3 +147,15 @@ def test_without_a_check_the_summary_has_no_journal_status():
     journal = FakeJournal([])
     summary = reconcile(journal, make(FakeStore()), "r", 0.0, 10, 3600, 0, True)
     assert "journal" not in summary and journal.reconciles == [summary]
+
+
+def test_a_pass_right_after_another_is_skipped_so_a_drain_runs_in_between(tasks):
+    rt = FakeRuntime(FakeJournal([]), make(FakeStore()), FakeMetrics())
+    module = tasks(rt)
+    first = module.reconcile()
+    assert "not_run" not in first and rt.checks == 1
+    second = module.reconcile()  # queued while the first ran: the worker polls passes first
+    assert "not_run" in second and rt.checks == 1 and rt.journal.reconciles == [first]
+    module._spacing.ended -= rt.settings.reconcile_interval / 2  # half an interval later
+    third = module.reconcile()
+    assert "not_run" not in third and rt.checks == 2
