@@ -55,18 +55,20 @@ def start(port: int, directory: Path, appendfsync: str = "everysec") -> subproce
     client = redis.Redis(port=port, socket_connect_timeout=0.5)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited; see {directory / 'redis.log'}")
+        exited = proc.poll() is not None
         try:
             pid = int(client.info("server")["process_id"])  # INFO answers while loading too
             if pid == proc.pid:
                 client.ping()  # BusyLoadingError (a ConnectionError) until the AOF is loaded
                 return proc
         except redis.ConnectionError:
+            if exited:  # and nothing answers on the port: see its log
+                raise RuntimeError(f"redis-server exited; see {directory / 'redis.log'}") from None
             time.sleep(0.05)
             continue
-        proc.kill()  # another redis-server answers there: ours cannot bind the port
-        proc.wait(timeout=5)
+        if not exited:  # another redis-server answers there: ours cannot bind the port
+            proc.kill()
+            proc.wait(timeout=5)
         raise RuntimeError(f"port {port} is taken by another redis-server (pid {pid})")
     proc.kill()
     raise RuntimeError("redis-server did not start within 15 s")
