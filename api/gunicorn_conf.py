@@ -17,6 +17,7 @@ keepalive = 5  # seconds an idle connection stays open
 # limit (LIMIT_CONCURRENCY, per worker; uvicorn ignores gunicorn's limit_request_* and
 # worker_connections): api/server.py
 accesslog = None
+logger_class = "api.gunicorn_logs.GunicornLogger"  # gunicorn's own lines in our format
 control_socket_disable = True  # gunicorn 25+: one shared ~/.gunicorn socket would clash
 
 
