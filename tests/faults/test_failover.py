@@ -67,7 +67,8 @@ def _line(scenario: str, v: Verdict, load: Load) -> str:
     return (
         f"{scenario}: sent {v.sent} / accepted {v.accepted} / committed {v.committed} / "
         f"superseded {v.superseded} / quarantined {v.quarantined} / lost {v.lost} / "
-        f"applied twice {v.applied_twice} / rolled back {v.stale_rows}; refused {load.refused}"
+        f"applied twice {v.applied_twice} / rolled back {v.stale_rows}; refused {load.refused}; "
+        f"rows holding a report answered 503 {v.newer_than_any_201}"
     )
 
 
