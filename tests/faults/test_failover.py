@@ -102,7 +102,7 @@ def _where_lost(stack: SentinelStack, load: Load) -> str:
 def check(stack: SentinelStack, load: Load, scenario: str) -> Verdict:
     verdict = settle(stack.database_url, load, timeout=60)
     print(_line(scenario, verdict, load))
-    if verdict.lost:
+    if verdict.lost or verdict.stale_rows:  # keep the logs of a loss or a rollback
         print("  ", _where_lost(stack, load))
         keep = (
             Path(os.environ.get("FAILOVER_LOGS", "/tmp")) / f"failover-logs-{os.getpid()}-{int(time.time())}"
