@@ -67,6 +67,11 @@ TASK_ROUTES = {
 }
 
 
+def task_routing() -> dict[str, Any]:
+    """The routing part of every Celery app's configuration (the workers' and the producers')."""
+    return {"task_routes": TASK_ROUTES, "task_default_queue": DRAIN_QUEUE}
+
+
 def broker_url(settings: config.Settings) -> str:
     """The Celery broker URL: REDIS_URL, or kombu's ``sentinel://`` list with Sentinel."""
     return connections.broker_url(settings)
@@ -297,8 +302,7 @@ class Runtime:
 
         app = Celery("ingest-producer", broker=broker_url(self.settings), set_as_current=False)
         app.conf.broker_transport_options = broker_transport_options(self.settings)
-        app.conf.task_routes = TASK_ROUTES  # a forward kick is for a forwarder, not a drain worker
-        app.conf.task_default_queue = DRAIN_QUEUE
+        app.conf.update(task_routing())  # a forward kick is for a forwarder, not a drain worker
         return app
 
     def kick(self) -> None:

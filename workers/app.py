@@ -68,8 +68,7 @@ app.conf.update(
     # the bridge's tasks have their own queue and process type (Procfile ``forwarder``);
     # queues and routes: ingest.bootstrap (one home with the producers'); a worker started
     # without -Q consumes WORKER_QUEUES, the reconciler's first
-    task_routes=bootstrap.TASK_ROUTES,
-    task_default_queue=bootstrap.DRAIN_QUEUE,
+    **bootstrap.task_routing(),
     task_queues=[
         Queue(name, routing_key=name)  # type: ignore[no-untyped-call]
         for name in bootstrap.WORKER_QUEUES
